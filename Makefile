@@ -1,0 +1,27 @@
+# Keel — the two commands: `make run` and `make test`. Each installs missing Debian packages first.
+JOBS ?= 2
+
+.PHONY: all deps build run test test-asan clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	cmake --preset release >/dev/null
+	cmake --build --preset release -j $(JOBS)
+
+run: build
+	@bash scripts/demo.sh
+
+test: build
+	ctest --preset release
+
+test-asan: deps
+	cmake --preset asan-ubsan >/dev/null
+	cmake --build --preset asan-ubsan -j $(JOBS)
+	ctest --preset asan-ubsan
+
+clean:
+	rm -rf build build-*

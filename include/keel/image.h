@@ -1,0 +1,164 @@
+// The public API of libkeel: open or create a disk image (qcow2 or raw) and do guest I/O on it.
+//
+// An Image is safe to use from many threads at once. Reads and writes of allocated data run in
+// parallel; allocation and metadata write-back are serialized inside the engine.
+// Durability: a write is durable once a later flush() returns OK, or when it was issued with
+// fua=true and returned OK (docs/integrity.md, shared integrity contract G3).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "keel/block_file.h"
+#include "keel/events.h"
+#include "keel/status.h"
+
+namespace keel {
+
+// QEMU's -t cache modes.
+enum class CacheMode { kWriteback, kWritethrough, kNone, kDirectsync, kUnsafe };
+// QEMU's -i aio modes.
+enum class AioMode { kThreads, kIoUring };
+
+Result<CacheMode> parse_cache_mode(std::string_view name);
+Result<AioMode> parse_aio_mode(std::string_view name);
+
+using FileOpener =
+    std::function<Result<std::unique_ptr<BlockFile>>(const std::string& path, const FileOptions&)>;
+
+struct OpenOptions {
+  std::string format;           // "qcow2", "raw"; empty = probe
+  bool read_only = false;
+  CacheMode cache = CacheMode::kWriteback;
+  AioMode aio = AioMode::kThreads;
+  bool force_share = false;     // qemu-img -U: take no image locks
+  bool no_backing = false;      // do not open the backing file (reads of unallocated = zeros)
+  std::string snapshot;         // open this internal snapshot (id or name), read-only
+  bool check_mode = false;      // open for check/repair: allow a corrupt image, no auto-repair
+  FileOpener file_opener;       // for tests: replaces open_posix_file for every file opened
+  EventObserver* observer = nullptr;
+  int max_backing_depth = 0;    // 0 = limits.h default
+};
+
+// Result of block_status: one extent starting at `offset`.
+struct Extent {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool data = false;        // reads come from stored data (not known zeros)
+  bool zero = false;        // reads as zeros
+  int depth = 0;            // layer that provides it: 1 = this image, 2 = its backing... 0 = none
+  bool compressed = false;
+  std::optional<uint64_t> host_offset;  // offset in the top layer's data file, when known
+};
+
+struct SnapshotInfo {
+  std::string id;
+  std::string name;
+  uint64_t vm_state_size = 0;
+  uint32_t date_sec = 0;
+  uint32_t date_nsec = 0;
+  uint64_t vm_clock_nsec = 0;
+  uint64_t icount = UINT64_MAX;  // UINT64_MAX = not recorded
+  uint64_t disk_size = 0;
+};
+
+struct BitmapInfo {
+  std::string name;
+  uint32_t granularity = 0;
+  std::vector<std::string> flags;  // "in-use", "auto"
+};
+
+struct ImageInfo {
+  std::string filename;
+  std::string format;
+  uint64_t virtual_size = 0;
+  uint64_t actual_size = 0;
+  uint32_t cluster_size = 0;          // 0 for raw
+  std::string backing_filename;       // as stored in the image
+  std::string full_backing_filename;  // resolved path
+  std::string backing_format;
+  std::vector<SnapshotInfo> snapshots;
+  bool dirty = false;
+  // qcow2 only
+  std::string compat;                 // "0.10" or "1.1"
+  std::string compression_type;       // "zlib" or "zstd"
+  bool lazy_refcounts = false;
+  uint32_t refcount_bits = 0;
+  bool corrupt = false;
+  bool extended_l2 = false;
+  std::string data_file;
+  bool data_file_raw = false;
+  std::vector<BitmapInfo> bitmaps;
+};
+
+struct ZeroFlags {
+  bool may_unmap = false;    // the range may be deallocated (NBD: without NO_HOLE)
+  bool fua = false;
+  bool fast_only = false;    // fail with ENOTSUP unless zeroing is cheap (NBD FAST_ZERO)
+};
+
+class Image {
+ public:
+  // Opens `path`; format probed unless opts.format is set. Takes QEMU-compatible locks.
+  static Result<std::unique_ptr<Image>> open(const std::string& path, const OpenOptions& opts);
+
+  virtual ~Image() = default;
+
+  virtual std::string format() const = 0;
+  virtual uint64_t size() const = 0;
+  virtual bool read_only() const = 0;
+  // The allocation granularity (cluster size for qcow2, 512 for raw).
+  virtual uint32_t cluster_size() const = 0;
+
+  virtual Status read(uint64_t offset, std::span<uint8_t> buf) = 0;
+  virtual Status write(uint64_t offset, std::span<const uint8_t> buf, bool fua = false) = 0;
+  virtual Status write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags) = 0;
+  // Deallocates the range where possible. Afterwards it reads as zeros or from the backing file.
+  virtual Status discard(uint64_t offset, uint64_t length) = 0;
+  virtual Status flush() = 0;
+  // Writes one whole cluster compressed (qcow2 only; REQUIRES: offset cluster-aligned, the
+  // cluster not yet allocated). Falls back to a normal write if compression does not help.
+  virtual Status write_compressed(uint64_t offset, std::span<const uint8_t> cluster);
+
+  // Describes the longest uniform extent starting at offset, at most max_length bytes.
+  virtual Result<Extent> block_status(uint64_t offset, uint64_t max_length) = 0;
+
+  virtual ImageInfo info() = 0;
+  // The backing image, or nullptr.
+  virtual Image* backing() = 0;
+
+  // Flushes, clears the dirty bit and releases the image. Destruction without close() is a
+  // best-effort close that cannot report errors.
+  virtual Status close() = 0;
+};
+
+enum class Preallocation { kOff, kMetadata, kFalloc, kFull };
+enum class CompressionType { kZlib = 0, kZstd = 1 };
+
+struct CreateOptions {
+  std::string format = "qcow2";
+  uint64_t size = 0;
+  int version = 3;                    // 2 = compat 0.10, 3 = compat 1.1
+  uint32_t cluster_size = 65536;
+  uint32_t refcount_bits = 16;
+  bool lazy_refcounts = false;
+  bool extended_l2 = false;
+  Preallocation preallocation = Preallocation::kOff;
+  CompressionType compression_type = CompressionType::kZlib;
+  std::string backing_file;
+  std::string backing_format;
+  std::string data_file;
+  bool data_file_raw = false;
+  FileOpener file_opener;  // for tests
+};
+
+// Creates a new image (overwriting any file at path). Validates the options first.
+Status create_image(const std::string& path, const CreateOptions& opts);
+
+}  // namespace keel

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Keel builds and tests with, only those missing.
+set -euo pipefail
+pkgs=(cmake g++ make pkg-config git
+      libcli11-dev nlohmann-json3-dev zlib1g-dev libzstd-dev libfmt-dev liburing-dev libexpected-dev
+      libgtest-dev libgmock-dev librapidcheck-dev
+      qemu-utils libnbd-bin fio)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

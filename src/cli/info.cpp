@@ -1,0 +1,98 @@
+// keel info: qemu-img info's output (human or --output=json) for an image or its whole chain.
+//   keel info [-f fmt] [--output=human|json] [--backing-chain] [-U] FILE
+// Like qemu-img, each image of a chain is opened on its own without its backing file, so info
+// works on images whose backing file is missing, and a chain that loops is reported, not followed.
+#include <cstdio>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli/command.h"
+#include "cli/info_format.h"
+#include "cli/util.h"
+
+namespace keel::cli {
+namespace {
+
+struct InfoArgs {
+  std::string format;
+  std::string output = "human";
+  bool backing_chain = false;
+  bool force_share = false;
+  std::string filename;
+};
+
+int run_info(const InfoArgs& a) {
+  auto json = parse_output_format(a.output);
+  if (!json) return 1;
+  if (a.filename.empty()) {
+    print_error("Expecting one image file name");
+    return 1;
+  }
+  std::vector<ImageInfo> chain;
+  std::set<std::string> seen;
+  std::string filename = a.filename;
+  std::string format = a.format;
+  while (!filename.empty()) {
+    if (!seen.insert(filename).second) {
+      print_error(fmt::format("Backing file '{}' creates an infinite loop.", filename));
+      return 1;
+    }
+    OpenFlags f;
+    f.format = format;
+    f.force_share = a.force_share;
+    f.no_backing = true;
+    auto img = open_image_or_report(filename, f, CacheMode::kWriteback);
+    if (!img) return 1;
+    ImageInfo info = img->info();
+    info.filename = filename;
+    (void)img->close();
+    filename.clear();
+    format.clear();
+    if (a.backing_chain && !info.backing_filename.empty()) {
+      filename = path_combine(info.filename, info.backing_filename);
+      format = info.backing_format;
+    }
+    chain.push_back(std::move(info));
+  }
+  if (*json) {
+    if (a.backing_chain) {
+      auto list = nlohmann::ordered_json::array();
+      for (const auto& i : chain) list.push_back(image_info_json(i));
+      std::printf("%s\n", qemu_json(list).c_str());
+    } else {
+      std::printf("%s\n", qemu_json(image_info_json(chain.front())).c_str());
+    }
+  } else {
+    bool first = true;
+    for (const auto& i : chain) {
+      if (!first) std::printf("\n");
+      first = false;
+      std::fputs(image_info_human(i).c_str(), stdout);
+    }
+  }
+  return 0;
+}
+
+std::function<int()> setup_info(CLI::App* sub) {
+  auto a = std::make_shared<InfoArgs>();
+  sub->add_option("-f", a->format, "Image format: qcow2 or raw (default: probe)");
+  sub->add_option("--output", a->output,
+                  "Output format: human (default) or json (qemu-img's field names)");
+  sub->add_flag("--backing-chain", a->backing_chain,
+                "Show every image of the backing chain, top first (a JSON array with --output=json)");
+  sub->add_flag("-U,--force-share", a->force_share,
+                "Open without taking image locks (the image may be in use by a writer)");
+  sub->add_option("FILE", a->filename, "Image file");
+  sub->footer("Exit status: 0 on success, 1 if an image cannot be opened.");
+  return [a] { return run_info(*a); };
+}
+
+}  // namespace
+
+KEEL_COMMAND(info, "info", "Show information about a disk image (qemu-img info)", setup_info);
+
+}  // namespace keel::cli

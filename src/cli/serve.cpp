@@ -1,0 +1,358 @@
+// keel serve: serve a disk image over NBD, with qemu-nbd's flag names and defaults.
+//
+//   keel serve [-f fmt] [-k SOCKET | -b ADDR -p PORT] [-x NAME] [-D DESC] [-r] [-t] [-e N]
+//              [-s|--snapshot] [--cache=MODE] [--aio=MODE] [--discard=ignore|unmap]
+//              [--detect-zeroes=off|on|unmap] [--pid-file F] [--fork] [--handshake-limit S]
+//              [-v] FILE
+//
+// Differences from qemu-nbd: TCP binds to 127.0.0.1 unless -b says otherwise (qemu-nbd binds
+// to 0.0.0.0), and there is no /dev/nbd (-c) mode. Systemd socket activation (LISTEN_PID,
+// LISTEN_FDS, fd 3) is supported, so `nbdinfo -- [ keel serve img ]` works.
+//
+// Lifecycle: SIGTERM/SIGINT stop accepting, let connected clients finish the requests they
+// sent, then flush and close the image (clearing the dirty bit) and exit 0.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "cli/command.h"
+#include "keel/image.h"
+#include "keel/limits.h"
+#include "nbd/log.h"
+#include "nbd/server.h"
+#include "nbd/socket.h"
+
+namespace keel::cli {
+namespace {
+
+struct ServeArgs {
+  std::string file;
+  std::string format;
+  std::string socket_path;
+  std::string bind = "127.0.0.1";
+  int port = 10809;
+  std::string export_name;
+  std::string description;
+  bool read_only = false;
+  bool persistent = false;
+  uint32_t shared = 1;
+  bool snapshot = false;
+  bool nocache = false;
+  std::string cache = "writeback";
+  std::string aio = "threads";
+  std::string discard = "ignore";
+  std::string detect_zeroes = "off";
+  std::string pid_file;
+  bool fork = false;
+  int handshake_limit = 10;
+  bool verbose = false;
+  // Set by the parser to tell "given" from "default".
+  bool bind_given = false;
+  bool port_given = false;
+};
+
+// Files to remove at exit, whatever path we leave by.
+struct Cleanup {
+  std::string socket_path;
+  std::string pid_file;
+  std::string overlay;
+  ~Cleanup() {
+    if (!socket_path.empty()) ::unlink(socket_path.c_str());
+    if (!pid_file.empty()) ::unlink(pid_file.c_str());
+    if (!overlay.empty()) ::unlink(overlay.c_str());
+  }
+};
+
+// --fork: the parent waits until the child is serving (or failed), like qemu-nbd --fork.
+// Returns the fd the child writes one byte to when ready, or -1 in the parent's stead (the
+// parent exits inside).
+int fork_and_wait() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) < 0) {
+    print_error(fmt::format("pipe: {}", std::strerror(errno)));
+    std::exit(1);
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    print_error(fmt::format("fork: {}", std::strerror(errno)));
+    std::exit(1);
+  }
+  if (pid > 0) {
+    ::close(p[1]);
+    char b = 0;
+    ssize_t n;
+    do {
+      n = ::read(p[0], &b, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n == 1) std::_Exit(0);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    std::_Exit(1);
+  }
+  ::close(p[0]);
+  ::setsid();
+  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull >= 0) {
+    ::dup2(devnull, STDIN_FILENO);
+    ::dup2(devnull, STDOUT_FILENO);
+    ::close(devnull);
+  }
+  return p[1];
+}
+
+Status write_pid_file(const std::string& path) {
+  std::string text = fmt::format("{}\n", ::getpid());
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return io_error(errno, fmt::format("cannot create pid file '{}'", tmp));
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) < 0)
+    return io_error(errno, fmt::format("cannot write pid file '{}'", path));
+  return Status::ok();
+}
+
+// --snapshot: a temporary qcow2 overlay on top of the image, thrown away at exit.
+Result<std::unique_ptr<Image>> open_snapshot_overlay(const ServeArgs& a, const OpenOptions& base,
+                                                     Cleanup& cleanup) {
+  OpenOptions ro = base;
+  ro.read_only = true;
+  KEEL_ASSIGN(auto probe, Image::open(a.file, ro));
+  CreateOptions co;
+  co.format = "qcow2";
+  co.size = probe->size();
+  co.backing_file = std::filesystem::absolute(a.file).string();
+  co.backing_format = probe->format();
+  KEEL_TRY_R(probe->close());
+  probe.reset();
+  const char* tmpdir = std::getenv("TMPDIR");
+  std::string templ = fmt::format("{}/keel-serve-snapshot.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+  int fd = ::mkstemp(templ.data());
+  if (fd < 0) return error(io_error(errno, "cannot create the snapshot overlay"));
+  ::close(fd);
+  cleanup.overlay = templ;
+  KEEL_TRY_R(create_image(templ, co).with_context("cannot create the snapshot overlay"));
+  OpenOptions oo = base;
+  oo.format = "qcow2";
+  oo.read_only = a.read_only;
+  return Image::open(templ, oo);
+}
+
+Result<std::vector<int>> open_listeners(const ServeArgs& a, Cleanup& cleanup) {
+  std::vector<int> fds = nbd::activation_sockets();
+  if (!fds.empty()) {
+    if (!a.socket_path.empty() || a.bind_given || a.port_given)
+      return error(invalid("-k, -b and -p cannot be used with socket activation"));
+    return fds;
+  }
+  if (!a.socket_path.empty()) {
+    KEEL_ASSIGN(int fd, nbd::listen_unix(a.socket_path));
+    cleanup.socket_path = a.socket_path;
+    return std::vector<int>{fd};
+  }
+  KEEL_ASSIGN(fds, nbd::listen_tcp(a.bind, static_cast<uint16_t>(a.port)));
+  if (a.port == 0) nbd::log_line(fmt::format("listening on {} port {}", a.bind, nbd::bound_port(fds[0])));
+  return fds;
+}
+
+int run_serve(ServeArgs a) {
+  // Check the arguments before anything else.
+  if (!a.socket_path.empty() && (a.bind_given || a.port_given)) {
+    print_error("-k cannot be combined with -b or -p");
+    return 1;
+  }
+  if (a.port < 0 || a.port > 65535) {
+    print_error(fmt::format("Invalid port number '{}'", a.port));
+    return 1;
+  }
+  if (a.shared < 1) {
+    print_error(fmt::format("Invalid shared device number '{}'", a.shared));
+    return 1;
+  }
+  if (a.export_name.size() > limits::kMaxNbdExportName || a.description.size() > limits::kMaxNbdExportName) {
+    print_error("export name and description must be at most 4096 bytes");
+    return 1;
+  }
+  if (a.nocache) a.cache = "none";
+  nbd::ExportPolicy policy;
+  if (a.discard == "unmap" || a.discard == "on") {
+    policy.discard = nbd::DiscardMode::kUnmap;
+  } else if (a.discard != "ignore" && a.discard != "off") {
+    print_error(fmt::format("Invalid discard option '{}'", a.discard));
+    return 1;
+  }
+  if (a.detect_zeroes == "on") {
+    policy.detect_zeroes = nbd::DetectZeroes::kOn;
+  } else if (a.detect_zeroes == "unmap") {
+    if (policy.discard != nbd::DiscardMode::kUnmap) {
+      print_error("--detect-zeroes=unmap can only be used if --discard=unmap");
+      return 1;
+    }
+    policy.detect_zeroes = nbd::DetectZeroes::kUnmap;
+  } else if (a.detect_zeroes != "off") {
+    print_error(fmt::format("Invalid detect-zeroes option '{}'", a.detect_zeroes));
+    return 1;
+  }
+  OpenOptions opts;
+  opts.format = a.format;
+  opts.read_only = a.read_only;
+  auto cache = parse_cache_mode(a.cache);
+  if (!cache) {
+    print_error(cache.error().message());
+    return 1;
+  }
+  opts.cache = *cache;
+  auto aio = parse_aio_mode(a.aio);
+  if (!aio) {
+    print_error(aio.error().message());
+    return 1;
+  }
+  opts.aio = *aio;
+  nbd::set_verbose(a.verbose);
+
+  // Fork before any thread exists; the child does everything below.
+  int ready_fd = a.fork ? fork_and_wait() : -1;
+
+  // Signals: handled synchronously through a signalfd the accept loop watches. Blocked before
+  // any thread starts so that every thread inherits the mask.
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
+  ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  int sig_fd = ::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sig_fd < 0) {
+    print_error(fmt::format("signalfd: {}", std::strerror(errno)));
+    return 1;
+  }
+
+  Cleanup cleanup;
+  std::unique_ptr<Image> image;
+  if (a.snapshot) {
+    auto img = open_snapshot_overlay(a, opts, cleanup);
+    if (!img) {
+      print_error(fmt::format("Could not open '{}': {}", a.file, img.error().message()));
+      return 1;
+    }
+    image = std::move(*img);
+  } else {
+    auto img = Image::open(a.file, opts);
+    if (!img) {
+      print_error(fmt::format("Could not open '{}': {}", a.file, img.error().message()));
+      return 1;
+    }
+    image = std::move(*img);
+  }
+
+  auto listeners = open_listeners(a, cleanup);
+  if (!listeners) {
+    print_error(listeners.error().message());
+    return 1;
+  }
+  if (!a.pid_file.empty()) {
+    Status s = write_pid_file(a.pid_file);
+    if (!s.is_ok()) {
+      print_error(s.message());
+      return 1;
+    }
+    cleanup.pid_file = a.pid_file;
+  }
+
+  nbd::ServerConfig cfg;
+  cfg.connection.export_cfg.name = a.export_name;
+  cfg.connection.export_cfg.description = a.description;
+  cfg.connection.export_cfg.size = image->size();
+  cfg.connection.export_cfg.read_only = a.read_only || image->read_only();
+  cfg.connection.export_cfg.multi_conn = a.shared > 1;
+  cfg.connection.policy = policy;
+  cfg.connection.handshake_limit = std::chrono::seconds(std::max(0, a.handshake_limit));
+  cfg.max_connections = a.shared;
+  cfg.persistent = a.persistent;
+  int rc = 0;
+  {
+    nbd::Server server(*image, cfg);
+    for (int fd : *listeners) server.add_listener(fd);
+    nbd::log_debug(fmt::format("serving '{}' ({} bytes{})", a.file, image->size(),
+                               cfg.connection.export_cfg.read_only ? ", read-only" : ""));
+    if (ready_fd >= 0) {
+      char b = 1;
+      [[maybe_unused]] ssize_t n = ::write(ready_fd, &b, 1);
+      ::close(ready_fd);
+    }
+    server.run(sig_fd);
+    signalfd_siginfo si;
+    if (::read(sig_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si))
+      nbd::log_debug(fmt::format("{} received; finished the requests in flight",
+                                ::strsignal(static_cast<int>(si.ssi_signo))));
+  }
+  // Every connection has ended: make everything durable and clear the dirty bit.
+  if (!image->read_only()) {
+    Status s = image->flush();
+    if (!s.is_ok()) {
+      print_error(fmt::format("flush failed: {}", s.message()));
+      rc = 1;
+    }
+  }
+  Status s = image->close();
+  if (!s.is_ok()) {
+    print_error(fmt::format("close failed: {}", s.message()));
+    rc = 1;
+  }
+  ::close(sig_fd);
+  return rc;
+}
+
+std::function<int()> setup(CLI::App* sub) {
+  auto a = std::make_shared<ServeArgs>();
+  sub->add_option("-f,--format", a->format, "image format (qcow2 or raw); probed if not given");
+  sub->add_option("-k,--socket", a->socket_path, "listen on this unix socket");
+  auto* bind = sub->add_option("-b,--bind", a->bind, "TCP address to listen on (default 127.0.0.1)");
+  auto* port = sub->add_option("-p,--port", a->port, "TCP port to listen on (default 10809)");
+  sub->add_option("-x,--export-name", a->export_name, "export name (default: empty)");
+  sub->add_option("-D,--description", a->description, "export description");
+  sub->add_flag("-r,--read-only", a->read_only, "export read-only");
+  sub->add_flag("-t,--persistent", a->persistent, "keep serving after the last client leaves");
+  sub->add_option("-e,--shared", a->shared, "serve up to N clients at once (default 1)");
+  sub->add_flag("-s,--snapshot", a->snapshot,
+                "write to a temporary overlay that is thrown away at exit");
+  sub->add_flag("-n,--nocache", a->nocache, "same as --cache=none");
+  sub->add_option("--cache", a->cache,
+                  "cache mode: writeback (default), writethrough, none, directsync, unsafe");
+  sub->add_option("--aio", a->aio, "aio mode: threads (default), native, io_uring");
+  sub->add_option("--discard", a->discard, "TRIM handling: ignore (default) or unmap");
+  sub->add_option("--detect-zeroes", a->detect_zeroes, "off (default), on, or unmap");
+  sub->add_option("--pid-file", a->pid_file, "write the server's pid to this file");
+  sub->add_flag("--fork", a->fork, "go to the background once the server is ready");
+  sub->add_option("--handshake-limit", a->handshake_limit,
+                  "seconds a client has to finish the handshake (0: no limit; default 10)");
+  sub->add_flag("-v,--verbose", a->verbose, "log every connection");
+  sub->add_option("file", a->file, "the image to serve")->required();
+  return [a, bind, port] {
+    a->bind_given = bind->count() > 0;
+    a->port_given = port->count() > 0;
+    return run_serve(*a);
+  };
+}
+
+}  // namespace
+
+KEEL_COMMAND(serve, "serve", "serve an image over NBD (like qemu-nbd)", setup);
+
+}  // namespace keel::cli

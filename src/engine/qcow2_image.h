@@ -1,0 +1,187 @@
+// Qcow2Image: the qcow2 driver. Internal to libkeel; users see keel::Image.
+//
+// Concurrency: `mu_` guards all metadata (L1, L2 cache, refcounts, allocator). Guest data I/O
+// runs outside it. Every write-side operation holds `gate_` shared; flush() holds it exclusive,
+// so the flush protocol sees a quiet metadata state.
+//
+// The metadata write-back path (the only way metadata reaches the file, see flush_metadata()):
+//   phase 1: dirty refcount blocks + L2 tables not yet linked ("fresh") -> sync
+//   phase 2: dirty linked L2 tables + dirty L1 entries                  -> sync
+//   phase 3: refcount decrements for clusters unlinked in phase 2 (written by the next phase 1);
+//            only then are those clusters reusable.
+// Guest data is always written before the L2 entry that points at it is set in memory, so
+// phase 1's sync also makes the data durable before any link to it. Refcount-structure growth
+// (new refcount block, larger refcount table) is rare and synced on the spot.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "engine/alloc_gate.h"
+#include "format/header.h"
+#include "format/snapshot_table.h"
+#include "format/tables.h"
+#include "keel/image.h"
+
+namespace keel {
+
+FileOptions file_options_for(const OpenOptions& opts);
+Result<std::unique_ptr<BlockFile>> open_block_file(const std::string& path, const OpenOptions& opts,
+                                                   const FileOptions& f);
+Status lock_image_file(BlockFile& file, const OpenOptions& opts);
+Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file, const std::string& path,
+                                                const OpenOptions& opts, int depth);
+Status create_qcow2_image(const std::string& path, const CreateOptions& opts);
+// Links every guest cluster of a freshly created qcow2 image to a host cluster.
+Status preallocate_qcow2(Image& image, Preallocation mode);
+// Resolves a backing/data file name relative to the directory of `image_path`, as QEMU does.
+std::string resolve_relative(const std::string& image_path, const std::string& name);
+
+// What the L2 entry of one guest cluster says.
+struct Mapping {
+  format::ClusterType type = format::ClusterType::kUnallocated;
+  uint64_t entry = 0;
+  uint64_t bitmap = 0;  // extended L2 only
+  uint64_t host() const { return entry & format::kOffsetMask; }
+  bool copied() const { return entry & format::kCopied; }
+};
+
+struct L2Table {
+  std::vector<uint64_t> words;  // host-endian; 2 words per entry with extended L2
+  bool dirty = false;
+  bool fresh = false;           // written in phase 1 but its L1 link is not durable yet
+  uint64_t last_use = 0;
+};
+
+struct RefBlock {
+  std::vector<uint8_t> bytes;
+  bool dirty = false;
+  uint64_t last_use = 0;
+};
+
+class Qcow2Image final : public Image {
+ public:
+  Qcow2Image() = default;
+  ~Qcow2Image() override;
+
+  std::string format() const override { return "qcow2"; }
+  uint64_t size() const override { return size_; }
+  bool read_only() const override { return read_only_; }
+  uint32_t cluster_size() const override { return static_cast<uint32_t>(cs_); }
+
+  Status read(uint64_t offset, std::span<uint8_t> buf) override;
+  Status write(uint64_t offset, std::span<const uint8_t> buf, bool fua) override;
+  Status write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags) override;
+  Status discard(uint64_t offset, uint64_t length) override;
+  Status flush() override;
+  Status write_compressed(uint64_t offset, std::span<const uint8_t> cluster) override;
+  Result<Extent> block_status(uint64_t offset, uint64_t max_length) override;
+  ImageInfo info() override;
+  Image* backing() override { return backing_.get(); }
+  Status close() override;
+
+  Status preallocate(Preallocation mode);
+
+ private:
+  friend Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile>, const std::string&,
+                                                         const OpenOptions&, int);
+  Status open_tables(const OpenOptions& opts, int depth);
+  Status load_snapshot_table();
+  Status open_backing(const OpenOptions& opts, int depth);
+  Status open_data_file(const OpenOptions& opts);
+
+  // --- metadata (qcow2_metadata.cpp); all REQUIRE mu_ held ---
+  Result<L2Table*> load_l2(uint64_t l2_offset);
+  Result<Mapping> lookup(uint64_t guest_cluster);
+  // Returns the L2 table for guest_cluster ready for modification (allocating or copying it).
+  Result<L2Table*> writable_l2(uint64_t guest_cluster);
+  void set_l2(L2Table* t, uint64_t guest_cluster, uint64_t entry, uint64_t bitmap);
+  Result<RefBlock*> load_refblock(uint64_t rt_index, bool create);
+  Result<uint64_t> get_refcount(uint64_t cluster_index);
+  Status change_refcount(uint64_t cluster_index, int64_t delta);
+  // Takes `count` contiguous free clusters (refcount 0 -> 1); returns the host offset.
+  Result<uint64_t> alloc_clusters(uint64_t count);
+  // Takes `bytes` (<= cluster) for compressed data, packing clusters; returns the host offset.
+  Result<uint64_t> alloc_bytes(uint64_t bytes);
+  Status create_refblock(uint64_t rt_index);
+  Status grow_reftable(uint64_t needed_rt_index);
+  // Frees the host clusters an entry references once its unlink is durable.
+  void defer_free(uint64_t entry);
+  Status flush_metadata();
+  Status write_l2_table(uint64_t offset, const L2Table& t);
+  Status write_header_field(uint64_t offset, std::span<const uint8_t> bytes);
+  Status mark_corrupt(const std::string& why);
+  void evict_caches();
+  size_t dirty_bytes() const;
+  Status metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what);
+  Status latch(Status s);
+
+  // --- guest I/O (qcow2_io.cpp) ---
+  Status read_mapped(const Mapping& m, uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> buf);
+  Status read_unallocated(uint64_t guest_offset, std::span<uint8_t> buf);
+  Status read_compressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> buf);
+  Status write_chunk(uint64_t guest_offset, std::span<const uint8_t> buf);
+  Status allocating_write(uint64_t guest_cluster, uint64_t in_cluster, std::span<const uint8_t> buf);
+  Status zero_or_discard_cluster(uint64_t guest_cluster, bool discard, bool may_unmap);
+  Status check_request(uint64_t offset, uint64_t length, bool write) const;
+  Status before_write();
+  bool in_place_ok(const Mapping& m, uint64_t in_cluster, uint64_t length) const;
+  void notify(Event e) const {
+    if (observer_) observer_->on_event(e);
+  }
+  bool has_external_data() const { return header_.has_data_file(); }
+
+  // Immutable after open.
+  std::string path_;
+  std::unique_ptr<BlockFile> file_;
+  std::unique_ptr<BlockFile> data_file_owned_;
+  BlockFile* data_ = nullptr;  // where guest clusters live (file_ or the external data file)
+  std::unique_ptr<Image> backing_;
+  EventObserver* observer_ = nullptr;
+  uint64_t cs_ = 0;
+  uint32_t cbits_ = 0;
+  uint64_t l2_entries_ = 0;
+  uint32_t l2_words_ = 1;  // 2 with extended L2
+  bool ext_l2_ = false;
+  uint64_t sc_size_ = 0;   // subcluster size (extended L2)
+  uint32_t rc_bits_ = 16;
+  uint64_t rb_entries_ = 0;
+  uint64_t size_ = 0;
+  bool writethrough_ = false;
+  CompressionType compression_ = CompressionType::kZlib;
+  std::string snapshot_name_;
+
+  // Guarded by mu_.
+  mutable std::mutex mu_;
+  format::Header header_;
+  std::vector<format::SnapshotEntry> snapshots_;
+  std::vector<uint64_t> l1_;
+  uint64_t l1_offset_ = 0;
+  std::set<uint64_t> l1_dirty_;  // indices
+  std::vector<uint64_t> reftable_;
+  std::unordered_map<uint64_t, std::unique_ptr<L2Table>> l2_cache_;
+  std::unordered_map<uint64_t, std::unique_ptr<RefBlock>> rb_cache_;  // key: reftable index
+  uint64_t use_tick_ = 0;
+  uint64_t free_hint_ = 0;         // no free cluster below this index
+  uint64_t compressed_cursor_ = 0; // next free byte in the current compressed-data cluster
+  std::vector<uint64_t> pending_free_;  // L2/L1 entries whose clusters lose a reference
+                                        // once the unlink is durable
+  std::unordered_set<uint64_t> inflight_;  // guest clusters with an allocating write under way
+  std::condition_variable inflight_cv_;
+  bool read_only_ = false;
+  bool latched_ = false;           // a metadata write failed: no more writes
+  std::string latch_reason_;
+  bool autoclear_pending_ = false; // unknown autoclear bits to clear before the first write
+  bool closed_ = false;
+
+  AllocGate gate_;
+  std::mutex flush_mu_;
+};
+
+}  // namespace keel

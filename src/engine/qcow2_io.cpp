@@ -1,0 +1,450 @@
+// Guest I/O on a qcow2 image: read, write (in place or allocating, with copy-on-write),
+// write-zeroes, discard, compressed writes, block status and flush.
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "engine/compress.h"
+#include "engine/qcow2_image.h"
+#include "format/endian.h"
+#include "keel/limits.h"
+
+namespace keel {
+
+using namespace format;
+
+namespace {
+
+// Erases a guest cluster from the in-flight set when an allocating operation ends.
+struct InflightGuard {
+  std::unordered_set<uint64_t>& set;
+  std::condition_variable& cv;
+  uint64_t gc;
+  ~InflightGuard() {
+    set.erase(gc);
+    cv.notify_all();
+  }
+};
+
+uint64_t sc_bits(uint64_t first, uint64_t last) {  // bits first..last inclusive
+  uint64_t n = last - first + 1;
+  return (n >= 64 ? ~0ull : ((1ull << n) - 1)) << first;
+}
+
+}  // namespace
+
+Status Qcow2Image::check_request(uint64_t offset, uint64_t length, bool write) const {
+  if (write && read_only_) return Status(Code::kReadOnly, "image is opened read-only", EPERM);
+  if (offset > size_ || length > size_ - offset)
+    return invalid(fmt::format("request [{}, +{}) is past the end of the image ({} bytes)", offset, length, size_));
+  return Status::ok();
+}
+
+Status Qcow2Image::before_write() {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  if (autoclear_pending_) {
+    // The spec: unknown autoclear bits (and the bitmaps bit, whose bitmaps we do not update)
+    // must be cleared before the first write.
+    header_.autoclear &= kAutoclearDataFileRaw;
+    uint8_t b[8];
+    put_be64(b, header_.autoclear);
+    KEEL_TRY(write_header_field(kOffsetAutoclear, b));
+    KEEL_TRY(latch(file_->sync()));
+    autoclear_pending_ = false;
+  }
+  bool too_dirty = dirty_bytes() > limits::kMaxDirtyMetadataBytes;
+  lk.unlock();
+  return too_dirty ? flush() : Status::ok();
+}
+
+bool Qcow2Image::in_place_ok(const Mapping& m, uint64_t in, uint64_t len) const {
+  if (m.type != ClusterType::kNormal || !m.copied()) return false;
+  if (!ext_l2_) return true;
+  uint64_t need = sc_bits(in / sc_size_, (in + len - 1) / sc_size_);
+  return (m.bitmap & need) == need;
+}
+
+Status Qcow2Image::read_unallocated(uint64_t guest, std::span<uint8_t> buf) {
+  uint64_t bsize = backing_ ? backing_->size() : 0;
+  uint64_t from_backing = guest < bsize ? std::min<uint64_t>(buf.size(), bsize - guest) : 0;
+  if (from_backing) KEEL_TRY(backing_->read(guest, buf.first(from_backing)));
+  std::memset(buf.data() + from_backing, 0, buf.size() - from_backing);
+  return Status::ok();
+}
+
+Status Qcow2Image::read_compressed(uint64_t entry, uint64_t in, std::span<uint8_t> buf) {
+  CompressedDescriptor d = decode_compressed(entry, cbits_);
+  if (d.size > 2 * cs_ + 512) return corrupt(fmt::format("compressed cluster descriptor {:#x} is too large", entry));
+  std::vector<uint8_t> raw(d.size), out(cs_);
+  KEEL_TRY(file_->read_at(d.host_offset, raw));
+  KEEL_TRY(decompress_cluster(compression_, raw, out).with_context(
+      fmt::format("compressed cluster at host offset {:#x}", d.host_offset)));
+  std::memcpy(buf.data(), out.data() + in, buf.size());
+  return Status::ok();
+}
+
+Status Qcow2Image::read_mapped(const Mapping& m, uint64_t gc, uint64_t in, std::span<uint8_t> buf) {
+  const uint64_t guest = gc * cs_ + in;
+  if (m.type == ClusterType::kCompressed) return read_compressed(m.entry, in, buf);
+  if (ext_l2_) {
+    for (uint64_t pos = 0; pos < buf.size();) {
+      uint64_t sc = (in + pos) / sc_size_;
+      uint64_t n = std::min<uint64_t>(buf.size() - pos, (sc + 1) * sc_size_ - (in + pos));
+      auto part = buf.subspan(pos, n);
+      if (m.bitmap & (1ull << sc)) {
+        notify(Event::kDataRead);
+        KEEL_TRY(data_->read_at(m.host() + in + pos, part));
+      } else if (m.bitmap & (1ull << (32 + sc))) {
+        std::memset(part.data(), 0, n);
+      } else {
+        KEEL_TRY(read_unallocated(guest + pos, part));
+      }
+      pos += n;
+    }
+    return Status::ok();
+  }
+  switch (m.type) {
+    case ClusterType::kUnallocated:
+      return read_unallocated(guest, buf);
+    case ClusterType::kZeroPlain:
+    case ClusterType::kZeroAlloc:
+      std::memset(buf.data(), 0, buf.size());
+      return Status::ok();
+    default:
+      notify(Event::kDataRead);
+      return data_->read_at(m.host() + in, buf);
+  }
+}
+
+Status Qcow2Image::read(uint64_t offset, std::span<uint8_t> buf) {
+  KEEL_TRY(check_request(offset, buf.size(), false));
+  for (uint64_t pos = 0; pos < buf.size();) {
+    uint64_t off = offset + pos;
+    uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
+    uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - in);
+    Mapping m;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      KEEL_ASSIGN(m, lookup(gc));
+    }
+    KEEL_TRY(read_mapped(m, gc, in, buf.subspan(pos, n)));
+    pos += n;
+  }
+  return Status::ok();
+}
+
+Status Qcow2Image::write(uint64_t offset, std::span<const uint8_t> buf, bool fua) {
+  KEEL_TRY(check_request(offset, buf.size(), true));
+  KEEL_TRY(before_write());
+  {
+    SharedGate g(gate_);
+    for (uint64_t pos = 0; pos < buf.size();) {
+      uint64_t off = offset + pos;
+      uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - (off & (cs_ - 1)));
+      KEEL_TRY(write_chunk(off, buf.subspan(pos, n)));
+      pos += n;
+    }
+  }
+  return (fua || writethrough_) ? flush() : Status::ok();
+}
+
+Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
+  uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
+  uint64_t host = 0;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+    if (!inflight_.count(gc)) {
+      KEEL_ASSIGN(Mapping m, lookup(gc));
+      if (in_place_ok(m, in, d.size())) host = m.host();
+    }
+  }
+  if (host == 0) return allocating_write(gc, in, d);
+  notify(Event::kDataWrite);
+  return data_->write_at(host + in, d);
+}
+
+Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const uint8_t> d) {
+  std::unique_lock<std::mutex> lk(mu_);
+  inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });
+  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  KEEL_ASSIGN(Mapping m, lookup(gc));
+  if (in_place_ok(m, in, d.size())) {
+    uint64_t host = m.host();
+    lk.unlock();
+    notify(Event::kDataWrite);
+    return data_->write_at(host + in, d);
+  }
+  inflight_.insert(gc);
+  InflightGuard guard{inflight_, inflight_cv_, gc};
+  const bool external = has_external_data();
+  const bool reuse = external || ((m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) && m.copied());
+  uint64_t host = 0;
+  if (external) {
+    host = gc * cs_;
+  } else if (reuse) {
+    host = m.host();
+  } else {
+    KEEL_ASSIGN(host, alloc_clusters(1));
+  }
+  auto undo = [&] {
+    if (!reuse) (void)change_refcount(host / cs_, -1);
+  };
+  if (auto t = writable_l2(gc); !t) {
+    undo();
+    return t.error();
+  }
+  lk.unlock();
+
+  // Write the data with whatever copy-on-write it needs; the mapping is not changed yet.
+  Status st;
+  uint64_t bitmap = 0;
+  bool full_cow = !ext_l2_ || m.type == ClusterType::kCompressed || (m.type == ClusterType::kNormal && !m.copied());
+  if (ext_l2_ && reuse && !external) full_cow = false;
+  if (full_cow) {
+    if (in == 0 && d.size() == cs_) {
+      notify(Event::kDataWrite);
+      st = data_->write_at(host, d);
+    } else {
+      std::vector<uint8_t> buf(cs_);
+      notify(Event::kCowRead);
+      if (in) st = read_mapped(m, gc, 0, std::span<uint8_t>(buf).first(in));
+      uint64_t end = in + d.size();
+      if (st.is_ok() && end < cs_) st = read_mapped(m, gc, end, std::span<uint8_t>(buf).subspan(end));
+      std::memcpy(buf.data() + in, d.data(), d.size());
+      if (st.is_ok()) {
+        notify(Event::kCowWrite);
+        st = data_->write_at(host, buf);
+      }
+    }
+    bitmap = kAllAllocated;
+  } else {
+    // Extended L2 into an unallocated or own cluster: only the touched subclusters.
+    uint64_t s0 = in / sc_size_, s1 = (in + d.size() - 1) / sc_size_;
+    uint64_t start = s0 * sc_size_, end = (s1 + 1) * sc_size_;
+    std::vector<uint8_t> buf(end - start);
+    if (in > start) {
+      notify(Event::kCowRead);
+      st = read_mapped(m, gc, start, std::span<uint8_t>(buf).first(in - start));
+    }
+    uint64_t dend = in + d.size();
+    if (st.is_ok() && dend < end) st = read_mapped(m, gc, dend, std::span<uint8_t>(buf).subspan(dend - start));
+    std::memcpy(buf.data() + (in - start), d.data(), d.size());
+    if (st.is_ok()) {
+      notify(Event::kDataWrite);
+      st = data_->write_at(host + start, buf);
+    }
+    uint64_t bits = sc_bits(s0, s1);
+    uint64_t old_alloc = reuse ? (m.bitmap & kAllAllocated) : 0;
+    uint64_t old_zero = (m.bitmap >> 32) & ~bits & ~old_alloc;
+    bitmap = old_alloc | bits | (old_zero << 32);
+  }
+  lk.lock();
+  if (!st.is_ok()) {
+    undo();
+    return st;
+  }
+  KEEL_ASSIGN(L2Table * t, writable_l2(gc));
+  set_l2(t, gc, host | kCopied, ext_l2_ ? bitmap : 0);
+  if (!reuse && (m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc ||
+                 m.type == ClusterType::kCompressed))
+    defer_free(m.entry);
+  return Status::ok();
+}
+
+Status Qcow2Image::zero_or_discard_cluster(uint64_t gc, bool discard, bool may_unmap) {
+  std::unique_lock<std::mutex> lk(mu_);
+  inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });
+  KEEL_ASSIGN(Mapping m, lookup(gc));
+  const bool has_host = (m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) && m.host() != 0;
+  const bool own = has_host && m.copied();
+  uint64_t entry = 0, bitmap = 0;
+  bool free_old = m.type == ClusterType::kCompressed || (has_host && !has_external_data());
+  if (ext_l2_) {
+    bool keep = !discard && !may_unmap && own;
+    entry = keep ? m.entry : 0;
+    bitmap = (discard && !backing_) ? 0 : kAllZero;
+    if (keep) free_old = false;
+  } else if (header_.version >= 3) {
+    bool keep = !discard && !may_unmap && own;
+    if (keep) {
+      entry = m.entry | kZeroFlag;
+      free_old = false;
+    } else {
+      entry = (discard && !backing_) ? 0 : kZeroFlag;
+    }
+  } else {
+    if (backing_ && !discard) return Status(Code::kUnsupported, "v2 image with backing: write zeros", ENOTSUP);
+    entry = 0;
+  }
+  if (has_external_data()) {
+    if (discard) return Status::ok();  // the data file keeps its bytes; advisory
+    free_old = false;
+  }
+  if (entry == m.entry && bitmap == m.bitmap) return Status::ok();
+  bool reads_zero_now = !backing_ && (m.type == ClusterType::kUnallocated || m.type == ClusterType::kZeroPlain) &&
+                        (!ext_l2_ || (m.bitmap & kAllAllocated) == 0);
+  if (reads_zero_now && !has_host) return Status::ok();
+  KEEL_ASSIGN(L2Table * t, writable_l2(gc));
+  set_l2(t, gc, entry, bitmap);
+  if (free_old) defer_free(m.entry);
+  return Status::ok();
+}
+
+Status Qcow2Image::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags) {
+  KEEL_TRY(check_request(offset, length, true));
+  bool aligned = offset % cs_ == 0 && (length % cs_ == 0 || offset + length == size_);
+  if (flags.fast_only && (!aligned || (header_.version < 3 && backing_) || has_external_data()))
+    return Status(Code::kUnsupported, "fast zeroing is not possible for this range", ENOTSUP);
+  KEEL_TRY(before_write());
+  {
+    SharedGate g(gate_);
+    std::vector<uint8_t> zeros;
+    for (uint64_t pos = 0; pos < length;) {
+      uint64_t off = offset + pos;
+      uint64_t in = off & (cs_ - 1);
+      uint64_t n = std::min<uint64_t>(length - pos, cs_ - in);
+      bool whole = in == 0 && (n == cs_ || off + n == size_);
+      Status st = whole && !has_external_data() ? zero_or_discard_cluster(off >> cbits_, false, flags.may_unmap)
+                                                : Status(Code::kUnsupported, "partial", ENOTSUP);
+      if (st.code() == Code::kUnsupported) {
+        if (zeros.size() < n) zeros.assign(cs_, 0);
+        st = write_chunk(off, std::span<const uint8_t>(zeros).first(n));
+      }
+      KEEL_TRY(st);
+      pos += n;
+    }
+  }
+  return (flags.fua || writethrough_) ? flush() : Status::ok();
+}
+
+Status Qcow2Image::discard(uint64_t offset, uint64_t length) {
+  KEEL_TRY(check_request(offset, length, true));
+  KEEL_TRY(before_write());
+  // Advisory: only whole clusters inside the range are discarded.
+  uint64_t first = (offset + cs_ - 1) / cs_;
+  uint64_t end = offset + length == size_ ? (size_ + cs_ - 1) / cs_ : (offset + length) / cs_;
+  {
+    SharedGate g(gate_);
+    for (uint64_t gc = first; gc < end; ++gc) KEEL_TRY(zero_or_discard_cluster(gc, true, true));
+  }
+  return writethrough_ ? flush() : Status::ok();
+}
+
+Status Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> cluster) {
+  if (offset % cs_ != 0 || cluster.size() > cs_)
+    return invalid("compressed writes must cover one aligned cluster");
+  KEEL_TRY(check_request(offset, cluster.size(), true));
+  std::vector<uint8_t> padded(cluster.begin(), cluster.end());
+  padded.resize(cs_, 0);
+  if (has_external_data()) return write(offset, cluster, false);
+  KEEL_ASSIGN(auto packed, compress_cluster(compression_, padded));
+  if (!packed) return write(offset, cluster, false);
+  KEEL_TRY(before_write());
+  SharedGate g(gate_);
+  uint64_t gc = offset >> cbits_;
+  std::unique_lock<std::mutex> lk(mu_);
+  inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });
+  KEEL_ASSIGN(Mapping m, lookup(gc));
+  if (m.type != ClusterType::kUnallocated && m.type != ClusterType::kZeroPlain) {
+    lk.unlock();
+    return write_chunk(offset, cluster);
+  }
+  inflight_.insert(gc);
+  InflightGuard guard{inflight_, inflight_cv_, gc};
+  KEEL_ASSIGN(uint64_t host, alloc_bytes(packed->size()));
+  if (auto t = writable_l2(gc); !t) return t.error();
+  lk.unlock();
+  notify(Event::kCompressedWrite);
+  Status st = file_->write_at(host, *packed);
+  lk.lock();
+  if (!st.is_ok()) return st;  // the bytes stay referenced by nothing but a refcount: a leak
+  KEEL_ASSIGN(L2Table * t, writable_l2(gc));
+  set_l2(t, gc, encode_compressed(host, packed->size(), cbits_), 0);
+  return Status::ok();
+}
+
+Status Qcow2Image::flush() {
+  if (read_only_) return Status::ok();
+  std::lock_guard<std::mutex> fl(flush_mu_);
+  ExclusiveGate g(gate_);
+  std::lock_guard<std::mutex> lk(mu_);
+  return flush_metadata();
+}
+
+Result<Extent> Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
+  KEEL_TRY_R(check_request(offset, 0, false));
+  max_length = std::min(max_length, size_ - offset);
+  Extent e;
+  e.offset = offset;
+  if (max_length == 0) return e;
+  // Classify the (sub)cluster at `off`: kind 0 data, 1 zero, 2 unallocated.
+  struct Piece {
+    int kind;
+    uint64_t host;  // data only; 0 = none (compressed)
+    uint64_t len;
+  };
+  auto classify = [&](uint64_t off) -> Result<Piece> {
+    uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
+    Mapping m;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      KEEL_ASSIGN(m, lookup(gc));
+    }
+    if (m.type == ClusterType::kCompressed) return Piece{0, 0, cs_ - in};
+    if (ext_l2_) {
+      uint64_t sc = in / sc_size_;
+      uint64_t len = (sc + 1) * sc_size_ - in;
+      if (m.bitmap & (1ull << sc)) return Piece{0, m.host() + in, len};
+      if (m.bitmap & (1ull << (32 + sc))) return Piece{1, 0, len};
+      return Piece{2, 0, len};
+    }
+    switch (m.type) {
+      case ClusterType::kNormal: return Piece{0, m.host() + in, cs_ - in};
+      case ClusterType::kZeroPlain:
+      case ClusterType::kZeroAlloc: return Piece{1, 0, cs_ - in};
+      default: return Piece{2, 0, cs_ - in};
+    }
+  };
+  KEEL_ASSIGN(Piece first, classify(offset));
+  uint64_t len = std::min(first.len, max_length);
+  bool compressed = first.kind == 0 && first.host == 0;
+  // Extend over following pieces of the same kind (and contiguous host offsets for data).
+  const uint64_t scan_limit = std::min<uint64_t>(max_length, 1ull << 30);
+  while (len < scan_limit) {
+    KEEL_ASSIGN(Piece p, classify(offset + len));
+    if (p.kind != first.kind) break;
+    if (first.kind == 0) {
+      bool pc = p.host == 0;
+      if (pc != compressed) break;
+      if (!compressed && p.host != first.host + len) break;
+    }
+    len = std::min(len + p.len, scan_limit);
+  }
+  e.length = len;
+  if (first.kind == 0) {
+    e.data = true;
+    e.depth = 1;
+    e.compressed = compressed;
+    if (!compressed) e.host_offset = first.host;
+    return e;
+  }
+  if (first.kind == 1) {
+    e.zero = true;
+    e.depth = 1;
+    return e;
+  }
+  // Unallocated here: ask the backing chain.
+  uint64_t bsize = backing_ ? backing_->size() : 0;
+  if (offset < bsize) {
+    KEEL_ASSIGN(Extent b, backing_->block_status(offset, std::min(len, bsize - offset)));
+    b.depth = b.depth ? b.depth + 1 : 0;
+    return b;
+  }
+  e.zero = true;
+  e.depth = 0;
+  return e;
+}
+
+}  // namespace keel

@@ -1,0 +1,437 @@
+// The qcow2 metadata layer: L2 and refcount caches, cluster allocation, refcount-structure
+// growth, and the one ordered write-back path (flush_metadata). See qcow2_image.h for the
+// ordering rules; docs/architecture.md explains why they give the integrity contract.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "engine/qcow2_image.h"
+#include "format/endian.h"
+#include "keel/limits.h"
+
+namespace keel {
+
+using namespace format;
+
+namespace {
+constexpr uint64_t kL2CacheBytes = limits::kDefaultL2CacheBytes;
+constexpr uint64_t kRefblockCacheBytes = limits::kDefaultRefcountCacheBytes;
+}  // namespace
+
+Status Qcow2Image::latch(Status s) {
+  if (!s.is_ok() && !latched_) {
+    latched_ = true;
+    latch_reason_ = s.message();
+  }
+  return s;
+}
+
+Status Qcow2Image::mark_corrupt(const std::string& why) {
+  Status err = corrupt(why);
+  if (read_only_ || latched_) return err;
+  latched_ = true;
+  latch_reason_ = "image marked corrupt: " + why;
+  if (header_.version >= 3) {
+    header_.incompatible |= kIncompatCorrupt;
+    uint8_t b[8];
+    put_be64(b, header_.incompatible);
+    notify(Event::kHeaderUpdate);
+    if (file_->write_at(kOffsetIncompatible, b).is_ok()) (void)file_->sync();
+  }
+  return err;
+}
+
+// Refuses metadata writes that would land on the header, the L1 table or the refcount table
+// unless that is what is being written (QEMU's overlap check, "constant" template).
+Status Qcow2Image::metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what) {
+  const std::string w = what;
+  auto overlaps = [&](uint64_t start, uint64_t len) {
+    return len > 0 && offset < start + len && start < offset + bytes.size();
+  };
+  if (w != "header" && overlaps(0, cs_))
+    return mark_corrupt(fmt::format("Preventing invalid {} write at {:#x} (overlaps with qcow2_header)", w, offset));
+  if (w != "l1" && overlaps(l1_offset_, l1_.size() * 8))
+    return mark_corrupt(fmt::format("Preventing invalid {} write at {:#x} (overlaps with active L1 table)", w, offset));
+  if (w != "reftable" && overlaps(header_.refcount_table_offset, reftable_.size() * 8))
+    return mark_corrupt(fmt::format("Preventing invalid {} write at {:#x} (overlaps with refcount table)", w, offset));
+  return latch(file_->write_at(offset, bytes));
+}
+
+Status Qcow2Image::write_header_field(uint64_t offset, std::span<const uint8_t> bytes) {
+  notify(Event::kHeaderUpdate);
+  return metadata_write(offset, bytes, "header");
+}
+
+void Qcow2Image::evict_caches() {
+  auto evict = [](auto& cache, uint64_t entry_bytes, uint64_t limit) {
+    if (cache.size() * entry_bytes <= limit) return;
+    std::vector<std::pair<uint64_t, uint64_t>> clean;  // last_use, key
+    for (auto& [k, v] : cache)
+      if (!v->dirty) clean.emplace_back(v->last_use, k);
+    std::sort(clean.begin(), clean.end());
+    size_t target = limit / entry_bytes * 3 / 4;
+    for (auto& [use, k] : clean) {
+      if (cache.size() <= target) break;
+      cache.erase(k);
+    }
+  };
+  evict(l2_cache_, cs_, std::max<uint64_t>(kL2CacheBytes, 4 * cs_));
+  evict(rb_cache_, cs_, std::max<uint64_t>(kRefblockCacheBytes, 4 * cs_));
+}
+
+size_t Qcow2Image::dirty_bytes() const {
+  size_t n = 0;
+  for (auto& [k, v] : l2_cache_) n += v->dirty ? cs_ : 0;
+  for (auto& [k, v] : rb_cache_) n += v->dirty ? cs_ : 0;
+  return n;
+}
+
+Result<L2Table*> Qcow2Image::load_l2(uint64_t l2_offset) {
+  auto it = l2_cache_.find(l2_offset);
+  if (it != l2_cache_.end()) {
+    it->second->last_use = ++use_tick_;
+    return it->second.get();
+  }
+  evict_caches();
+  notify(Event::kL2Load);
+  std::vector<uint8_t> b(cs_);
+  KEEL_TRY_R(file_->read_at(l2_offset, b));
+  auto t = std::make_unique<L2Table>();
+  t->words.resize(cs_ / 8);
+  for (size_t i = 0; i < t->words.size(); ++i) t->words[i] = get_be64(&b[i * 8]);
+  t->last_use = ++use_tick_;
+  L2Table* p = t.get();
+  l2_cache_[l2_offset] = std::move(t);
+  return p;
+}
+
+Result<Mapping> Qcow2Image::lookup(uint64_t gc) {
+  Mapping m;
+  uint64_t l1i = gc / l2_entries_, l2i = gc % l2_entries_;
+  if (l1i >= l1_.size()) return m;
+  uint64_t l2off = l1_[l1i] & kOffsetMask;
+  if (l2off == 0) return m;
+  if (l2off % cs_ != 0)
+    return error(mark_corrupt(fmt::format("L2 table offset {:#x} in L1 entry {} is not cluster aligned", l2off, l1i)));
+  KEEL_ASSIGN(L2Table * t, load_l2(l2off));
+  m.entry = t->words[l2i * l2_words_];
+  if (ext_l2_) m.bitmap = t->words[l2i * 2 + 1];
+  m.type = classify_l2(m.entry, ext_l2_);
+  const uint64_t guest = gc * cs_;
+  switch (m.type) {
+    case ClusterType::kNormal:
+    case ClusterType::kZeroAlloc:
+      if (m.host() % cs_ != 0)
+        return error(mark_corrupt(fmt::format("L2 entry {:#x} for guest offset {:#x} has a misaligned host offset",
+                                              m.entry, guest)));
+      if (m.type == ClusterType::kNormal && m.host() == 0 && !has_external_data())
+        return error(mark_corrupt(fmt::format("L2 entry {:#x} for guest offset {:#x} points at the header",
+                                              m.entry, guest)));
+      if (has_external_data() && m.host() != guest && header_.data_file_raw())
+        return error(mark_corrupt(fmt::format("L2 entry {:#x} for guest offset {:#x} does not match the raw data file",
+                                              m.entry, guest)));
+      break;
+    case ClusterType::kCompressed:
+      if (has_external_data())
+        return error(mark_corrupt(fmt::format("compressed cluster at guest offset {:#x} in an image with a data file", guest)));
+      if (ext_l2_ && m.bitmap != 0)
+        return error(mark_corrupt(fmt::format("compressed cluster at guest offset {:#x} has a subcluster bitmap {:#x}",
+                                              guest, m.bitmap)));
+      break;
+    default:
+      break;
+  }
+  if (header_.version < 3 && !ext_l2_ && (m.entry & kZeroFlag))
+    return error(mark_corrupt(fmt::format("zero cluster entry at guest offset {:#x} in a version 2 image", guest)));
+  if (ext_l2_ && m.type != ClusterType::kCompressed) {
+    uint64_t alloc = m.bitmap & kAllAllocated, zero = m.bitmap >> 32;
+    if (alloc & zero)
+      return error(mark_corrupt(fmt::format("subcluster bitmap {:#x} at guest offset {:#x} is both allocated and zero",
+                                            m.bitmap, guest)));
+    if (alloc && m.type == ClusterType::kUnallocated)
+      return error(mark_corrupt(fmt::format("subcluster bitmap {:#x} at guest offset {:#x} has no host cluster",
+                                            m.bitmap, guest)));
+  }
+  return m;
+}
+
+Result<L2Table*> Qcow2Image::writable_l2(uint64_t gc) {
+  uint64_t l1i = gc / l2_entries_;
+  if (l1i >= l1_.size()) return error(invalid(fmt::format("guest cluster {} is beyond the L1 table", gc)));
+  uint64_t e = l1_[l1i];
+  uint64_t off = e & kOffsetMask;
+  if (off && (e & kCopied)) return load_l2(off);
+  KEEL_ASSIGN(uint64_t noff, alloc_clusters(1));
+  auto t = std::make_unique<L2Table>();
+  if (off) {
+    KEEL_ASSIGN(L2Table * old, load_l2(off));
+    t->words = old->words;  // copy-on-write of a shared table: references stay counted
+    defer_free(off);
+  } else {
+    t->words.assign(cs_ / 8, 0);
+  }
+  t->dirty = true;
+  t->fresh = true;
+  t->last_use = ++use_tick_;
+  L2Table* p = t.get();
+  l2_cache_[noff] = std::move(t);
+  l1_[l1i] = noff | kCopied;
+  l1_dirty_.insert(l1i);
+  return p;
+}
+
+void Qcow2Image::set_l2(L2Table* t, uint64_t gc, uint64_t entry, uint64_t bitmap) {
+  uint64_t l2i = gc % l2_entries_;
+  t->words[l2i * l2_words_] = entry;
+  if (ext_l2_) t->words[l2i * 2 + 1] = bitmap;
+  t->dirty = true;
+}
+
+Result<RefBlock*> Qcow2Image::load_refblock(uint64_t rt, bool create) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    uint64_t off = rt < reftable_.size() ? (reftable_[rt] & ~kReftableReserved) : 0;
+    if (off) {
+      auto it = rb_cache_.find(rt);
+      if (it != rb_cache_.end()) {
+        it->second->last_use = ++use_tick_;
+        return it->second.get();
+      }
+      evict_caches();
+      notify(Event::kRefblockLoad);
+      auto b = std::make_unique<RefBlock>();
+      b->bytes.resize(cs_);
+      KEEL_TRY_R(file_->read_at(off, b->bytes));
+      b->last_use = ++use_tick_;
+      RefBlock* p = b.get();
+      rb_cache_[rt] = std::move(b);
+      return p;
+    }
+    if (!create) return static_cast<RefBlock*>(nullptr);
+    KEEL_TRY_R(create_refblock(rt));
+  }
+  return error(corrupt(fmt::format("could not create refcount block {}", rt)));
+}
+
+Result<uint64_t> Qcow2Image::get_refcount(uint64_t ci) {
+  KEEL_ASSIGN(RefBlock * b, load_refblock(ci / rb_entries_, false));
+  if (!b) return uint64_t{0};
+  return format::get_refcount(b->bytes, ci % rb_entries_, rc_bits_);
+}
+
+Status Qcow2Image::change_refcount(uint64_t ci, int64_t delta) {
+  KEEL_ASSIGN(RefBlock * b, load_refblock(ci / rb_entries_, true));
+  uint64_t v = format::get_refcount(b->bytes, ci % rb_entries_, rc_bits_);
+  if (delta < 0 && v < uint64_t(-delta))
+    return mark_corrupt(fmt::format("refcount of cluster {} would drop below zero (is {})", ci, v));
+  if (delta > 0 && refcount_max(rc_bits_) - v < uint64_t(delta))
+    return invalid(fmt::format("refcount of cluster {} would overflow {} bits", ci, rc_bits_));
+  uint64_t nv = v + delta;
+  format::set_refcount(b->bytes, ci % rb_entries_, rc_bits_, nv);
+  b->dirty = true;
+  if (nv == 0 && ci < free_hint_) free_hint_ = ci;
+  return Status::ok();
+}
+
+Result<uint64_t> Qcow2Image::alloc_clusters(uint64_t count) {
+  const uint64_t max_cluster = limits::kMaxHostOffset / cs_;
+  for (int restart = 0; restart < 8; ++restart) {
+    uint64_t start = free_hint_, run = 0;
+    for (uint64_t i = free_hint_;; ++i) {
+      if (i + count > max_cluster) return error(io_error(ENOSPC, "qcow2 host offsets exhausted"));
+      KEEL_ASSIGN(uint64_t rc, get_refcount(i));
+      if (rc == 0) {
+        if (run == 0) start = i;
+        if (++run == count) break;
+      } else {
+        run = 0;
+      }
+    }
+    // Make sure refcount blocks exist; creating one may take clusters from the run.
+    bool retry = false;
+    for (uint64_t rt = start / rb_entries_; rt <= (start + count - 1) / rb_entries_; ++rt) {
+      if (rt >= reftable_.size() || (reftable_[rt] & ~kReftableReserved) == 0) {
+        KEEL_TRY_R(create_refblock(rt));
+        retry = true;
+      }
+    }
+    if (retry) continue;
+    for (uint64_t i = start; i < start + count; ++i) KEEL_TRY_R(change_refcount(i, +1));
+    if (start == free_hint_) free_hint_ = start + count;
+    notify(Event::kClusterAlloc);
+    return start * cs_;
+  }
+  return error(corrupt("cluster allocation did not converge"));
+}
+
+Result<uint64_t> Qcow2Image::alloc_bytes(uint64_t bytes) {
+  uint64_t used = compressed_cursor_ % cs_;
+  if (compressed_cursor_ == 0 || used == 0 || used + bytes > cs_) {
+    KEEL_ASSIGN(uint64_t off, alloc_clusters(1));
+    compressed_cursor_ = off;
+  } else {
+    KEEL_TRY_R(change_refcount(compressed_cursor_ / cs_, +1));
+  }
+  uint64_t at = compressed_cursor_;
+  compressed_cursor_ += bytes;
+  return at;
+}
+
+Status Qcow2Image::create_refblock(uint64_t rt) {
+  if (rt >= reftable_.size()) return grow_reftable(rt);
+  // The block describes itself: it lives in the first cluster of its own (empty) range.
+  uint64_t off = rt * rb_entries_ * cs_;
+  auto b = std::make_unique<RefBlock>();
+  b->bytes.assign(cs_, 0);
+  format::set_refcount(b->bytes, 0, rc_bits_, 1);
+  notify(Event::kRefblockAlloc);
+  KEEL_TRY(metadata_write(off, b->bytes, "refblock"));
+  KEEL_TRY(latch(file_->sync()));
+  uint8_t e[8];
+  put_be64(e, off);
+  notify(Event::kReftableUpdate);
+  KEEL_TRY(metadata_write(header_.refcount_table_offset + rt * 8, e, "reftable"));
+  KEEL_TRY(latch(file_->sync()));
+  reftable_[rt] = off;
+  b->last_use = ++use_tick_;
+  rb_cache_[rt] = std::move(b);
+  return Status::ok();
+}
+
+Status Qcow2Image::grow_reftable(uint64_t needed) {
+  const uint64_t per_cluster = cs_ / 8;
+  const uint64_t old_n = reftable_.size();
+  uint64_t want = std::max<uint64_t>(needed + 1, old_n + old_n / 2);
+  want = (want + per_cluster - 1) / per_cluster * per_cluster;
+  const uint64_t area = old_n * rb_entries_;  // first cluster no refcount block covers
+  uint64_t m = 1, rt_clusters = 0;
+  for (int i = 0; i < 64; ++i) {
+    rt_clusters = want / per_cluster;
+    m = 1;
+    while (m * rb_entries_ < m + rt_clusters) ++m;
+    uint64_t last = area + m + rt_clusters - 1;
+    if (last / rb_entries_ < want) break;
+    want += per_cluster;
+  }
+  if (want * 8 > limits::kMaxReftableBytes)
+    return io_error(ENOSPC, fmt::format("refcount table would exceed {} bytes", limits::kMaxReftableBytes));
+  std::vector<uint64_t> table = reftable_;
+  table.resize(want, 0);
+  std::vector<std::unique_ptr<RefBlock>> blocks;
+  for (uint64_t j = 0; j < m; ++j) {
+    table[old_n + j] = (area + j) * cs_;
+    auto b = std::make_unique<RefBlock>();
+    b->bytes.assign(cs_, 0);
+    blocks.push_back(std::move(b));
+  }
+  // Every cluster of the new area (blocks + table) gets refcount 1 in the block covering it.
+  for (uint64_t c = area; c < area + m + rt_clusters; ++c)
+    format::set_refcount(blocks[(c - area) / rb_entries_]->bytes, (c - area) % rb_entries_, rc_bits_, 1);
+  notify(Event::kReftableGrow);
+  for (uint64_t j = 0; j < m; ++j) KEEL_TRY(metadata_write((area + j) * cs_, blocks[j]->bytes, "refblock"));
+  std::vector<uint8_t> tb(want * 8);
+  for (uint64_t i = 0; i < want; ++i) put_be64(&tb[i * 8], table[i]);
+  const uint64_t new_off = (area + m) * cs_;
+  KEEL_TRY(metadata_write(new_off, tb, "reftable"));
+  KEEL_TRY(latch(file_->sync()));
+  uint8_t hb[12];
+  put_be64(hb, new_off);
+  put_be32(hb + 8, static_cast<uint32_t>(rt_clusters));
+  KEEL_TRY(write_header_field(kOffsetReftable, hb));
+  KEEL_TRY(latch(file_->sync()));
+  const uint64_t old_off = header_.refcount_table_offset;
+  const uint64_t old_clusters = header_.refcount_table_clusters;
+  header_.refcount_table_offset = new_off;
+  header_.refcount_table_clusters = static_cast<uint32_t>(rt_clusters);
+  reftable_ = std::move(table);
+  for (uint64_t j = 0; j < m; ++j) {
+    blocks[j]->last_use = ++use_tick_;
+    rb_cache_[old_n + j] = std::move(blocks[j]);
+  }
+  // The switch is durable, so the old table's clusters can be freed at once.
+  for (uint64_t c = 0; c < old_clusters; ++c) KEEL_TRY(change_refcount(old_off / cs_ + c, -1));
+  return Status::ok();
+}
+
+void Qcow2Image::defer_free(uint64_t entry) { pending_free_.push_back(entry); }
+
+Status Qcow2Image::write_l2_table(uint64_t offset, const L2Table& t) {
+  std::vector<uint8_t> b(cs_);
+  for (size_t i = 0; i < t.words.size(); ++i) put_be64(&b[i * 8], t.words[i]);
+  return metadata_write(offset, b, "l2");
+}
+
+Status Qcow2Image::flush_metadata() {
+  // REQUIRES: gate_ exclusive, flush_mu_ held, mu_ held.
+  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  // Phase 1: refcounts and unlinked L2 tables, then one sync that also covers guest data.
+  bool rb_dirty = false;
+  for (auto& [rt, b] : rb_cache_) rb_dirty |= b->dirty;
+  if (rb_dirty) notify(Event::kRefblockUpdate);
+  for (auto& [rt, b] : rb_cache_) {
+    if (!b->dirty) continue;
+    KEEL_TRY(metadata_write(reftable_[rt] & ~kReftableReserved, b->bytes, "refblock"));
+    b->dirty = false;
+  }
+  bool fresh_any = false;
+  for (auto& [off, t] : l2_cache_) {
+    if (!t->fresh || !t->dirty) continue;
+    if (!fresh_any) notify(Event::kL2Alloc);
+    fresh_any = true;
+    KEEL_TRY(write_l2_table(off, *t));
+    t->dirty = false;
+  }
+  notify(Event::kFlushData);
+  if (data_ != file_.get()) KEEL_TRY(latch(data_->sync()));
+  KEEL_TRY(latch(file_->sync()));
+
+  // Phase 2: links — changed L2 tables and L1 entries.
+  bool linked = false;
+  for (auto& [off, t] : l2_cache_) {
+    if (t->fresh || !t->dirty) continue;
+    if (!linked) notify(Event::kL2Update);
+    linked = true;
+    KEEL_TRY(write_l2_table(off, *t));
+    t->dirty = false;
+  }
+  if (!l1_dirty_.empty()) {
+    notify(Event::kL1Update);
+    linked = true;
+    std::set<uint64_t> sectors;
+    for (uint64_t i : l1_dirty_) sectors.insert(i * 8 / 512);
+    for (uint64_t s : sectors) {
+      uint64_t first = s * 64, last = std::min<uint64_t>(first + 64, l1_.size());
+      std::vector<uint8_t> b((last - first) * 8);
+      for (uint64_t i = first; i < last; ++i) put_be64(&b[(i - first) * 8], l1_[i]);
+      KEEL_TRY(metadata_write(l1_offset_ + first * 8, b, "l1"));
+    }
+    l1_dirty_.clear();
+  }
+  if (linked) {
+    notify(Event::kFlushMeta);
+    KEEL_TRY(latch(file_->sync()));
+  }
+  for (auto& [off, t] : l2_cache_) t->fresh = false;
+
+  // Phase 3: the unlinks are durable; drop the references (written by the next phase 1).
+  if (!pending_free_.empty()) notify(Event::kClusterFree);
+  std::vector<uint64_t> frees;
+  frees.swap(pending_free_);
+  for (uint64_t e : frees) {
+    if (e & kCompressed) {
+      CompressedDescriptor d = decode_compressed(e, cbits_);
+      for (uint64_t c = d.host_offset / cs_; c <= (d.host_offset + d.size - 1) / cs_; ++c)
+        KEEL_TRY(change_refcount(c, -1));
+      continue;
+    }
+    uint64_t off = e & kOffsetMask;
+    KEEL_TRY(change_refcount(off / cs_, -1));
+    KEEL_ASSIGN(uint64_t rc, get_refcount(off / cs_));
+    if (rc == 0) {
+      auto it = l2_cache_.find(off);
+      if (it != l2_cache_.end() && !it->second->dirty) l2_cache_.erase(it);
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace keel

@@ -1,0 +1,231 @@
+// Opening a qcow2 image: header, L1 and refcount tables, snapshots, backing and data files;
+// and the image's life cycle (info, close).
+#include <fmt/format.h>
+
+#include "engine/qcow2_image.h"
+#include "format/endian.h"
+#include "keel/limits.h"
+
+namespace keel {
+
+using namespace format;
+
+std::string resolve_relative(const std::string& image_path, const std::string& name) {
+  if (name.empty() || name[0] == '/' || name.find("://") != std::string::npos ||
+      name.rfind("json:", 0) == 0)
+    return name;
+  auto slash = image_path.rfind('/');
+  if (slash == std::string::npos) return name;
+  return image_path.substr(0, slash + 1) + name;
+}
+
+Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file, const std::string& path,
+                                                const OpenOptions& opts, int depth) {
+  int max_depth = opts.max_backing_depth ? opts.max_backing_depth : limits::kMaxBackingDepth;
+  if (depth > max_depth)
+    return error(invalid(fmt::format("backing chain of '{}' is deeper than {} (a loop?)", path, max_depth)));
+  auto img = std::make_unique<Qcow2Image>();
+  img->path_ = path;
+  img->file_ = std::move(file);
+  img->observer_ = opts.observer;
+  img->read_only_ = opts.read_only;
+  img->writethrough_ = opts.cache == CacheMode::kWritethrough || opts.cache == CacheMode::kDirectsync;
+  KEEL_TRY_R(img->open_tables(opts, depth).with_context(fmt::format("Could not open '{}'", path)));
+  return std::unique_ptr<Image>(std::move(img));
+}
+
+Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
+  KEEL_ASSIGN(uint64_t file_size, file_->size());
+  uint8_t start[512] = {};
+  KEEL_TRY(file_->read_at(0, start));
+  KEEL_ASSIGN(uint32_t bits, peek_cluster_bits(start));
+  std::vector<uint8_t> c0(1ull << bits);
+  KEEL_TRY(file_->read_at(0, c0));
+  KEEL_ASSIGN(header_, decode_header(c0, file_size, opts.check_mode));
+  cbits_ = header_.cluster_bits;
+  cs_ = header_.cluster_size();
+  ext_l2_ = header_.extended_l2();
+  l2_words_ = ext_l2_ ? 2 : 1;
+  l2_entries_ = header_.l2_entries();
+  sc_size_ = cs_ / kSubclusters;
+  rc_bits_ = header_.refcount_bits();
+  rb_entries_ = cs_ * 8 / rc_bits_;
+  size_ = header_.size;
+  compression_ = header_.compression_type == 1 ? CompressionType::kZstd : CompressionType::kZlib;
+  l1_offset_ = header_.l1_table_offset;
+
+  // Refcount table.
+  uint64_t rt_entries = uint64_t(header_.refcount_table_clusters) * cs_ / 8;
+  std::vector<uint8_t> buf(rt_entries * 8);
+  if (!buf.empty()) KEEL_TRY(file_->read_at(header_.refcount_table_offset, buf));
+  reftable_.resize(rt_entries);
+  for (uint64_t i = 0; i < rt_entries; ++i) {
+    reftable_[i] = get_be64(&buf[i * 8]);
+    uint64_t off = reftable_[i] & ~kReftableReserved;
+    if (reftable_[i] & kReftableReserved)
+      return corrupt(fmt::format("refcount table entry {} = {:#x} has reserved bits set", i, reftable_[i]));
+    if (off % cs_ != 0)
+      return corrupt(fmt::format("refcount table entry {} = {:#x} is not cluster aligned", i, off));
+    if (off >= file_size && off != 0 && !opts.check_mode)
+      return corrupt(fmt::format("refcount table entry {} = {:#x} points past the end of the file", i, off));
+  }
+
+  KEEL_TRY(load_snapshot_table());
+
+  // The L1 table: the active one, or a snapshot's (read-only).
+  uint64_t l1_size = header_.l1_size;
+  if (!opts.snapshot.empty()) {
+    const SnapshotEntry* s = nullptr;
+    for (const auto& e : snapshots_)
+      if (e.id == opts.snapshot) s = &e;
+    if (!s)
+      for (const auto& e : snapshots_)
+        if (e.name == opts.snapshot) s = &e;
+    if (!s) return Status(Code::kNotFound, fmt::format("Can't find snapshot '{}'", opts.snapshot), ENOENT);
+    l1_offset_ = s->l1_table_offset;
+    l1_size = s->l1_size;
+    if (s->disk_size) size_ = s->disk_size;
+    if (l1_offset_ + l1_size * 8 > file_size)
+      return corrupt(fmt::format("snapshot '{}' L1 table at {:#x} runs past the end of the file", opts.snapshot,
+                                 l1_offset_));
+    snapshot_name_ = opts.snapshot;
+    read_only_ = true;
+  }
+  buf.assign(l1_size * 8, 0);
+  if (!buf.empty()) KEEL_TRY(file_->read_at(l1_offset_, buf));
+  l1_.resize(l1_size);
+  for (uint64_t i = 0; i < l1_size; ++i) {
+    l1_[i] = get_be64(&buf[i * 8]);
+    uint64_t off = l1_[i] & kOffsetMask;
+    if (off % cs_ != 0 || (l1_[i] & kL1Reserved & ~kCopied) != 0) {
+      if (!opts.check_mode)
+        return corrupt(fmt::format("L1 entry {} = {:#x} is misaligned or has reserved bits set", i, l1_[i]));
+    }
+  }
+  // Start the free-cluster search after the fixed structures.
+  free_hint_ = 0;
+
+  if (!opts.no_backing) KEEL_TRY(open_backing(opts, depth));
+  KEEL_TRY(open_data_file(opts));
+
+  if (!read_only_) {
+    if (header_.incompatible & kIncompatDirty) {
+      if (!opts.check_mode)
+        return unsupported("image is dirty (lazy refcounts) and needs a repair; run 'keel check -r all'");
+    }
+    if (header_.autoclear & ~kAutoclearKnown) autoclear_pending_ = true;
+    if (header_.autoclear & kAutoclearBitmaps) autoclear_pending_ = true;  // we do not track bitmaps
+  }
+  return Status::ok();
+}
+
+Status Qcow2Image::load_snapshot_table() {
+  if (header_.nb_snapshots == 0) return Status::ok();
+  // Entries are variable length: read up to the limit or the end of the file.
+  KEEL_ASSIGN(uint64_t file_size, file_->size());
+  uint64_t want = std::min<uint64_t>(limits::kMaxSnapshotTableBytes, file_size - header_.snapshots_offset);
+  std::vector<uint8_t> t(want);
+  KEEL_TRY(file_->read_at(header_.snapshots_offset, t));
+  KEEL_ASSIGN(snapshots_, decode_snapshot_table(t, header_.nb_snapshots, cs_));
+  return Status::ok();
+}
+
+Status Qcow2Image::open_backing(const OpenOptions& opts, int depth) {
+  if (header_.backing_file.empty()) return Status::ok();
+  std::string bpath = resolve_relative(path_, header_.backing_file);
+  OpenOptions bo = opts;
+  bo.read_only = true;
+  bo.snapshot.clear();
+  bo.check_mode = false;
+  bo.format = header_.backing_format;
+  if (bo.format != "qcow2" && bo.format != "raw") bo.format.clear();
+  bo.max_backing_depth = opts.max_backing_depth;
+  KEEL_ASSIGN(auto bfile, open_block_file(bpath, bo, file_options_for(bo)));
+  KEEL_TRY(lock_image_file(*bfile, bo));
+  std::string f = bo.format;
+  if (f.empty()) {
+    uint8_t magic[4] = {};
+    KEEL_TRY(bfile->read_at(0, magic));
+    f = is_qcow2(magic) ? "qcow2" : "raw";
+  }
+  if (f == "raw") {
+    OpenOptions ro = bo;
+    ro.format = "raw";
+    extern Result<std::unique_ptr<Image>> open_raw_image(std::unique_ptr<BlockFile>, const std::string&,
+                                                         const OpenOptions&);
+    KEEL_ASSIGN(backing_, open_raw_image(std::move(bfile), bpath, ro));
+  } else {
+    auto r = open_qcow2_image(std::move(bfile), bpath, bo, depth + 1);
+    if (!r) return r.error();
+    backing_ = std::move(*r);
+  }
+  return Status::ok();
+}
+
+Status Qcow2Image::open_data_file(const OpenOptions& opts) {
+  if (!has_external_data()) {
+    data_ = file_.get();
+    return Status::ok();
+  }
+  if (header_.data_file.empty())
+    return invalid("image has an external data file but no data file name (use a data-file option)");
+  std::string dpath = resolve_relative(path_, header_.data_file);
+  OpenOptions d = opts;
+  d.snapshot.clear();
+  KEEL_ASSIGN(data_file_owned_, open_block_file(dpath, d, file_options_for(d)));
+  data_ = data_file_owned_.get();
+  return Status::ok();
+}
+
+ImageInfo Qcow2Image::info() {
+  std::lock_guard<std::mutex> lk(mu_);
+  ImageInfo i;
+  i.filename = path_;
+  i.format = "qcow2";
+  i.virtual_size = size_;
+  i.actual_size = file_->allocated_bytes() + (data_file_owned_ ? data_file_owned_->allocated_bytes() : 0);
+  i.cluster_size = static_cast<uint32_t>(cs_);
+  i.backing_filename = header_.backing_file;
+  if (!header_.backing_file.empty()) i.full_backing_filename = resolve_relative(path_, header_.backing_file);
+  i.backing_format = header_.backing_format;
+  for (const auto& s : snapshots_) {
+    SnapshotInfo si;
+    si.id = s.id;
+    si.name = s.name;
+    si.vm_state_size = s.vm_state_size;
+    si.date_sec = s.date_sec;
+    si.date_nsec = s.date_nsec;
+    si.vm_clock_nsec = s.vm_clock_nsec;
+    si.icount = s.icount;
+    si.disk_size = s.disk_size;
+    i.snapshots.push_back(si);
+  }
+  i.dirty = header_.incompatible & kIncompatDirty;
+  i.compat = header_.version >= 3 ? "1.1" : "0.10";
+  i.compression_type = compression_ == CompressionType::kZstd ? "zstd" : "zlib";
+  i.lazy_refcounts = header_.compatible & kCompatLazyRefcounts;
+  i.refcount_bits = rc_bits_;
+  i.corrupt = header_.incompatible & kIncompatCorrupt;
+  i.extended_l2 = ext_l2_;
+  i.data_file = header_.data_file;
+  i.data_file_raw = header_.data_file_raw();
+  return i;
+}
+
+Status Qcow2Image::close() {
+  if (closed_) return Status::ok();
+  Status s = Status::ok();
+  if (!read_only_ && !latched_) s = flush();
+  closed_ = true;
+  if (backing_) {
+    Status b = backing_->close();
+    if (s.is_ok()) s = b;
+  }
+  return s;
+}
+
+Qcow2Image::~Qcow2Image() {
+  if (!closed_) (void)close();
+}
+
+}  // namespace keel

@@ -1,0 +1,277 @@
+// One NBD client connection (see connection.h).
+#include "nbd/connection.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <new>
+
+#include <fmt/format.h>
+
+#include "format/endian.h"
+#include "nbd/log.h"
+#include "nbd/socket.h"
+#include "nbd/wire.h"
+
+namespace keel::nbd {
+namespace {
+
+constexpr uint32_t kMaxLoggedErrorsPerConnection = 20;
+
+const char* describe(ReadResult r) {
+  switch (r) {
+    case ReadResult::kOk: return "ok";
+    case ReadResult::kEof: return "client closed the connection";
+    case ReadResult::kClosed: return "connection lost part-way through a message";
+    case ReadResult::kTimeout: return "handshake time limit reached";
+  }
+  return "?";
+}
+
+}  // namespace
+
+Connection::Connection(int fd, Image& image, const ConnectionConfig& cfg, WorkerPool& pool)
+    : fd_(fd), image_(image), cfg_(cfg), pool_(pool), peer_(peer_name(fd)) {}
+
+Connection::~Connection() {
+  if (writer_.joinable()) writer_.join();
+  close_fd();
+}
+
+void Connection::close_fd() {
+  std::lock_guard lock(fd_mu_);
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+void Connection::interrupt(bool hard) {
+  std::lock_guard lock(fd_mu_);
+  if (fd_ >= 0) ::shutdown(fd_, hard ? SHUT_RDWR : SHUT_RD);
+}
+
+void Connection::serve() {
+  log_debug(fmt::format("{}: connected", peer_));
+  if (auto session = handshake()) transmission(*session);
+  close_fd();
+  log_debug(fmt::format("{}: disconnected", peer_));
+}
+
+std::optional<Session> Connection::handshake() {
+  Deadline deadline;
+  if (cfg_.handshake_limit.count() > 0)
+    deadline = std::chrono::steady_clock::now() + cfg_.handshake_limit;
+  Negotiator neg(cfg_.export_cfg);
+  auto greeting = encode_greeting(Negotiator::handshake_flags());
+  if (!write_all(fd_, greeting.data(), greeting.size())) return std::nullopt;
+
+  uint8_t flags[4];
+  ReadResult r = read_exact(fd_, flags, sizeof flags, deadline);
+  if (r != ReadResult::kOk) {
+    if (r == ReadResult::kEof) {
+      log_debug(fmt::format("{}: closed before the handshake", peer_));
+    } else {
+      log_line(fmt::format("{}: handshake: {}", peer_, describe(r)));
+    }
+    return std::nullopt;
+  }
+  if (!neg.accept_client_flags(format::get_be32(flags))) {
+    log_line(fmt::format("{}: handshake: unknown client flags {:#x}, disconnecting", peer_,
+                         format::get_be32(flags)));
+    return std::nullopt;
+  }
+  std::vector<uint8_t> data;
+  for (;;) {
+    uint8_t hb[kOptionHeaderBytes];
+    r = read_exact(fd_, hb, sizeof hb, deadline);
+    if (r != ReadResult::kOk) {
+      if (r == ReadResult::kEof) {
+        log_debug(fmt::format("{}: closed during option haggling", peer_));
+      } else {
+        log_line(fmt::format("{}: handshake: {}", peer_, describe(r)));
+      }
+      return std::nullopt;
+    }
+    OptionHeader oh = decode_option_header(std::span<const uint8_t, kOptionHeaderBytes>(hb));
+    if (oh.magic != kOptMagic) {
+      log_line(fmt::format("{}: handshake: bad option magic {:#x}, disconnecting", peer_, oh.magic));
+      return std::nullopt;
+    }
+    Negotiator::Outcome out;
+    if (oh.length > limits::kMaxNbdOptionBytes) {
+      r = skip_bytes(fd_, oh.length, deadline);
+      if (r != ReadResult::kOk) {
+        log_line(fmt::format("{}: handshake: {} while skipping an option of {} bytes", peer_,
+                             describe(r), oh.length));
+        return std::nullopt;
+      }
+      out = neg.handle_oversized(oh.option, oh.length);
+    } else {
+      data.resize(oh.length);
+      r = read_exact(fd_, data.data(), data.size(), deadline);
+      if (r != ReadResult::kOk) {
+        log_line(fmt::format("{}: handshake: {}", peer_,
+                             r == ReadResult::kEof ? describe(ReadResult::kClosed) : describe(r)));
+        return std::nullopt;
+      }
+      out = neg.handle(oh.option, data);
+    }
+    if (!out.log.empty()) log_line(fmt::format("{}: {}", peer_, out.log));
+    if (!out.reply.empty() && !write_all(fd_, out.reply.data(), out.reply.size()))
+      return std::nullopt;
+    if (out.next == Negotiator::Next::kClose) return std::nullopt;
+    if (out.next == Negotiator::Next::kTransmission) {
+      log_debug(fmt::format("{}: transmission phase, flags {:#x}{}", peer_, neg.session().eflags,
+                            neg.session().structured_replies ? ", structured replies" : ""));
+      return neg.session();
+    }
+  }
+}
+
+bool Connection::acquire(uint64_t bytes) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] {
+    return broken_ || (in_flight_ < limits::kMaxNbdInFlight &&
+                       (in_flight_bytes_ == 0 ||
+                        in_flight_bytes_ + bytes <= kMaxInFlightBytesPerConnection));
+  });
+  if (broken_) return false;
+  ++in_flight_;
+  in_flight_bytes_ += bytes;
+  return true;
+}
+
+void Connection::enqueue(Reply reply, uint64_t bytes) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(Pending{std::move(reply), bytes});
+  }
+  cv_.notify_all();
+}
+
+void Connection::dispatch(const CommandContext& ctx, const RequestHeader& h,
+                          std::vector<uint8_t> payload, uint64_t bytes) {
+  pool_.submit([this, ctx, h, payload = std::move(payload), bytes]() mutable {
+    Reply reply;
+    try {
+      reply = execute(image_, ctx, h, std::move(payload));
+    } catch (const std::bad_alloc&) {
+      reply = error_reply(ctx, h, kErrNoMem, "out of memory");
+    } catch (...) {
+      reply = error_reply(ctx, h, kErrIo, "internal error");
+    }
+    enqueue(std::move(reply), bytes);
+  });
+}
+
+void Connection::log_request_error(const RequestHeader& h, const std::string& message) {
+  if (errors_logged_ > kMaxLoggedErrorsPerConnection) return;
+  if (++errors_logged_ > kMaxLoggedErrorsPerConnection) {
+    log_line(fmt::format("{}: more request errors; no longer logging them", peer_));
+    return;
+  }
+  log_line(fmt::format("{}: {} offset {} length {} flags {:#x}: {}", peer_, command_name(h.type),
+                       h.offset, h.length, h.flags, message));
+}
+
+void Connection::transmission(const Session& session) {
+  CommandContext ctx;
+  ctx.session = session;
+  ctx.export_size = cfg_.export_cfg.size;
+  ctx.read_only = cfg_.export_cfg.read_only;
+  ctx.policy = cfg_.policy;
+  writer_ = std::thread([this] { writer_loop(); });
+
+  for (;;) {
+    uint8_t hb[kRequestHeaderBytes];
+    ReadResult r = read_exact(fd_, hb, sizeof hb);
+    if (r == ReadResult::kEof) {
+      log_debug(fmt::format("{}: client closed the connection", peer_));
+      break;
+    }
+    if (r != ReadResult::kOk) {
+      if (!broken_) log_line(fmt::format("{}: connection lost inside a request header", peer_));
+      break;
+    }
+    RequestHeader h = decode_request_header(std::span<const uint8_t, kRequestHeaderBytes>(hb));
+    if (h.magic != kRequestMagic) {
+      log_line(fmt::format("{}: bad request magic {:#x}, disconnecting", peer_, h.magic));
+      break;
+    }
+    if (h.type == kCmdDisc) {
+      log_debug(fmt::format("{}: DISC", peer_));
+      break;
+    }
+    RequestError err = check_request(ctx, h);
+    if (h.type == kCmdWrite) {
+      if (err) {
+        // Keep the stream in step: read past the payload we refuse, in bounded pieces.
+        if (skip_bytes(fd_, h.length) != ReadResult::kOk) {
+          log_line(fmt::format("{}: connection lost inside a WRITE payload", peer_));
+          break;
+        }
+      } else {
+        if (!acquire(h.length)) break;
+        std::vector<uint8_t> payload(h.length);
+        if (read_exact(fd_, payload.data(), payload.size()) != ReadResult::kOk) {
+          log_line(fmt::format("{}: connection lost inside a WRITE payload", peer_));
+          enqueue(Reply{}, h.length);  // releases what acquire() took
+          break;
+        }
+        dispatch(ctx, h, std::move(payload), h.length);
+        continue;
+      }
+    }
+    if (err) {
+      log_request_error(h, err.message);
+      if (!acquire(0)) break;
+      enqueue(error_reply(ctx, h, err.error, err.message), 0);
+      continue;
+    }
+    uint64_t bytes = request_buffer_bytes(h);
+    if (!acquire(bytes)) break;
+    dispatch(ctx, h, {}, bytes);
+  }
+
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return in_flight_ == 0; });
+    writer_stop_ = true;
+  }
+  cv_.notify_all();
+  writer_.join();
+}
+
+void Connection::writer_loop() {
+  for (;;) {
+    Pending p;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return writer_stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      p = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    if (!broken_ && !p.reply.pieces.empty()) {
+      std::vector<iovec> iov;
+      iov.reserve(p.reply.pieces.size());
+      for (const auto& piece : p.reply.pieces) {
+        auto& src = piece.in_data ? p.reply.data : p.reply.meta;
+        iov.push_back(iovec{src.data() + piece.offset, piece.length});
+      }
+      if (!writev_all(fd_, std::move(iov))) {
+        log_line(fmt::format("{}: cannot send replies, client gone; dropping the connection",
+                             peer_));
+        broken_ = true;
+        interrupt(true);
+      }
+    }
+    {
+      std::lock_guard lock(mu_);
+      --in_flight_;
+      in_flight_bytes_ -= p.bytes;
+    }
+    cv_.notify_all();
+  }
+}
+
+}  // namespace keel::nbd

@@ -1,0 +1,48 @@
+// Socket plumbing for the NBD server: exact reads with an optional deadline, gathered writes
+// that never raise SIGPIPE, and listening sockets (unix, TCP, or inherited through systemd
+// socket activation).
+#pragma once
+
+#include <sys/uio.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keel/status.h"
+
+namespace keel::nbd {
+
+using Deadline = std::optional<std::chrono::steady_clock::time_point>;
+
+enum class ReadResult {
+  kOk,
+  kEof,      // the peer closed before the first byte
+  kClosed,   // the peer closed or the socket failed part-way
+  kTimeout,  // the deadline passed
+};
+
+// Reads exactly n bytes.
+ReadResult read_exact(int fd, void* buf, size_t n, Deadline deadline = std::nullopt);
+// Reads and throws away n bytes, in small pieces (bounded memory).
+ReadResult skip_bytes(int fd, uint64_t n, Deadline deadline = std::nullopt);
+// Writes all of the buffers (MSG_NOSIGNAL). False if the peer is gone.
+bool write_all(int fd, const void* buf, size_t n);
+bool writev_all(int fd, std::vector<iovec> iov);
+
+// Creates a listening unix socket at path (replacing a stale socket file there).
+Result<int> listen_unix(const std::string& path);
+// Creates listening TCP sockets for addr:port (every address it resolves to).
+Result<std::vector<int>> listen_tcp(const std::string& addr, uint16_t port);
+// The port a listening TCP socket is bound to (for -p 0).
+uint16_t bound_port(int fd);
+// Listening sockets passed by systemd-style socket activation (LISTEN_PID/LISTEN_FDS, from
+// fd 3); empty if none were passed. Unsets the variables so children do not inherit them.
+std::vector<int> activation_sockets();
+
+// "unix" for AF_UNIX peers, "addr:port" for TCP peers.
+std::string peer_name(int fd);
+
+}  // namespace keel::nbd

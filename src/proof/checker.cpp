@@ -1,0 +1,243 @@
+// The guarantee checker (see checker.h).
+#include "proof/checker.h"
+
+#include <algorithm>
+#include <optional>
+#include <sstream>
+
+#include "proof/memory_fs.h"
+#include "proof/pattern.h"
+#include "proof/qemu_oracle.h"
+
+namespace keel::proof {
+namespace {
+
+constexpr uint64_t kReadChunk = 256 * 1024;
+
+std::string hex(uint64_t v) {
+  std::ostringstream o;
+  o << "0x" << std::hex << v;
+  return o.str();
+}
+
+std::string describe_content(const Decoded& d) {
+  switch (d.kind) {
+    case Decoded::kZero: return "zeros";
+    case Decoded::kGarbage: return "bytes no guest write produced (metadata or garbage)";
+    case Decoded::kPattern:
+      if (d.version == kBackingVersion) return "backing data of guest sector " + std::to_string(d.sector);
+      return "v" + std::to_string(d.version) + " of guest sector " + std::to_string(d.sector);
+  }
+  return "?";
+}
+
+// nullopt when the sector's content is allowed; else the guarantee it breaks and why.
+std::optional<std::pair<Guarantee, std::string>> judge(uint64_t s, std::span<const uint8_t> bytes,
+                                                       const GuestModel& m, const char* who) {
+  Decoded d = decode_sector(bytes);
+  uint32_t version = d.kind == Decoded::kZero ? kZeroVersion : d.version;
+  bool own = d.kind == Decoded::kZero || (d.kind == Decoded::kPattern && d.sector == s);
+  if (d.kind != Decoded::kGarbage && own && m.allows(s, version)) return std::nullopt;
+  std::string what = std::string(who) + ": guest sector " + std::to_string(s) + " (offset " +
+                     hex(s * kGuestSector) + ") reads " + describe_content(d) + "; model: " + m.describe(s);
+  // Zeros or an older content of this very sector: a durable write was lost (G3). Anything
+  // else is data that does not belong here (G4).
+  return std::make_pair(own ? Guarantee::kG3 : Guarantee::kG4, what);
+}
+
+void judge_range(uint64_t first, std::span<const uint8_t> bytes, const GuestModel& m, StateVerdict& v,
+                 uint32_t max_details, const char* who, std::optional<Guarantee> as,
+                 std::vector<uint32_t>* observed = nullptr) {
+  for (size_t i = 0; i + kGuestSector <= bytes.size(); i += kGuestSector) {
+    uint64_t s = first + i / kGuestSector;
+    auto sector = bytes.subspan(i, kGuestSector);
+    if (auto bad = judge(s, sector, m, who)) {
+      v.add(as.value_or(bad->first), bad->second, max_details);
+    } else if (observed) {
+      Decoded d = decode_sector(sector);
+      (*observed)[s] = d.kind == Decoded::kZero ? kZeroVersion : d.version;
+    }
+  }
+}
+
+std::string counts_text(uint64_t corruptions, uint64_t leaks, uint64_t errors) {
+  return std::to_string(corruptions) + " corruptions, " + std::to_string(leaks) + " leaks, " +
+         std::to_string(errors) + " check errors";
+}
+
+void judge_qemu_check(const Result<QemuCheck>& c, const char* when, uint64_t leak_bound, StateVerdict& v,
+                      uint32_t max_details) {
+  if (!c) {
+    v.add(Guarantee::kG2, std::string("qemu-img check ") + when + ": " + c.error().message(), max_details);
+    return;
+  }
+  bool bad = c->corruptions > 0 || c->check_errors > 0 || c->leaks > leak_bound ||
+             (c->exit_code != 0 && c->exit_code != 3) || (c->exit_code == 3 && c->leaks == 0);
+  if (bad)
+    v.add(Guarantee::kG2,
+          std::string("qemu-img check ") + when + ": exit " + std::to_string(c->exit_code) + ", " +
+              counts_text(c->corruptions, c->leaks, c->check_errors) + " (leaks allowed: " +
+              (leak_bound == UINT64_MAX ? std::string("any") : std::to_string(leak_bound)) + "): " + c->output,
+          max_details);
+}
+
+}  // namespace
+
+const char* guarantee_name(Guarantee g) {
+  static const char* names[] = {"G1", "G2", "G3", "G4", "G5", "G6"};
+  return names[static_cast<size_t>(g)];
+}
+
+const char* guarantee_title(Guarantee g) {
+  static const char* titles[] = {"opens", "consistent", "durable", "no foreign data", "other layers untouched",
+                                 "error paths back out"};
+  return titles[static_cast<size_t>(g)];
+}
+
+bool StateVerdict::any() const {
+  return std::any_of(violated.begin(), violated.end(), [](bool b) { return b; });
+}
+
+void StateVerdict::add(Guarantee g, std::string detail, uint32_t max_details) {
+  size_t already = 0;
+  for (const auto& d : details) already += d.first == g;
+  violated[static_cast<size_t>(g)] = true;
+  if (already < max_details) details.emplace_back(g, std::move(detail));
+}
+
+bool qcow2_dirty(const std::vector<uint8_t>& image) {
+  if (image.size() < 80) return false;
+  uint32_t version = (uint32_t(image[4]) << 24) | (uint32_t(image[5]) << 16) | (uint32_t(image[6]) << 8) | image[7];
+  return version >= 3 && (image[79] & 1);
+}
+
+void check_guest_reads(Image& img, const GuestModel& model, StateVerdict& v, uint32_t max_details,
+                       const char* who, std::optional<Guarantee> as, std::vector<uint32_t>* observed) {
+  uint64_t total = model.sector_count() * kGuestSector;
+  if (observed) observed->assign(model.sector_count(), kUnknownVersion);
+  std::vector<uint8_t> buf(kReadChunk);
+  for (uint64_t off = 0; off < total; off += kReadChunk) {
+    uint64_t n = std::min<uint64_t>(kReadChunk, total - off);
+    std::span<uint8_t> chunk(buf.data(), n);
+    if (img.read(off, chunk).is_ok()) {
+      judge_range(off / kGuestSector, chunk, model, v, max_details, who, as, observed);
+      continue;
+    }
+    // Find the sectors that fail.
+    for (uint64_t s = off; s < off + n; s += kGuestSector) {
+      std::span<uint8_t> one(buf.data(), kGuestSector);
+      Status st = img.read(s, one);
+      if (st.is_ok()) {
+        judge_range(s / kGuestSector, one, model, v, max_details, who, as, observed);
+      } else if (!as) {
+        v.add(Guarantee::kG3, std::string(who) + ": read of guest sector " + std::to_string(s / kGuestSector) +
+                                  " failed: " + st.message(), max_details);
+      }
+    }
+  }
+}
+
+void check_raw_guest(const std::vector<uint8_t>& raw, const GuestModel& model, StateVerdict& v,
+                     uint32_t max_details, const char* who) {
+  std::vector<uint8_t> padded;
+  const std::vector<uint8_t>* disk = &raw;
+  uint64_t want = model.sector_count() * kGuestSector;
+  if (raw.size() != want) {
+    v.add(Guarantee::kG3, std::string(who) + ": guest disk is " + std::to_string(raw.size()) + " bytes, expected " +
+                              std::to_string(want), max_details);
+    padded = raw;
+    padded.resize(want, 0);
+    disk = &padded;
+  }
+  judge_range(0, *disk, model, v, max_details, who, std::nullopt);
+}
+
+StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
+                         const std::vector<uint8_t>& backing, const GuestModel& model,
+                         const StateCheckOptions& opts) {
+  StateVerdict v;
+  const uint32_t md = opts.max_details;
+  std::vector<uint8_t> computed_backing;
+  if (!opts.original_backing) computed_backing = backing_content(spec);
+  const std::vector<uint8_t>& original_backing = opts.original_backing ? *opts.original_backing : computed_backing;
+  bool has_backing = spec.backing_bytes > 0;
+
+  // QEMU's view of the state exactly as the crash left it.
+  TempDir tmp;
+  if (opts.qemu && tmp.ok()) {
+    v.qemu_ran = true;
+    Status w = tmp.write(kImageName, image);
+    if (w.is_ok() && has_backing) w = tmp.write(kBackingName, backing);
+    if (!w.is_ok()) {
+      v.add(Guarantee::kG2, "cannot write the state for qemu-img: " + w.message(), md);
+    } else {
+      // A dirty (lazy refcounts) image is repaired on open; QEMU's check runs after Keel's open.
+      if (!qcow2_dirty(image)) judge_qemu_check(qemu_img_check(tmp.file(kImageName)), "on the crash state", opts.leak_bound, v, md);
+      if (opts.qemu_convert) {
+        auto raw = qemu_img_convert(tmp.file(kImageName), tmp.file("guest.raw"));
+        if (!raw) v.add(Guarantee::kG3, "qemu-img convert: " + raw.error().message(), md);
+        else check_raw_guest(*raw, model, v, md, "qemu-img convert");
+      }
+    }
+  }
+
+  MemoryFs fs;
+  fs.put(kImageName, std::move(image));
+  if (has_backing) fs.put(kBackingName, backing);
+  OpenOptions oo;
+  oo.format = "qcow2";
+  oo.file_opener = fs.opener();
+  auto img = Image::open(MemoryFs::path(kImageName), oo);
+  if (!img) {
+    v.add(Guarantee::kG1, "open read-write failed: " + img.error().message(), md);
+  } else if ((*img)->read_only()) {
+    v.add(Guarantee::kG1, "image opened read-only", md);
+  } else {
+    std::vector<uint32_t> observed;
+    check_guest_reads(**img, model, v, md, "keel read", std::nullopt, opts.probe_write ? &observed : nullptr);
+    if (opts.probe_write) {
+      // Allocate after the crash: a refcount that undercounts would hand out a live cluster.
+      // What each sector read is now its only allowed content.
+      GuestModel after = model;
+      for (uint64_t s = 0; s < observed.size(); ++s)
+        if (observed[s] != kUnknownVersion) after.settle(s, observed[s]);
+      std::mt19937_64 rng(opts.probe_seed);
+      uint64_t cluster = spec.create.cluster_size, clusters = spec.create.size / cluster;
+      uint64_t count = std::min<uint64_t>(clusters, 2);
+      uint64_t first = (rng() % (clusters - count + 1)) * cluster;
+      std::vector<uint8_t> data(count * cluster);
+      const uint32_t probe_version = 0xfffffff0u;
+      fill_sectors(probe_version, first / kGuestSector, data);
+      Status ws = (*img)->write(first, data);
+      if (ws.is_ok()) ws = (*img)->flush();
+      if (!ws.is_ok()) {
+        v.add(Guarantee::kG1, "write after the crash failed: " + ws.message(), md);
+      } else {
+        after.write(first / kGuestSector, data.size() / kGuestSector, probe_version);
+        after.flush();
+        check_guest_reads(**img, after, v, md, "keel read after a new write");
+      }
+    }
+    Status cs = (*img)->close();
+    if (!cs.is_ok()) v.add(Guarantee::kG1, "close after open failed: " + cs.message(), md);
+    img->reset();
+    if (opts.engine_check) {
+      auto r = opts.engine_check(MemoryFs::path(kImageName), fs.opener());
+      if (!r) {
+        v.add(Guarantee::kG2, "engine check failed: " + r.error().message(), md);
+      } else if (r->corruptions > 0 || r->check_errors > 0 || r->leaks > opts.leak_bound) {
+        v.add(Guarantee::kG2, "engine check: " + counts_text(r->corruptions, r->leaks, r->check_errors) + " " + r->detail, md);
+      }
+    }
+    if (opts.qemu && tmp.ok()) {
+      Status w = tmp.write(kImageName, fs.bytes(kImageName));
+      if (w.is_ok()) judge_qemu_check(qemu_img_check(tmp.file(kImageName)), "after keel open+close", opts.leak_bound, v, md);
+    }
+  }
+
+  if (has_backing && (backing != original_backing || fs.bytes(kBackingName) != original_backing))
+    v.add(Guarantee::kG5, "backing file content changed", md);
+  return v;
+}
+
+}  // namespace keel::proof

@@ -1,0 +1,322 @@
+// The crash-state explorer (see explorer.h).
+#include "proof/explorer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "io/recording_file.h"
+#include "proof/memory_fs.h"
+#include "proof/qemu_oracle.h"
+
+namespace keel::proof {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Recorded {
+  WorkloadSpec spec;
+  std::shared_ptr<Recording> rec = std::make_shared<Recording>();
+  std::vector<GuestMark> marks;
+  Status status;
+};
+
+Result<std::unique_ptr<BlockFile>> wrap_recording(const std::shared_ptr<Recording>& rec,
+                                                  std::unique_ptr<BlockFile> inner, const std::string& name) {
+  auto r = RecordingFile::wrap(std::move(inner), rec, name);
+  if (!r) return error(r.error());
+  return std::unique_ptr<BlockFile>(std::move(*r));
+}
+
+// Creates the image and runs the workload on recording files.
+Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
+  Recorded out;
+  out.spec = std::move(spec);
+  WorkloadSpec& s = out.spec;
+  if (s.backing_bytes) {
+    s.create.backing_file = kBackingName;
+    s.create.backing_format = "raw";
+  }
+  MemoryFs fs;
+  std::string image_path;
+  FileOpener opener;
+  auto rec = out.rec;
+  if (config.real_dir.empty()) {
+    if (s.backing_bytes) fs.put(kBackingName, backing_content(s));
+    CreateOptions co = s.create;
+    co.file_opener = fs.opener();
+    out.status = create_image(MemoryFs::path(kImageName), co);
+    image_path = MemoryFs::path(kImageName);
+    opener = fs.opener([rec](std::unique_ptr<BlockFile> inner, const std::string& name, const FileOptions&) {
+      return wrap_recording(rec, std::move(inner), name);
+    });
+  } else {
+    image_path = config.real_dir + "/" + kImageName;
+    if (s.backing_bytes) {
+      auto f = open_posix_file(config.real_dir + "/" + kBackingName, FileOptions{.create = true});
+      if (!f) out.status = f.error();
+      else out.status = (*f)->write_at(0, backing_content(s));
+    }
+    if (out.status.is_ok()) out.status = create_image(image_path, s.create);
+    opener = [rec](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
+      auto f = open_posix_file(path, fo);
+      if (!f) return error(f.error());
+      return wrap_recording(rec, std::move(*f), base_name(path));
+    };
+  }
+  if (!out.status.is_ok()) {
+    out.status = out.status.with_context("create");
+    return out;
+  }
+  OpenOptions oo;
+  oo.format = "qcow2";
+  oo.file_opener = opener;
+  oo.observer = rec.get();
+  WorkloadRunner runner(s, [&] { return Image::open(image_path, oo); }, [&] { return rec->op_count(); });
+  out.status = runner.open().with_context("open");
+  for (size_t i = 0; out.status.is_ok() && i < s.ops.size(); ++i)
+    out.status = runner.step(i).with_context("guest op " + std::to_string(i) + " " + s.ops[i].describe());
+  if (out.status.is_ok()) out.status = runner.close().with_context("close");
+  out.marks = runner.marks();
+  return out;
+}
+
+bool is_durability_point(const WorkloadSpec& s, const GuestMark& m) {
+  if (!m.end || !m.ok) return false;
+  if (m.op >= s.ops.size()) return true;  // close
+  auto k = s.ops[m.op].kind;
+  return k == GuestOpKind::kFlush || k == GuestOpKind::kReopen;
+}
+
+// Leaks a crash may leave: clusters the file ops since the second-to-last completed flush touched,
+// plus guest clusters the guest ops since then touched (freed clusters whose decrement was pending).
+uint64_t leak_bound(const Recorded& r, uint32_t image_id, uint64_t crash_point) {
+  std::vector<uint64_t> durable;
+  for (const auto& m : r.marks)
+    if (m.position <= crash_point && is_durability_point(r.spec, m)) durable.push_back(m.position);
+  uint64_t from = durable.size() >= 2 ? durable[durable.size() - 2] : 0;
+  const uint64_t cs = r.spec.create.cluster_size;
+  std::set<uint64_t> host, guest;
+  const auto& ops = r.rec->ops();
+  for (uint64_t i = from; i < crash_point; ++i) {
+    const FileOp& op = ops[i];
+    if (op.file != image_id || op.kind == FileOpKind::kSync || op.kind == FileOpKind::kTruncate || op.length == 0) continue;
+    for (uint64_t c = op.offset / cs; c <= (op.offset + op.length - 1) / cs; ++c) host.insert(c);
+  }
+  for (const auto& m : r.marks) {
+    if (m.end || m.position < from || m.position > crash_point || m.op >= r.spec.ops.size()) continue;
+    const GuestOp& g = r.spec.ops[m.op];
+    if (g.length == 0) continue;
+    for (uint64_t c = g.offset / cs; c <= (g.offset + g.length - 1) / cs; ++c) guest.insert(c);
+  }
+  // New L2 tables and refcount blocks for the guest clusters are host clusters too (counted
+  // above when written); the slack of 2 covers a refcount table being replaced.
+  return host.size() + guest.size() + 2;
+}
+
+bool is_data_event(int e) {
+  return e == static_cast<int>(Event::kDataWrite) || e == static_cast<int>(Event::kCowWrite) ||
+         e == static_cast<int>(Event::kCompressedWrite);
+}
+
+std::map<std::string, PhaseCost> measure_cost(const Recorded& r, uint32_t image_id) {
+  std::map<std::string, PhaseCost> cost;
+  const auto& ops = r.rec->ops();
+  std::vector<std::string> phase_of(ops.size(), "open");
+  std::vector<bool> in_flush(ops.size(), false);
+  for (size_t i = 0; i + 1 < r.marks.size(); ++i) {
+    const GuestMark& a = r.marks[i];
+    const GuestMark& b = r.marks[i + 1];
+    if (a.end || !b.end || a.op != b.op) continue;
+    bool close = a.op >= r.spec.ops.size();
+    std::string phase = close ? "close" : r.spec.ops[a.op].phase;
+    bool flush = !close && r.spec.ops[a.op].kind == GuestOpKind::kFlush;
+    PhaseCost& pc = cost[phase];
+    if (!close) {
+      auto k = r.spec.ops[a.op].kind;
+      if (k == GuestOpKind::kFlush) pc.guest_flushes++;
+      else if (k != GuestOpKind::kReopen) pc.guest_writes++;
+    }
+    for (uint64_t p = a.position; p < b.position && p < ops.size(); ++p) {
+      phase_of[p] = phase;
+      in_flush[p] = flush;
+    }
+  }
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const FileOp& op = ops[i];
+    if (op.file != image_id) continue;
+    PhaseCost& pc = cost[phase_of[i]];
+    if (op.kind == FileOpKind::kSync) (in_flush[i] ? pc.flush_syncs : pc.other_syncs)++;
+    if (op.kind == FileOpKind::kWrite) (is_data_event(op.last_event) ? pc.data_writes : pc.metadata_writes)++;
+  }
+  return cost;
+}
+
+std::string where(const Recorded& r, uint64_t crash_point) {
+  std::ostringstream o;
+  if (crash_point == 0) return "before the first op";
+  o << "after op " << crash_point - 1 << " (" << r.rec->ops()[crash_point - 1].describe() << ")";
+  const GuestMark* in = nullptr;
+  for (const auto& m : r.marks)
+    if (m.position <= crash_point) in = &m;
+  if (in) {
+    std::string what = in->op < r.spec.ops.size() ? r.spec.ops[in->op].describe() : "close";
+    o << (in->end ? ", after guest op " : ", during guest op ") << in->op << " " << what;
+  }
+  return o.str();
+}
+
+}  // namespace
+
+uint64_t WorkloadReport::total_violations() const {
+  uint64_t n = 0;
+  for (uint64_t v : violations) n += v;
+  return n;
+}
+
+WorkloadReport explore_workload(const std::string& name, const ExploreConfig& config) {
+  auto started = Clock::now();
+  WorkloadReport report;
+  report.workload = name;
+  report.seed = config.seed;
+  auto spec = make_workload(name, config.seed);
+  if (!spec) {
+    report.run_status = spec.error();
+    return report;
+  }
+  Recorded r = record_workload(std::move(*spec), config);
+  report.guest_ops = r.spec.ops.size();
+  report.run_status = r.status;
+  const auto& ops = r.rec->ops();
+  report.file_ops = ops.size();
+  report.crash_points = ops.size() + 1;
+  int image_id = r.rec->find_file(kImageName);
+  if (!r.status.is_ok() || image_id < 0) {
+    if (r.status.is_ok()) report.run_status = invalid("the image file was never opened");
+    report.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    return report;
+  }
+  report.cost = measure_cost(r, static_cast<uint32_t>(image_id));
+
+  const std::vector<uint8_t> original_backing = backing_content(r.spec);
+  int backing_id = r.rec->find_file(kBackingName);
+  bool backing_written = false;
+  for (const auto& op : ops) backing_written |= backing_id >= 0 && op.file == static_cast<uint32_t>(backing_id);
+  if (backing_written) {
+    report.violations[static_cast<size_t>(Guarantee::kG5)]++;
+    report.examples.push_back(name + " seed " + std::to_string(config.seed) + ": G5: the engine wrote to the backing file");
+  }
+
+  uint64_t first_cp = config.only_crash_point.value_or(0);
+  uint64_t last_cp = config.only_crash_point ? std::min<uint64_t>(*config.only_crash_point, ops.size()) : ops.size();
+  CrashCursor cursor(*r.rec);
+  for (uint64_t cp = first_cp; cp <= last_cp; ++cp) {
+    cursor.seek(cp);
+    report.states_enumerated += enumerate_states(cursor, *r.rec, config.enumeration, config.seed).size();
+  }
+  double keep = 1.0;
+  if (config.max_states && report.states_enumerated > config.max_states)
+    keep = static_cast<double>(config.max_states) / static_cast<double>(report.states_enumerated);
+  double expected = keep * static_cast<double>(report.states_enumerated);
+  double qemu_p = config.qemu_samples && qemu_img_available() && expected > 0
+                      ? std::min(1.0, config.qemu_samples / expected) : 0.0;
+  std::mt19937_64 pick(config.seed ^ 0x5eed5eed5eedull);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+
+  GuestModel model = initial_model(r.spec);
+  size_t next_mark = 0;
+  uint64_t probe_counter = 0;
+  cursor.seek(0);
+  for (uint64_t cp = 0; cp <= last_cp && !report.stopped_early; ++cp) {
+    cursor.seek(cp);
+    while (next_mark < r.marks.size() && r.marks[next_mark].position <= cp) apply_mark(model, r.spec, r.marks[next_mark++]);
+    if (cp < first_cp) continue;
+    auto states = enumerate_states(cursor, *r.rec, config.enumeration, config.seed);
+    uint64_t bound = leak_bound(r, static_cast<uint32_t>(image_id), cp);
+    for (size_t si = 0; si < states.size(); ++si) {
+      if (keep < 1.0 && unit(pick) >= keep) continue;
+      if (config.max_seconds > 0 &&
+          std::chrono::duration<double>(Clock::now() - started).count() > config.max_seconds) {
+        report.stopped_early = true;
+        break;
+      }
+      const CrashState& st = states[si];
+      auto image = cursor.materialize(st, static_cast<uint32_t>(image_id));
+      if (!image) {
+        report.run_status = image.error();
+        return report;
+      }
+      std::vector<uint8_t> backing_state;
+      const std::vector<uint8_t>* backing = &original_backing;
+      if (backing_written) {
+        auto b = cursor.materialize(st, static_cast<uint32_t>(backing_id));
+        if (b) backing_state = std::move(*b);
+        backing = &backing_state;
+      }
+      StateCheckOptions so;
+      so.qemu = qemu_p > 0 && unit(pick) < qemu_p;
+      so.leak_bound = bound;
+      so.engine_check = config.engine_check;
+      so.original_backing = &original_backing;
+      so.probe_write = config.probe_every && (++probe_counter % config.probe_every == 0);
+      so.probe_seed = config.seed + cp * 1000 + si;
+      StateVerdict v = check_state(r.spec, std::move(*image), *backing, model, so);
+      report.states_checked++;
+      report.qemu_checked += v.qemu_ran;
+      report.probes += so.probe_write;
+      if (!v.any()) continue;
+      for (size_t g = 0; g < kGuarantees; ++g) report.violations[g] += v.violated[g];
+      std::ostringstream o;
+      o << name << " seed " << config.seed << ": " << st.describe() << ", " << where(r, cp) << ", state #" << si;
+      for (const auto& [g, detail] : v.details) o << "\n    " << guarantee_name(g) << ": " << detail;
+      o << "\n    replay: keel selftest crash --workload " << name << " --seed " << config.seed
+        << " --crash-point " << cp << "   (or KEEL_SEED=" << config.seed << " KEEL_WORKLOAD=" << name
+        << " KEEL_CRASH_POINT=" << cp << " crash_tests)";
+      if (config.log) config.log(o.str());
+      if (report.examples.size() < config.max_examples) report.examples.push_back(o.str());
+    }
+  }
+  report.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  return report;
+}
+
+std::string format_report(const WorkloadReport& r) {
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "%-15s seed %-6llu guest ops %4llu  file ops %5llu  crash points %5llu  states %7llu/%-7llu"
+                "  qemu %4llu  probes %4llu  %6.1fs%s",
+                r.workload.c_str(), static_cast<unsigned long long>(r.seed),
+                static_cast<unsigned long long>(r.guest_ops), static_cast<unsigned long long>(r.file_ops),
+                static_cast<unsigned long long>(r.crash_points), static_cast<unsigned long long>(r.states_checked),
+                static_cast<unsigned long long>(r.states_enumerated), static_cast<unsigned long long>(r.qemu_checked),
+                static_cast<unsigned long long>(r.probes), r.seconds, r.stopped_early ? " (time limit)" : "");
+  std::string out = line;
+  out += "\n                violations:";
+  for (size_t g = 0; g < kGuarantees; ++g)
+    out += std::string(" ") + guarantee_name(static_cast<Guarantee>(g)) + "=" + std::to_string(r.violations[g]);
+  if (!r.run_status.is_ok()) out += "\n                WORKLOAD FAILED: " + r.run_status.message();
+  return out;
+}
+
+std::string format_cost(const WorkloadReport& r) {
+  std::ostringstream o;
+  for (const auto& [phase, c] : r.cost) {
+    char line[400];
+    double syncs_per_flush = c.guest_flushes ? double(c.flush_syncs) / double(c.guest_flushes) : 0;
+    double meta_per_write = c.guest_writes ? double(c.metadata_writes) / double(c.guest_writes) : 0;
+    std::snprintf(line, sizeof line,
+                  "  %-15s %-11s guest writes %3llu flushes %3llu | syncs/flush %.2f (other syncs %llu) | "
+                  "metadata writes/guest write %.2f (data writes %llu, metadata writes %llu)\n",
+                  r.workload.c_str(), phase.c_str(), static_cast<unsigned long long>(c.guest_writes),
+                  static_cast<unsigned long long>(c.guest_flushes), syncs_per_flush,
+                  static_cast<unsigned long long>(c.other_syncs), meta_per_write,
+                  static_cast<unsigned long long>(c.data_writes), static_cast<unsigned long long>(c.metadata_writes));
+    o << line;
+  }
+  return o.str();
+}
+
+}  // namespace keel::proof

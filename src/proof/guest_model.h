@@ -1,0 +1,60 @@
+// GuestModel: the reference model of the guest disk the checker compares every crash state with.
+//
+// Per 512-byte sector it keeps the contents the sector may hold after a crash: the durable set
+// (its content at the last completed flush: one version, or {zeros, backing} after a discard)
+// and the pending versions written since. A completed flush makes the last operation's outcome
+// durable; a completed FUA write does so for its own sectors. An operation that failed (fault
+// injection) leaves its outcome possible but not certain: it joins both the pending versions and
+// the outcome a later flush makes durable. Versions are those of proof/pattern.h.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace keel::proof {
+
+class GuestModel {
+ public:
+  // `backing_sectors` sectors at the start read from the backing file (version 1) at first.
+  GuestModel(uint64_t size_bytes, uint64_t backing_sectors);
+
+  uint64_t sector_count() const { return sectors_.size(); }
+  bool has_backing() const { return backing_sectors_ > 0; }
+
+  // A write (or write-zeroes with version 0) issued to [first, first+count). `certain` = false for
+  // an operation that failed: its outcome may or may not have happened.
+  void write(uint64_t first, uint64_t count, uint32_t version, bool certain = true);
+  // A discard: the sectors read as zeros or from the backing file afterwards.
+  void discard(uint64_t first, uint64_t count, bool certain = true);
+  // A flush completed: every sector's latest outcome is durable.
+  void flush();
+  // A FUA write completed on these sectors.
+  void make_durable(uint64_t first, uint64_t count);
+
+  // The sector was read back as `version` (an allowed one) after a crash: from now on that is its
+  // only content, durable.
+  void settle(uint64_t sector, uint32_t version);
+
+  // Whether `sector` may read as `version` now.
+  bool allows(uint64_t sector, uint32_t version) const;
+  // Whether the sector has no write pending (it must read as its durable content).
+  bool settled(uint64_t sector) const { return sectors_[sector].pending.empty(); }
+  // "durable {7} pending {9,12}", for reports.
+  std::string describe(uint64_t sector) const;
+  // Sectors whose durable content is not what they held at the start.
+  uint64_t touched_sectors() const;
+
+ private:
+  struct Sector {
+    std::vector<uint32_t> durable;  // what a crash must preserve (any one of)
+    std::vector<uint32_t> pending;  // written since the last flush
+    std::vector<uint32_t> outcome;  // what a flush now would make durable
+  };
+  void issue(uint64_t first, uint64_t count, const std::vector<uint32_t>& outcome, bool certain);
+
+  std::vector<Sector> sectors_;
+  uint64_t backing_sectors_;
+};
+
+}  // namespace keel::proof

@@ -1,0 +1,433 @@
+// The integrity proof's workloads and their runner (see workload.h).
+#include "proof/workload.h"
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "proof/pattern.h"
+
+namespace keel::proof {
+namespace {
+
+constexpr uint64_t KiB = 1024, MiB = 1024 * 1024;
+
+// Builds op lists with a seeded generator.
+class Gen {
+ public:
+  Gen(WorkloadSpec& spec, uint64_t seed) : spec_(spec), rng_(seed) {}
+  uint64_t pick(uint64_t n) { return n ? rng_() % n : 0; }
+  bool chance(int percent) { return static_cast<int>(pick(100)) < percent; }
+  void phase(std::string p) { phase_ = std::move(p); }
+
+  void write(uint64_t off, uint64_t len, bool fua = false) { add(GuestOpKind::kWrite, off, len, fua); }
+  void zeroes(uint64_t off, uint64_t len, bool unmap) {
+    add(GuestOpKind::kWriteZeroes, off, len, false);
+    spec_.ops.back().may_unmap = unmap;
+  }
+  void discard(uint64_t off, uint64_t len) { add(GuestOpKind::kDiscard, off, len, false); }
+  void compressed(uint64_t off, uint64_t len) { add(GuestOpKind::kWriteCompressed, off, len, false); }
+  void flush() { add(GuestOpKind::kFlush, 0, 0, false); }
+  void reopen() { add(GuestOpKind::kReopen, 0, 0, false); }
+  // Flushes after every `every`..`every+1` data operations (called after each one).
+  void maybe_flush(int every) {
+    if (++since_flush_ >= every + static_cast<int>(pick(2))) {
+      flush();
+      since_flush_ = 0;
+    }
+  }
+  // A random sector-aligned range inside one cluster.
+  std::pair<uint64_t, uint64_t> partial(uint64_t cluster_index, uint64_t cluster) {
+    uint64_t sectors = cluster / kGuestSector;
+    uint64_t first = pick(sectors);
+    uint64_t count = 1 + pick(sectors - first);
+    return {cluster_index * cluster + first * kGuestSector, count * kGuestSector};
+  }
+
+ private:
+  void add(GuestOpKind k, uint64_t off, uint64_t len, bool fua) {
+    GuestOp op;
+    op.kind = k;
+    op.offset = off;
+    op.length = len;
+    op.fua = fua;
+    op.phase = phase_;
+    spec_.ops.push_back(op);
+  }
+  WorkloadSpec& spec_;
+  std::mt19937_64 rng_;
+  std::string phase_ = "main";
+  int since_flush_ = 0;
+};
+
+WorkloadSpec base(const std::string& name, const std::string& what, uint64_t size, uint32_t cluster) {
+  WorkloadSpec s;
+  s.name = name;
+  s.description = what;
+  s.create.format = "qcow2";
+  s.create.size = size;
+  s.create.cluster_size = cluster;
+  return s;
+}
+
+// Allocating writes: whole clusters, partial clusters (COW against zeros), cluster-spanning.
+WorkloadSpec alloc(uint64_t seed) {
+  WorkloadSpec s = base("alloc", "allocating writes: whole, partial and spanning clusters", 2 * MiB, 64 * KiB);
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  for (int i = 0; i < 14; ++i) {
+    switch (g.pick(3)) {
+      case 0: g.write(g.pick(n) * c, c); break;
+      case 1: {
+        auto [off, len] = g.partial(g.pick(n), c);
+        g.write(off, len);
+        break;
+      }
+      default: {
+        uint64_t off = g.pick(s.create.size / kGuestSector - 3 * c / kGuestSector) * kGuestSector;
+        g.write(off, (1 + g.pick(3 * c / kGuestSector)) * kGuestSector);
+      }
+    }
+    g.maybe_flush(2);
+  }
+  g.flush();
+  return s;
+}
+
+// Overwrites of allocated clusters: after the fill, no metadata write is needed at all.
+WorkloadSpec overwrite(uint64_t seed) {
+  WorkloadSpec s = base("overwrite", "overwrites of allocated clusters (in place, FUA)", 1 * MiB, 64 * KiB);
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size;
+  g.phase("fill");
+  for (uint64_t i = 0; i < 6; ++i) g.write(i * c, c);
+  g.flush();
+  g.phase("overwrite");
+  for (int i = 0; i < 18; ++i) {
+    auto [off, len] = g.partial(g.pick(6), c);
+    g.write(off, len, /*fua=*/g.chance(15));
+    g.maybe_flush(3);
+  }
+  g.flush();
+  return s;
+}
+
+// Copy-on-write from a raw backing file (shorter than the image), write-zeroes and discard over it.
+WorkloadSpec backing_cow(uint64_t seed) {
+  WorkloadSpec s = base("backing-cow", "copy-on-write from a backing file; zeroes and discards over it",
+                        2 * MiB, 64 * KiB);
+  s.backing_bytes = 1536 * KiB;
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  for (int i = 0; i < 16; ++i) {
+    uint64_t k = g.pick(n);
+    switch (g.pick(6)) {
+      case 0: g.write(k * c, c, g.chance(20)); break;
+      case 1: g.zeroes(k * c, c, g.chance(50)); break;
+      case 2: g.discard(k * c, c); break;
+      case 3: {
+        auto [off, len] = g.partial(k, c);
+        g.zeroes(off, len, false);
+        break;
+      }
+      default: {
+        auto [off, len] = g.partial(k, c);
+        g.write(off, len);
+      }
+    }
+    g.maybe_flush(2);
+  }
+  g.flush();
+  return s;
+}
+
+// Discard and write-zeroes that free clusters, then allocations that may reuse them — the hazard
+// QEMU has: a freed host cluster must not be reused before the unlink is durable.
+WorkloadSpec discard_reuse(uint64_t seed) {
+  WorkloadSpec s = base("discard-reuse", "discard / write-zeroes freeing clusters, then reuse", 2 * MiB, 64 * KiB);
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  std::set<uint64_t> used;
+  g.phase("fill");
+  for (uint64_t i = 0; i < 6; ++i) {
+    g.write(i * c, c);
+    used.insert(i);
+  }
+  g.flush();
+  g.phase("free-reuse");
+  for (int round = 0; round < 5; ++round) {
+    auto any_used = [&] {
+      auto it = used.begin();
+      std::advance(it, g.pick(used.size()));
+      return *it;
+    };
+    uint64_t victim = any_used();
+    switch (g.pick(3)) {
+      case 0: g.discard(victim * c, c); break;
+      case 1: g.zeroes(victim * c, c, true); break;
+      default: g.zeroes(victim * c, c, false); break;
+    }
+    used.erase(victim);
+    if (g.chance(30)) g.flush();
+    // New allocations, some at the freed guest cluster, some elsewhere.
+    for (int k = 0; k < 2; ++k) {
+      uint64_t target = g.chance(30) ? victim : g.pick(n);
+      if (g.chance(70)) {
+        g.write(target * c, c);
+      } else {
+        auto [off, len] = g.partial(target, c);
+        g.write(off, len);
+      }
+      used.insert(target);
+    }
+    if (used.size() > 1 && g.chance(40)) {  // a partial zeroing inside an allocated cluster
+      auto [off, len] = g.partial(any_used(), c);
+      g.zeroes(off, len, g.chance(50));
+    }
+    if (g.chance(60)) g.flush();
+  }
+  g.flush();
+  return s;
+}
+
+// Writes far apart: every one needs a new L2 table (1 KiB clusters: one L2 maps 128 KiB).
+WorkloadSpec l2_tables(uint64_t seed) {
+  WorkloadSpec s = base("l2-tables", "writes far apart: a new L2 table each", 2 * MiB, 1 * KiB);
+  Gen g(s, seed);
+  uint64_t region = 128 * KiB, regions = s.create.size / region;
+  std::vector<uint64_t> order(regions);
+  for (uint64_t i = 0; i < regions; ++i) order[i] = i;
+  for (uint64_t i = regions - 1; i > 0; --i) std::swap(order[i], order[g.pick(i + 1)]);
+  for (uint64_t i = 0; i < 12; ++i) {
+    uint64_t len = (1 + g.pick(16)) * kGuestSector;
+    uint64_t off = order[i] * region + g.pick((region - len) / kGuestSector) * kGuestSector;
+    g.write(off, len);
+    g.maybe_flush(2);
+  }
+  g.flush();
+  return s;
+}
+
+// Enough allocations with 512-byte clusters to need new refcount blocks (1-bit refcounts: one
+// block covers 2 MiB of file) or a larger refcount table (64-bit refcounts: one table cluster
+// covers 2 MiB of file).
+WorkloadSpec refcount_growth(const std::string& name, uint32_t bits, uint64_t seed) {
+  WorkloadSpec s = base(name, bits == 1 ? "new refcount blocks (512 B clusters, refcount_bits=1)"
+                                        : "refcount table growth (512 B clusters, refcount_bits=64)",
+                        3 * MiB, 512);
+  s.create.refcount_bits = bits;
+  Gen g(s, seed);
+  uint64_t chunk = 64 * KiB;
+  uint64_t chunks = (s.create.size - 512 * KiB) / chunk;  // fill about 2.5 MiB
+  for (uint64_t i = 0; i < chunks; ++i) {
+    uint64_t len = chunk - (g.chance(30) ? g.pick(8) * kGuestSector : 0);
+    g.write(i * chunk, len);
+    g.maybe_flush(4);
+  }
+  g.flush();
+  return s;
+}
+
+// Lazy refcounts: refcounts of data clusters may lag; the dirty bit makes open repair them.
+WorkloadSpec lazy_refcounts(uint64_t seed) {
+  WorkloadSpec s = base("lazy-refcounts", "lazy refcounts: dirty bit, repair on open", 2 * MiB, 64 * KiB);
+  s.create.lazy_refcounts = true;
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  for (int i = 0; i < 14; ++i) {
+    if (i == 7) g.reopen();
+    uint64_t k = g.pick(n);
+    switch (g.pick(5)) {
+      case 0: g.discard(k * c, c); break;
+      case 1: {
+        auto [off, len] = g.partial(k, c);
+        g.write(off, len);
+        break;
+      }
+      default: g.write(k * c, c);
+    }
+    g.maybe_flush(2);
+  }
+  g.flush();
+  return s;
+}
+
+// Compressed clusters: written, partly overwritten (COW out of the compressed cluster), discarded.
+WorkloadSpec compressed(uint64_t seed) {
+  WorkloadSpec s = base("compressed", "compressed writes, overwritten and discarded", 2 * MiB, 64 * KiB);
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  std::vector<uint64_t> fresh(n);
+  for (uint64_t i = 0; i < n; ++i) fresh[i] = i;
+  for (uint64_t i = n - 1; i > 0; --i) std::swap(fresh[i], fresh[g.pick(i + 1)]);
+  size_t next = 0;
+  std::vector<uint64_t> done;
+  for (int i = 0; i < 12; ++i) {
+    if (done.empty() || g.chance(50)) {
+      uint64_t k = fresh[next++];
+      g.compressed(k * c, c);
+      done.push_back(k);
+    } else {
+      uint64_t k = done[g.pick(done.size())];
+      if (g.chance(25)) {
+        g.discard(k * c, c);
+      } else {
+        auto [off, len] = g.partial(k, c);
+        g.write(off, len);
+      }
+    }
+    g.maybe_flush(2);
+  }
+  g.flush();
+  return s;
+}
+
+// Everything at once over a backing file.
+WorkloadSpec mixed(uint64_t seed) {
+  WorkloadSpec s = base("mixed", "random mix of every operation over a backing file", 2 * MiB, 64 * KiB);
+  s.backing_bytes = 1 * MiB;
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  for (int i = 0; i < 24; ++i) {
+    uint64_t k = g.pick(n);
+    auto [off, len] = g.partial(k, c);
+    switch (g.pick(8)) {
+      case 0: g.discard(k * c, c); break;
+      case 1: g.zeroes(k * c, c, g.chance(50)); break;
+      case 2: g.zeroes(off, len, g.chance(50)); break;
+      case 3: g.write(k * c, c, g.chance(20)); break;
+      case 4: g.write(off, std::min<uint64_t>(len + c, s.create.size - off)); break;
+      default: g.write(off, len);
+    }
+    g.maybe_flush(3);
+  }
+  g.flush();
+  return s;
+}
+
+}  // namespace
+
+std::string GuestOp::describe() const {
+  std::ostringstream o;
+  switch (kind) {
+    case GuestOpKind::kWrite: o << (fua ? "write(fua)" : "write"); break;
+    case GuestOpKind::kWriteZeroes: o << (may_unmap ? "write_zeroes(unmap)" : "write_zeroes"); break;
+    case GuestOpKind::kDiscard: o << "discard"; break;
+    case GuestOpKind::kFlush: return "flush";
+    case GuestOpKind::kWriteCompressed: o << "write_compressed"; break;
+    case GuestOpKind::kReopen: return "reopen";
+  }
+  o << " [0x" << std::hex << offset << "+0x" << length << ")";
+  return o.str();
+}
+
+const std::vector<std::string>& workload_names() {
+  static const std::vector<std::string> names = {
+      "alloc",         "overwrite",      "backing-cow",    "discard-reuse", "l2-tables",
+      "refblock-1bit", "reftable-grow", "lazy-refcounts", "compressed",    "mixed"};
+  return names;
+}
+
+Result<WorkloadSpec> make_workload(const std::string& name, uint64_t seed) {
+  if (name == "alloc") return alloc(seed);
+  if (name == "overwrite") return overwrite(seed);
+  if (name == "backing-cow") return backing_cow(seed);
+  if (name == "discard-reuse") return discard_reuse(seed);
+  if (name == "l2-tables") return l2_tables(seed);
+  if (name == "refblock-1bit") return refcount_growth(name, 1, seed);
+  if (name == "reftable-grow") return refcount_growth(name, 64, seed);
+  if (name == "lazy-refcounts") return lazy_refcounts(seed);
+  if (name == "compressed") return compressed(seed);
+  if (name == "mixed") return mixed(seed);
+  return error(invalid("unknown workload '" + name + "'"));
+}
+
+std::vector<uint8_t> backing_content(const WorkloadSpec& spec) {
+  std::vector<uint8_t> b(spec.backing_bytes);
+  fill_sectors(kBackingVersion, 0, b);
+  return b;
+}
+
+GuestModel initial_model(const WorkloadSpec& spec) {
+  return GuestModel(spec.create.size, spec.backing_bytes / kGuestSector);
+}
+
+void apply_mark(GuestModel& model, const WorkloadSpec& spec, const GuestMark& mark) {
+  if (mark.op >= spec.ops.size()) {  // the final close
+    if (mark.end && mark.ok) model.flush();
+    return;
+  }
+  const GuestOp& op = spec.ops[mark.op];
+  uint64_t first = op.offset / kGuestSector, count = op.length / kGuestSector;
+  if (mark.end && !mark.ok) return;  // a failed operation stays uncertain
+  bool certain = mark.end;
+  switch (op.kind) {
+    case GuestOpKind::kWrite:
+    case GuestOpKind::kWriteCompressed:
+      model.write(first, count, op_version(mark.op), certain);
+      if (mark.end && op.fua) model.make_durable(first, count);
+      break;
+    case GuestOpKind::kWriteZeroes:
+      model.write(first, count, kZeroVersion, certain);
+      break;
+    case GuestOpKind::kDiscard: model.discard(first, count, certain); break;
+    case GuestOpKind::kFlush:
+    case GuestOpKind::kReopen:
+      if (mark.end) model.flush();
+      break;
+  }
+}
+
+Status WorkloadRunner::open() {
+  auto img = open_();
+  if (!img) return img.error();
+  image_ = std::move(*img);
+  return Status::ok();
+}
+
+Status WorkloadRunner::execute(const GuestOp& op, uint32_t version) {
+  switch (op.kind) {
+    case GuestOpKind::kWrite:
+    case GuestOpKind::kWriteCompressed: {
+      std::vector<uint8_t> data(op.length);
+      fill_sectors(version, op.offset / kGuestSector, data);
+      if (op.kind == GuestOpKind::kWriteCompressed) return image_->write_compressed(op.offset, data);
+      return image_->write(op.offset, data, op.fua);
+    }
+    case GuestOpKind::kWriteZeroes: {
+      ZeroFlags f;
+      f.may_unmap = op.may_unmap;
+      return image_->write_zeroes(op.offset, op.length, f);
+    }
+    case GuestOpKind::kDiscard: return image_->discard(op.offset, op.length);
+    case GuestOpKind::kFlush: return image_->flush();
+    case GuestOpKind::kReopen: {
+      Status s = image_->close();
+      image_.reset();
+      if (!s.is_ok()) return s;
+      return open();
+    }
+  }
+  return invalid("unknown guest op");
+}
+
+Status WorkloadRunner::step(size_t i) {
+  const GuestOp& op = spec_.ops.at(i);
+  marks_.push_back({static_cast<uint32_t>(i), false, position_(), true});
+  Status s = image_ ? execute(op, op_version(i)) : Status(Code::kIo, "image is not open", EIO);
+  marks_.push_back({static_cast<uint32_t>(i), true, position_(), s.is_ok()});
+  return s;
+}
+
+Status WorkloadRunner::close() {
+  uint32_t index = static_cast<uint32_t>(spec_.ops.size());
+  marks_.push_back({index, false, position_(), true});
+  Status s = image_ ? image_->close() : Status(Code::kIo, "image is not open", EIO);
+  image_.reset();
+  marks_.push_back({index, true, position_(), s.is_ok()});
+  return s;
+}
+
+}  // namespace keel::proof

@@ -1,0 +1,98 @@
+// Workloads: the guest operation sequences the integrity proof runs through the engine, and the
+// runner that executes them while marking where each guest operation started and ended in the
+// stream of file operations (so the explorer knows, at every crash point, which writes were
+// issued and which flushes had completed).
+//
+// A workload is a pure function of (name, seed). Write number i carries pattern version
+// kFirstWriteVersion + i (proof/pattern.h), so every sector read back names the write it came from.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "keel/image.h"
+#include "proof/guest_model.h"
+#include "proof/pattern.h"
+
+namespace keel::proof {
+
+inline constexpr const char* kImageName = "top.qcow2";
+inline constexpr const char* kBackingName = "base.raw";
+
+enum class GuestOpKind { kWrite, kWriteZeroes, kDiscard, kFlush, kWriteCompressed, kReopen };
+
+struct GuestOp {
+  GuestOpKind kind = GuestOpKind::kWrite;
+  uint64_t offset = 0;  // bytes, 512-aligned
+  uint64_t length = 0;  // bytes, 512-aligned
+  bool fua = false;
+  bool may_unmap = false;  // write-zeroes
+  std::string phase;       // a label for cost reports ("fill", "overwrite"...)
+  std::string describe() const;
+};
+
+struct WorkloadSpec {
+  std::string name;
+  std::string description;
+  CreateOptions create;        // format qcow2; file_opener and backing are set by the runner
+  uint64_t backing_bytes = 0;  // > 0: a raw backing file of this size holding version 1
+  std::vector<GuestOp> ops;
+};
+
+// Every workload name, in the order the explorer runs them.
+const std::vector<std::string>& workload_names();
+Result<WorkloadSpec> make_workload(const std::string& name, uint64_t seed);
+
+inline uint32_t op_version(size_t op_index) {
+  return kFirstWriteVersion + static_cast<uint32_t>(op_index);
+}
+
+// The bytes of the raw backing file of `spec` (empty if none).
+std::vector<uint8_t> backing_content(const WorkloadSpec& spec);
+// A model of the guest disk before the first operation.
+GuestModel initial_model(const WorkloadSpec& spec);
+
+// Where a guest operation started or ended, counted in file operations issued before it.
+struct GuestMark {
+  uint32_t op = 0;  // index into spec.ops; spec.ops.size() stands for the final close
+  bool end = false;
+  uint64_t position = 0;
+  bool ok = true;  // end marks: whether the operation succeeded
+};
+
+// Applies one mark to the model: a start issues the operation's possible outcome; a successful
+// end makes it certain, and a completed flush, FUA write, reopen or close makes it durable.
+void apply_mark(GuestModel& model, const WorkloadSpec& spec, const GuestMark& mark);
+
+class WorkloadRunner {
+ public:
+  using Opener = std::function<Result<std::unique_ptr<Image>>()>;
+  using Position = std::function<uint64_t()>;
+
+  WorkloadRunner(const WorkloadSpec& spec, Opener open, Position position)
+      : spec_(spec), open_(std::move(open)), position_(std::move(position)) {}
+
+  Status open();
+  // Runs spec.ops[i] (an error is returned, and marked, but the runner stays usable).
+  Status step(size_t i);
+  // Flushes and closes the image (marked as op spec.ops.size()).
+  Status close();
+  // Drops the image without a clean close (a crash); no mark.
+  void abandon() { image_.reset(); }
+  Image* image() { return image_.get(); }
+  const std::vector<GuestMark>& marks() const { return marks_; }
+
+ private:
+  Status execute(const GuestOp& op, uint32_t version);
+
+  const WorkloadSpec& spec_;
+  Opener open_;
+  Position position_;
+  std::unique_ptr<Image> image_;
+  std::vector<GuestMark> marks_;
+};
+
+}  // namespace keel::proof
