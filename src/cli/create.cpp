@@ -23,6 +23,7 @@ struct CreateArgs {
   bool quiet = false;
   std::string filename;
   std::string size;
+  CLI::Option* size_option = nullptr;  // to tell "" from no SIZE argument
 };
 
 int run_create(const CreateArgs& a) {
@@ -37,11 +38,11 @@ int run_create(const CreateArgs& a) {
     return 0;
   }
   if (a.filename.empty()) {
-    print_error("Expecting image file name");
+    report_usage_error("Expecting image file name");
     return 1;
   }
   std::optional<uint64_t> size;
-  if (!a.size.empty()) {
+  if (a.size_option && a.size_option->count() > 0) {
     size = parse_size_arg("image size", a.size);
     if (!size) return 1;
   }
@@ -88,7 +89,7 @@ int run_create(const CreateArgs& a) {
     }
     auto img = Image::open(full, *make_open_options(f, CacheMode::kWriteback));
     if (!img) {
-      print_error(fmt::format("{}: Could not open '{}': {}", a.filename, full, img.error().message()));
+      print_error(fmt::format("{}: {}", a.filename, open_error_message(full, img.error())));
       std::fprintf(stderr, "Could not open backing image.\n");
       return 1;
     }
@@ -132,7 +133,7 @@ std::function<int()> setup_create(CLI::App* sub) {
       ->allow_extra_args(false);
   sub->add_flag("-q", a->quiet, "Quiet: do not print the 'Formatting ...' line");
   sub->add_option("FILE", a->filename, "Image file to create (overwritten if it exists)");
-  sub->add_option("SIZE", a->size,
+  a->size_option = sub->add_option("SIZE", a->size,
                   "Virtual size in bytes; suffixes k, M, G, T, P, E (powers of 1024), fractions "
                   "allowed with a suffix (1.5G). Optional with -b: taken from the backing file");
   sub->footer("Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");

@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "keel/limits.h"
+
 namespace keel::cli {
 namespace {
 
@@ -286,6 +288,12 @@ Result<CreateOptions> to_create_options(const CheckedOptions& opts) {
     return error(invalid("Backing file and data-file-raw cannot be used at the same time"));
   if (c.compression_type != CompressionType::kZlib && c.version < 3)
     return error(invalid("Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)"));
+  // The L1 table that maps the whole disk must fit QEMU's limit.
+  uint64_t l2_entries = cluster / (c.extended_l2 ? 16 : 8);
+  unsigned __int128 span = static_cast<unsigned __int128>(cluster) * l2_entries;
+  unsigned __int128 l1_entries = (c.size + span - 1) / span;
+  if (l1_entries * 8 > limits::kMaxL1Bytes)
+    return error(invalid("The image size is too large for file format 'qcow2' (try using a larger cluster size)"));
   return c;
 }
 

@@ -2,7 +2,9 @@
 //   keel info [-f fmt] [--output=human|json] [--backing-chain] [-U] FILE
 // Like qemu-img, each image of a chain is opened on its own without its backing file, so info
 // works on images whose backing file is missing, and a chain that loops is reported, not followed.
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <set>
 #include <string>
@@ -29,7 +31,7 @@ int run_info(const InfoArgs& a) {
   auto json = parse_output_format(a.output);
   if (!json) return 1;
   if (a.filename.empty()) {
-    print_error("Expecting one image file name");
+    report_usage_error("Expecting one image file name");
     return 1;
   }
   std::vector<ImageInfo> chain;
@@ -37,7 +39,10 @@ int run_info(const InfoArgs& a) {
   std::string filename = a.filename;
   std::string format = a.format;
   while (!filename.empty()) {
-    if (!seen.insert(filename).second) {
+    // Loops are found by the file itself, however its name is spelled ("./a", "dir/../a").
+    char resolved[PATH_MAX];
+    std::string key = realpath(filename.c_str(), resolved) ? std::string(resolved) : filename;
+    if (!seen.insert(key).second) {
       print_error(fmt::format("Backing file '{}' creates an infinite loop.", filename));
       return 1;
     }

@@ -144,7 +144,7 @@ int run_map(const MapArgs& a) {
     max_length = *v;
   }
   if (a.filename.empty()) {
-    print_error("Expecting one image file name");
+    report_usage_error("Expecting one image file name");
     return 1;
   }
   OpenFlags f;

@@ -230,12 +230,19 @@ int run_serve(ServeArgs a) {
 
   // Signals: handled synchronously through a signalfd the accept loop watches. Blocked before
   // any thread starts so that every thread inherits the mask.
+  // A shell starts background jobs with SIGINT ignored, and an ignored signal never reaches
+  // a signalfd: restore the default for INT and TERM so Ctrl-C in a script stops us cleanly.
+  // An ignored SIGHUP (nohup) stays ignored.
   ::signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGHUP);
+  struct sigaction old_hup {};
+  if (::sigaction(SIGHUP, nullptr, &old_hup) == 0 && old_hup.sa_handler != SIG_IGN)
+    sigaddset(&stop_signals, SIGHUP);
   ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   int sig_fd = ::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sig_fd < 0) {
@@ -353,6 +360,7 @@ std::function<int()> setup(CLI::App* sub) {
 
 }  // namespace
 
-KEEL_COMMAND(serve, "serve", "serve an image over NBD (like qemu-nbd)", setup);
+KEEL_COMMAND(serve, "serve", "Serve a disk image over NBD to QEMU and other NBD clients (qemu-nbd)",
+             setup);
 
 }  // namespace keel::cli

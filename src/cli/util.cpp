@@ -502,6 +502,11 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
   return o;
 }
 
+std::string open_error_message(const std::string& path, const Status& st) {
+  if (st.message().rfind("Could not open '", 0) == 0) return st.message();
+  return fmt::format("Could not open '{}': {}", path, st.message());
+}
+
 std::unique_ptr<Image> open_image_or_report(const std::string& path, const OpenFlags& flags,
                                             CacheMode default_cache) {
   if (!flags.format.empty() && !is_known_format(flags.format)) {
@@ -515,7 +520,7 @@ std::unique_ptr<Image> open_image_or_report(const std::string& path, const OpenF
   }
   auto img = Image::open(path, *opts);
   if (!img) {
-    report(fmt::format("Could not open '{}': {}", path, img.error().message()));
+    report(open_error_message(path, img.error()));
     return nullptr;
   }
   return std::move(*img);
@@ -529,6 +534,11 @@ std::string path_combine(const std::string& image, const std::string& name) {
 }
 
 bool is_known_format(std::string_view name) { return name == "qcow2" || name == "raw"; }
+
+void report_usage_error(const std::string& message) {
+  report(message);
+  std::fprintf(stderr, "Try 'keel --help' for more information\n");
+}
 
 std::optional<bool> parse_output_format(const std::string& value) {
   if (value == "json") return true;

@@ -120,6 +120,10 @@ struct OpenFlags {
 // messages for bad -t/-i values. `default_cache` is used when flags.cache is empty.
 Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_cache);
 
+// "Could not open 'path': <reason>" for a failed open; the engine's message is used as it is when
+// it already says so.
+std::string open_error_message(const std::string& path, const Status& st);
+
 // Opens an image; on failure prints "keel: Could not open 'path': <reason>" and returns null.
 std::unique_ptr<Image> open_image_or_report(const std::string& path, const OpenFlags& flags,
                                             CacheMode default_cache);
@@ -130,6 +134,9 @@ std::string path_combine(const std::string& image, const std::string& name);
 
 // "Unknown file format 'x'" unless name is a format keel can create/open ("qcow2", "raw").
 bool is_known_format(std::string_view name);
+
+// qemu-img's usage error: "keel: <message>" and "Try 'keel --help' for more information".
+void report_usage_error(const std::string& message);
 
 // Validates --output=human|json; prints qemu-img's message and returns nullopt otherwise.
 // Returns true for json.

@@ -178,7 +178,8 @@ class Qcow2Image final : public Image {
   bool latched_ = false;           // a metadata write failed: no more writes
   std::string latch_reason_;
   bool autoclear_pending_ = false; // unknown autoclear bits to clear before the first write
-  bool closed_ = false;
+  bool closed_ = true;  // until open succeeds
+  bool freed_unsynced_ = false;  // phase 3 wrote refcount decrements not yet synced
 
   AllocGate gate_;
   std::mutex flush_mu_;

@@ -383,6 +383,7 @@ Status Qcow2Image::flush_metadata() {
   notify(Event::kFlushData);
   if (data_ != file_.get()) KEEL_TRY(latch(data_->sync()));
   KEEL_TRY(latch(file_->sync()));
+  freed_unsynced_ = false;
 
   // Phase 2: links — changed L2 tables and L1 entries.
   bool linked = false;
@@ -430,6 +431,14 @@ Status Qcow2Image::flush_metadata() {
       auto it = l2_cache_.find(off);
       if (it != l2_cache_.end() && !it->second->dirty) l2_cache_.erase(it);
     }
+  }
+  // Write the decrements now; the next sync (next flush, or close) makes them durable. Until
+  // then a crash can only leak these clusters.
+  for (auto& [rt, b] : rb_cache_) {
+    if (!b->dirty) continue;
+    KEEL_TRY(metadata_write(reftable_[rt] & ~kReftableReserved, b->bytes, "refblock"));
+    b->dirty = false;
+    freed_unsynced_ = true;
   }
   return Status::ok();
 }

@@ -31,6 +31,7 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
   img->read_only_ = opts.read_only;
   img->writethrough_ = opts.cache == CacheMode::kWritethrough || opts.cache == CacheMode::kDirectsync;
   KEEL_TRY_R(img->open_tables(opts, depth).with_context(fmt::format("Could not open '{}'", path)));
+  img->closed_ = false;
   return std::unique_ptr<Image>(std::move(img));
 }
 
@@ -169,10 +170,15 @@ Status Qcow2Image::open_data_file(const OpenOptions& opts) {
   }
   if (header_.data_file.empty())
     return invalid("image has an external data file but no data file name (use a data-file option)");
-  std::string dpath = resolve_relative(path_, header_.data_file);
+  // QEMU opens a relative data file name relative to the working directory; if it is not
+  // there, we also try next to the image.
   OpenOptions d = opts;
   d.snapshot.clear();
-  KEEL_ASSIGN(data_file_owned_, open_block_file(dpath, d, file_options_for(d)));
+  auto df = open_block_file(header_.data_file, d, file_options_for(d));
+  if (!df && df.error().code() == Code::kNotFound && header_.data_file[0] != '/')
+    df = open_block_file(resolve_relative(path_, header_.data_file), d, file_options_for(d));
+  if (!df) return df.error();
+  data_file_owned_ = std::move(*df);
   data_ = data_file_owned_.get();
   return Status::ok();
 }
@@ -215,7 +221,12 @@ ImageInfo Qcow2Image::info() {
 Status Qcow2Image::close() {
   if (closed_) return Status::ok();
   Status s = Status::ok();
-  if (!read_only_ && !latched_) s = flush();
+  if (!read_only_ && !latched_) {
+    s = flush();
+    std::lock_guard<std::mutex> lk(mu_);
+    if (s.is_ok() && freed_unsynced_) s = latch(file_->sync());
+    freed_unsynced_ = false;
+  }
   closed_ = true;
   if (backing_) {
     Status b = backing_->close();

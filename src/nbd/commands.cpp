@@ -19,19 +19,16 @@ bool past_end(const CommandContext& ctx, const RequestHeader& h) {
   return h.offset > ctx.export_size || h.length > ctx.export_size - h.offset;
 }
 
-// Reply for a command that succeeded and carries no payload.
-Reply ok_reply(const CommandContext& ctx, uint64_t cookie) {
+// Reply for a command other than READ that succeeded: a simple reply, allowed with structured
+// replies too (and what qemu-nbd sends).
+Reply ok_reply(uint64_t cookie) {
   Reply r;
-  if (ctx.session.structured_replies) {
-    add_none_chunk(r, cookie);
-  } else {
-    add_simple_reply(r, cookie, 0);
-  }
+  add_simple_reply(r, cookie, 0);
   return r;
 }
 
 Reply status_reply(const CommandContext& ctx, const RequestHeader& h, const Status& s) {
-  if (s.is_ok()) return ok_reply(ctx, h.cookie);
+  if (s.is_ok()) return ok_reply(h.cookie);
   return error_reply(ctx, h, nbd_error(s), s.message());
 }
 
@@ -147,14 +144,14 @@ Reply do_write(Image& image, const CommandContext& ctx, const RequestHeader& h,
 }
 
 Reply do_trim(Image& image, const CommandContext& ctx, const RequestHeader& h) {
-  if (ctx.policy.discard == DiscardMode::kIgnore || h.length == 0) return ok_reply(ctx, h.cookie);
+  if (ctx.policy.discard == DiscardMode::kIgnore || h.length == 0) return ok_reply(h.cookie);
   Status s = image.discard(h.offset, h.length);
   if (s.is_ok() && (h.flags & kCmdFlagFua)) s = image.flush();
   return status_reply(ctx, h, s);
 }
 
 Reply do_write_zeroes(Image& image, const CommandContext& ctx, const RequestHeader& h) {
-  if (h.length == 0) return ok_reply(ctx, h.cookie);
+  if (h.length == 0) return ok_reply(h.cookie);
   ZeroFlags zf;
   zf.may_unmap = !(h.flags & kCmdFlagNoHole) && ctx.policy.discard == DiscardMode::kUnmap;
   zf.fua = (h.flags & kCmdFlagFua) != 0;
@@ -295,7 +292,7 @@ Reply execute(Image& image, const CommandContext& ctx, const RequestHeader& h,
     case kCmdWrite: return do_write(image, ctx, h, std::move(payload));
     case kCmdFlush: return status_reply(ctx, h, image.flush());
     case kCmdTrim: return do_trim(image, ctx, h);
-    case kCmdCache: return ok_reply(ctx, h.cookie);
+    case kCmdCache: return ok_reply(h.cookie);
     case kCmdWriteZeroes: return do_write_zeroes(image, ctx, h);
     case kCmdBlockStatus: return do_block_status(image, ctx, h);
     default: return error_reply(ctx, h, kErrInval, "unknown command");

@@ -30,8 +30,13 @@ const char* describe(ReadResult r) {
 
 }  // namespace
 
-Connection::Connection(int fd, Image& image, const ConnectionConfig& cfg, WorkerPool& pool)
-    : fd_(fd), image_(image), cfg_(cfg), pool_(pool), peer_(peer_name(fd)) {}
+Connection::Connection(int fd, uint64_t id, Image& image, const ConnectionConfig& cfg,
+                       WorkerPool& pool)
+    : fd_(fd),
+      image_(image),
+      cfg_(cfg),
+      pool_(pool),
+      peer_(fmt::format("client {} ({})", id, peer_name(fd))) {}
 
 Connection::~Connection() {
   if (writer_.joinable()) writer_.join();
@@ -115,7 +120,7 @@ std::optional<Session> Connection::handshake() {
       }
       out = neg.handle(oh.option, data);
     }
-    if (!out.log.empty()) log_line(fmt::format("{}: {}", peer_, out.log));
+    if (!out.log.empty()) log_client_error(out.log);
     if (!out.reply.empty() && !write_all(fd_, out.reply.data(), out.reply.size()))
       return std::nullopt;
     if (out.next == Negotiator::Next::kClose) return std::nullopt;
@@ -163,14 +168,13 @@ void Connection::dispatch(const CommandContext& ctx, const RequestHeader& h,
   });
 }
 
-void Connection::log_request_error(const RequestHeader& h, const std::string& message) {
+void Connection::log_client_error(const std::string& message) {
   if (errors_logged_ > kMaxLoggedErrorsPerConnection) return;
   if (++errors_logged_ > kMaxLoggedErrorsPerConnection) {
-    log_line(fmt::format("{}: more request errors; no longer logging them", peer_));
+    log_line(fmt::format("{}: more errors; no longer logging them for this client", peer_));
     return;
   }
-  log_line(fmt::format("{}: {} offset {} length {} flags {:#x}: {}", peer_, command_name(h.type),
-                       h.offset, h.length, h.flags, message));
+  log_line(fmt::format("{}: {}", peer_, message));
 }
 
 void Connection::transmission(const Session& session) {
@@ -222,7 +226,8 @@ void Connection::transmission(const Session& session) {
       }
     }
     if (err) {
-      log_request_error(h, err.message);
+      log_client_error(fmt::format("{} offset {} length {} flags {:#x}: {}", command_name(h.type),
+                                   h.offset, h.length, h.flags, err.message));
       if (!acquire(0)) break;
       enqueue(error_reply(ctx, h, err.error, err.message), 0);
       continue;

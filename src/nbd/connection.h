@@ -41,8 +41,8 @@ struct ConnectionConfig {
 
 class Connection {
  public:
-  // Takes ownership of fd.
-  Connection(int fd, Image& image, const ConnectionConfig& cfg, WorkerPool& pool);
+  // Takes ownership of fd; `id` numbers the connection in log lines.
+  Connection(int fd, uint64_t id, Image& image, const ConnectionConfig& cfg, WorkerPool& pool);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -67,7 +67,8 @@ class Connection {
   void dispatch(const CommandContext& ctx, const RequestHeader& h, std::vector<uint8_t> payload,
                 uint64_t bytes);
   void writer_loop();
-  void log_request_error(const RequestHeader& h, const std::string& message);
+  // Logs an error the client caused; after 20 of them, stays quiet for this connection.
+  void log_client_error(const std::string& message);
   void close_fd();
 
   int fd_;

@@ -78,11 +78,11 @@ void Server::accept_one(int listen_fd) {
   }
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on unix
-  ++accepted_;
+  uint64_t id = ++accepted_;
   std::lock_guard lock(mu_);
   clients_.push_back(Client{});
   Client* c = &clients_.back();
-  c->conn = std::make_unique<Connection>(fd, image_, cfg_.connection, pool_);
+  c->conn = std::make_unique<Connection>(fd, id, image_, cfg_.connection, pool_);
   c->thread = std::thread([this, c] {
     try {
       c->conn->serve();

@@ -5,6 +5,7 @@
 #include <optional>
 #include <sstream>
 
+#include "keel/check.h"
 #include "proof/memory_fs.h"
 #include "proof/pattern.h"
 #include "proof/qemu_oracle.h"
@@ -79,6 +80,25 @@ void judge_qemu_check(const Result<QemuCheck>& c, const char* when, uint64_t lea
               counts_text(c->corruptions, c->leaks, c->check_errors) + " (leaks allowed: " +
               (leak_bound == UINT64_MAX ? std::string("any") : std::to_string(leak_bound)) + "): " + c->output,
           max_details);
+}
+
+void judge_keel_check(BlockFile& file, const char* when, uint64_t leak_bound, StateVerdict& v,
+                      uint32_t max_details) {
+  std::string lines;
+  CheckOptions co;
+  co.report = [&](const std::string& line) {
+    if (lines.size() < 2000) lines += line + "\n";
+  };
+  auto r = check_qcow2(file, co);
+  if (!r) {
+    v.add(Guarantee::kG2, std::string("keel check ") + when + " failed: " + r.error().message(), max_details);
+  } else if (r->corruptions > 0 || r->check_errors > 0 || r->leaks > leak_bound) {
+    v.add(Guarantee::kG2,
+          std::string("keel check ") + when + ": " + counts_text(r->corruptions, r->leaks, r->check_errors) +
+              " (leaks allowed: " + (leak_bound == UINT64_MAX ? std::string("any") : std::to_string(leak_bound)) +
+              ")\n" + lines,
+          max_details);
+  }
 }
 
 }  // namespace
@@ -163,22 +183,29 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
   bool has_backing = spec.backing_bytes > 0;
 
   // QEMU's view of the state exactly as the crash left it.
-  TempDir tmp;
-  if (opts.qemu && tmp.ok()) {
+  std::optional<TempDir> tmp_holder;
+  if (opts.qemu) tmp_holder.emplace();
+  TempDir* tmp = tmp_holder ? &*tmp_holder : nullptr;
+  if (tmp && tmp->ok()) {
     v.qemu_ran = true;
-    Status w = tmp.write(kImageName, image);
-    if (w.is_ok() && has_backing) w = tmp.write(kBackingName, backing);
+    Status w = tmp->write(kImageName, image);
+    if (w.is_ok() && has_backing) w = tmp->write(kBackingName, backing);
     if (!w.is_ok()) {
       v.add(Guarantee::kG2, "cannot write the state for qemu-img: " + w.message(), md);
     } else {
       // A dirty (lazy refcounts) image is repaired on open; QEMU's check runs after Keel's open.
-      if (!qcow2_dirty(image)) judge_qemu_check(qemu_img_check(tmp.file(kImageName)), "on the crash state", opts.leak_bound, v, md);
+      if (!qcow2_dirty(image)) judge_qemu_check(qemu_img_check(tmp->file(kImageName)), "on the crash state", opts.leak_bound, v, md);
       if (opts.qemu_convert) {
-        auto raw = qemu_img_convert(tmp.file(kImageName), tmp.file("guest.raw"));
+        auto raw = qemu_img_convert(tmp->file(kImageName), tmp->file("guest.raw"));
         if (!raw) v.add(Guarantee::kG3, "qemu-img convert: " + raw.error().message(), md);
         else check_raw_guest(*raw, model, v, md, "qemu-img convert");
       }
     }
+  }
+
+  if (opts.keel_check && !qcow2_dirty(image)) {
+    MemoryFile state("crash-state", image, /*read_only=*/true);
+    judge_keel_check(state, "on the crash state", opts.leak_bound, v, md);
   }
 
   MemoryFs fs;
@@ -221,17 +248,10 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
     Status cs = (*img)->close();
     if (!cs.is_ok()) v.add(Guarantee::kG1, "close after open failed: " + cs.message(), md);
     img->reset();
-    if (opts.engine_check) {
-      auto r = opts.engine_check(MemoryFs::path(kImageName), fs.opener());
-      if (!r) {
-        v.add(Guarantee::kG2, "engine check failed: " + r.error().message(), md);
-      } else if (r->corruptions > 0 || r->check_errors > 0 || r->leaks > opts.leak_bound) {
-        v.add(Guarantee::kG2, "engine check: " + counts_text(r->corruptions, r->leaks, r->check_errors) + " " + r->detail, md);
-      }
-    }
-    if (opts.qemu && tmp.ok()) {
-      Status w = tmp.write(kImageName, fs.bytes(kImageName));
-      if (w.is_ok()) judge_qemu_check(qemu_img_check(tmp.file(kImageName)), "after keel open+close", opts.leak_bound, v, md);
+    if (opts.keel_check) judge_keel_check(*fs.handle(kImageName), "after keel open+close", opts.leak_bound, v, md);
+    if (tmp && tmp->ok()) {
+      Status w = tmp->write(kImageName, fs.bytes(kImageName));
+      if (w.is_ok()) judge_qemu_check(qemu_img_check(tmp->file(kImageName)), "after keel open+close", opts.leak_bound, v, md);
     }
   }
 

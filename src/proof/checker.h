@@ -1,9 +1,10 @@
 // The checker of the integrity contract's guarantees on one image state.
 //
 // G1 the image opens read-write (repairing a lazy-refcounts image) and closes cleanly;
-// G2 it is consistent: the engine's own check (a hook, until the engine has one) and, on a
-//    sample, `qemu-img check` on the state as the crash left it and after Keel's open and close;
-//    leaks are tolerated up to a bound the caller computes from the last epochs;
+// G2 it is consistent: Keel's check (check_qcow2) on the state as the crash left it (unless the
+//    dirty bit asks for repair on open) and after Keel's open and close, and on a sample the same
+//    two checks by `qemu-img check`; leaks are tolerated up to a bound the caller computes from
+//    the last epochs;
 // G3 every sector that must be durable reads back as written (a lost or stale write, or a read
 //    error, is a G3 violation);
 // G4 no sector reads another guest offset's data, metadata or bytes no write produced;
@@ -30,24 +31,13 @@ inline constexpr size_t kGuarantees = static_cast<size_t>(Guarantee::kCount);
 const char* guarantee_name(Guarantee g);   // "G3"
 const char* guarantee_title(Guarantee g);  // "durable"
 
-// What a consistency check found (the engine's check, when it exists).
-struct ConsistencyCounts {
-  uint64_t corruptions = 0;
-  uint64_t leaks = 0;
-  uint64_t check_errors = 0;
-  std::string detail;
-};
-// The engine's check, given the path and the opener that serves the state's files.
-using EngineCheck =
-    std::function<Result<ConsistencyCounts>(const std::string& path, const FileOpener& opener)>;
-
 struct StateCheckOptions {
   bool qemu = false;         // run qemu-img check (+ convert) on this state
   bool qemu_convert = true;  // with qemu: also compare qemu's view of the guest disk
   bool probe_write = false;  // after the checks, write, flush and re-read everything
   uint64_t probe_seed = 0;
   uint64_t leak_bound = UINT64_MAX;  // leaked clusters tolerated
-  EngineCheck engine_check;          // empty: skipped
+  bool keel_check = true;            // run Keel's check_qcow2 on every state
   uint32_t max_details = 3;          // violation details kept per guarantee
   const std::vector<uint8_t>* original_backing = nullptr;  // backing_content(spec) if null
 };

@@ -39,7 +39,33 @@ std::vector<bool> random_mask(std::mt19937_64& rng, size_t n) {
   return m;
 }
 
+bool epoch_ends_here(const Recording& rec, uint64_t cp) {
+  const auto& ops = rec.ops();
+  return cp >= ops.size() || ops[cp].kind == FileOpKind::kSync;
+}
+
+uint64_t torn_count(const FileOp& newest, const EnumerationConfig& config) {
+  uint64_t n = newest.kind == FileOpKind::kWrite ? newest.sector_count() : 0;
+  return n > 1 ? config.torn_variants : 0;
+}
+
 }  // namespace
+
+uint64_t count_states(const CrashCursor& cursor, const Recording& rec, const EnumerationConfig& config) {
+  const uint64_t cp = cursor.crash_point();
+  if (cp == 0) return 1;
+  const FileOp& newest = rec.ops()[cp - 1];
+  if (newest.kind == FileOpKind::kSync) return 1;
+  uint64_t others = cursor.open_ops().size() - 1;
+  uint64_t n;
+  if (others + 1 <= config.all_subsets_max_ops) {
+    n = 1ull << others;
+  } else {
+    n = 1 + config.random_subsets + config.random_prefixes + config.random_drop_one;
+    if (epoch_ends_here(rec, cp)) n += others;
+  }
+  return n + torn_count(newest, config) + config.random_torn;
+}
 
 std::vector<CrashState> enumerate_states(const CrashCursor& cursor, const Recording& rec,
                                          const EnumerationConfig& config, uint64_t seed) {
@@ -69,6 +95,11 @@ std::vector<CrashState> enumerate_states(const CrashCursor& cursor, const Record
       if (rng() & 1) t.push_back(op);
     return t;
   };
+  auto drop = [&](size_t i) {
+    std::vector<uint32_t> t = others;
+    t.erase(t.begin() + static_cast<long>(i));
+    return with_last(std::move(t));
+  };
 
   if (others.size() + 1 <= config.all_subsets_max_ops) {
     for (uint64_t bits = 0; bits < (1ull << others.size()); ++bits) {
@@ -78,27 +109,30 @@ std::vector<CrashState> enumerate_states(const CrashCursor& cursor, const Record
       out.add(with_last(std::move(t)));
     }
   } else {
-    for (size_t i = 0; i <= others.size(); ++i)
-      out.add(with_last(std::vector<uint32_t>(others.begin(), others.begin() + i)));
-    for (size_t i = 0; i < others.size(); ++i) {
-      std::vector<uint32_t> t = others;
-      t.erase(t.begin() + i);
-      out.add(with_last(std::move(t)));
-    }
+    out.add(with_last(others));
     for (uint32_t k = 0; k < config.random_subsets; ++k) out.add(with_last(random_subset()));
+    for (uint32_t k = 0; k < config.random_prefixes; ++k) {
+      size_t len = rng() % others.size();
+      out.add(with_last(std::vector<uint32_t>(others.begin(), others.begin() + static_cast<long>(len))));
+    }
+    if (epoch_ends_here(rec, cp)) {
+      for (size_t i = 0; i < others.size(); ++i) out.add(drop(i));
+    } else {
+      for (uint32_t k = 0; k < config.random_drop_one; ++k) out.add(drop(rng() % others.size()));
+    }
   }
 
   // Torn variants of the newest write.
   uint64_t n = newest.kind == FileOpKind::kWrite ? newest.sector_count() : 0;
-  if (n > 1) {
+  if (n > 1 && config.torn_variants > 0) {
     std::vector<std::vector<bool>> masks;
     std::vector<bool> m(n, false);
     m[0] = true;
-    masks.push_back(m);                       // the first sector only
+    masks.push_back(m);  // the first sector only
     masks.push_back(std::vector<bool>(n, true));
-    masks.back()[n - 1] = false;              // all but the last
+    masks.back()[n - 1] = false;  // all but the last
     masks.push_back(std::vector<bool>(n, true));
-    masks.back()[0] = false;                  // all but the first
+    masks.back()[0] = false;  // all but the first
     while (masks.size() < config.torn_variants) masks.push_back(random_mask(rng, n));
     masks.resize(std::min<size_t>(masks.size(), config.torn_variants));
     for (size_t i = 0; i < masks.size(); ++i) {

@@ -24,11 +24,31 @@ struct Recorded {
   Status status;
 };
 
+// Sabotage::kDropSyncs: the engine believes it synced; the recording never sees the sync.
+class DropSyncFile final : public BlockFile {
+ public:
+  explicit DropSyncFile(std::unique_ptr<BlockFile> inner) : inner_(std::move(inner)) {}
+  Status read_at(uint64_t o, std::span<uint8_t> b) override { return inner_->read_at(o, b); }
+  Status write_at(uint64_t o, std::span<const uint8_t> b) override { return inner_->write_at(o, b); }
+  Status sync() override { return Status::ok(); }
+  Status truncate(uint64_t s) override { return inner_->truncate(s); }
+  Status allocate(uint64_t o, uint64_t l) override { return inner_->allocate(o, l); }
+  Status punch(uint64_t o, uint64_t l) override { return inner_->punch(o, l); }
+  Result<uint64_t> size() override { return inner_->size(); }
+  std::string name() const override { return inner_->name(); }
+
+ private:
+  std::unique_ptr<BlockFile> inner_;
+};
+
 Result<std::unique_ptr<BlockFile>> wrap_recording(const std::shared_ptr<Recording>& rec,
-                                                  std::unique_ptr<BlockFile> inner, const std::string& name) {
+                                                  std::unique_ptr<BlockFile> inner, const std::string& name,
+                                                  Sabotage sabotage) {
   auto r = RecordingFile::wrap(std::move(inner), rec, name);
   if (!r) return error(r.error());
-  return std::unique_ptr<BlockFile>(std::move(*r));
+  std::unique_ptr<BlockFile> f = std::move(*r);
+  if (sabotage == Sabotage::kDropSyncs) f = std::make_unique<DropSyncFile>(std::move(f));
+  return f;
 }
 
 // Creates the image and runs the workload on recording files.
@@ -50,8 +70,9 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
     co.file_opener = fs.opener();
     out.status = create_image(MemoryFs::path(kImageName), co);
     image_path = MemoryFs::path(kImageName);
-    opener = fs.opener([rec](std::unique_ptr<BlockFile> inner, const std::string& name, const FileOptions&) {
-      return wrap_recording(rec, std::move(inner), name);
+    Sabotage sabotage = config.sabotage;
+    opener = fs.opener([rec, sabotage](std::unique_ptr<BlockFile> inner, const std::string& name, const FileOptions&) {
+      return wrap_recording(rec, std::move(inner), name, sabotage);
     });
   } else {
     image_path = config.real_dir + "/" + kImageName;
@@ -61,10 +82,11 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
       else out.status = (*f)->write_at(0, backing_content(s));
     }
     if (out.status.is_ok()) out.status = create_image(image_path, s.create);
-    opener = [rec](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
+    Sabotage sabotage = config.sabotage;
+    opener = [rec, sabotage](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
       auto f = open_posix_file(path, fo);
       if (!f) return error(f.error());
-      return wrap_recording(rec, std::move(*f), base_name(path));
+      return wrap_recording(rec, std::move(*f), base_name(path), sabotage);
     };
   }
   if (!out.status.is_ok()) {
@@ -89,32 +111,6 @@ bool is_durability_point(const WorkloadSpec& s, const GuestMark& m) {
   if (m.op >= s.ops.size()) return true;  // close
   auto k = s.ops[m.op].kind;
   return k == GuestOpKind::kFlush || k == GuestOpKind::kReopen;
-}
-
-// Leaks a crash may leave: clusters the file ops since the second-to-last completed flush touched,
-// plus guest clusters the guest ops since then touched (freed clusters whose decrement was pending).
-uint64_t leak_bound(const Recorded& r, uint32_t image_id, uint64_t crash_point) {
-  std::vector<uint64_t> durable;
-  for (const auto& m : r.marks)
-    if (m.position <= crash_point && is_durability_point(r.spec, m)) durable.push_back(m.position);
-  uint64_t from = durable.size() >= 2 ? durable[durable.size() - 2] : 0;
-  const uint64_t cs = r.spec.create.cluster_size;
-  std::set<uint64_t> host, guest;
-  const auto& ops = r.rec->ops();
-  for (uint64_t i = from; i < crash_point; ++i) {
-    const FileOp& op = ops[i];
-    if (op.file != image_id || op.kind == FileOpKind::kSync || op.kind == FileOpKind::kTruncate || op.length == 0) continue;
-    for (uint64_t c = op.offset / cs; c <= (op.offset + op.length - 1) / cs; ++c) host.insert(c);
-  }
-  for (const auto& m : r.marks) {
-    if (m.end || m.position < from || m.position > crash_point || m.op >= r.spec.ops.size()) continue;
-    const GuestOp& g = r.spec.ops[m.op];
-    if (g.length == 0) continue;
-    for (uint64_t c = g.offset / cs; c <= (g.offset + g.length - 1) / cs; ++c) guest.insert(c);
-  }
-  // New L2 tables and refcount blocks for the guest clusters are host clusters too (counted
-  // above when written); the slack of 2 covers a refcount table being replaced.
-  return host.size() + guest.size() + 2;
 }
 
 bool is_data_event(int e) {
@@ -171,6 +167,29 @@ std::string where(const Recorded& r, uint64_t crash_point) {
 
 }  // namespace
 
+uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& marks, const Recording& rec,
+                    uint32_t image_id, uint64_t crash_point) {
+  std::vector<uint64_t> durable;
+  for (const auto& m : marks)
+    if (m.position <= crash_point && is_durability_point(spec, m)) durable.push_back(m.position);
+  uint64_t from = durable.size() >= 2 ? durable[durable.size() - 2] : 0;
+  const uint64_t cs = spec.create.cluster_size;
+  std::set<uint64_t> host, guest;
+  const auto& ops = rec.ops();
+  for (uint64_t i = from; i < crash_point && i < ops.size(); ++i) {
+    const FileOp& op = ops[i];
+    if (op.file != image_id || op.kind == FileOpKind::kSync || op.kind == FileOpKind::kTruncate || op.length == 0) continue;
+    for (uint64_t c = op.offset / cs; c <= (op.offset + op.length - 1) / cs; ++c) host.insert(c);
+  }
+  for (const auto& m : marks) {
+    if (m.end || m.position < from || m.position > crash_point || m.op >= spec.ops.size()) continue;
+    const GuestOp& g = spec.ops[m.op];
+    if (g.length == 0) continue;
+    for (uint64_t c = g.offset / cs; c <= (g.offset + g.length - 1) / cs; ++c) guest.insert(c);
+  }
+  return host.size() + guest.size() + 2;
+}
+
 uint64_t WorkloadReport::total_violations() const {
   uint64_t n = 0;
   for (uint64_t v : violations) n += v;
@@ -192,7 +211,7 @@ WorkloadReport explore_workload(const std::string& name, const ExploreConfig& co
   report.run_status = r.status;
   const auto& ops = r.rec->ops();
   report.file_ops = ops.size();
-  report.crash_points = ops.size() + 1;
+  report.crash_points = 0;
   int image_id = r.rec->find_file(kImageName);
   if (!r.status.is_ok() || image_id < 0) {
     if (r.status.is_ok()) report.run_status = invalid("the image file was never opened");
@@ -210,19 +229,30 @@ WorkloadReport explore_workload(const std::string& name, const ExploreConfig& co
     report.examples.push_back(name + " seed " + std::to_string(config.seed) + ": G5: the engine wrote to the backing file");
   }
 
-  uint64_t first_cp = config.only_crash_point.value_or(0);
+  uint64_t explore_start = 0;
+  for (const auto& m : r.marks)
+    if (!m.end && m.op == r.spec.explore_from) {
+      explore_start = m.position;
+      break;
+    }
+  for (const auto& e : r.rec->events())
+    if (e.position >= explore_start) report.events[std::string(event_name(e.event))]++;
+  uint64_t first_cp = config.only_crash_point.value_or(explore_start);
   uint64_t last_cp = config.only_crash_point ? std::min<uint64_t>(*config.only_crash_point, ops.size()) : ops.size();
   CrashCursor cursor(*r.rec);
   for (uint64_t cp = first_cp; cp <= last_cp; ++cp) {
     cursor.seek(cp);
-    report.states_enumerated += enumerate_states(cursor, *r.rec, config.enumeration, config.seed).size();
+    report.states_enumerated += count_states(cursor, *r.rec, config.enumeration);
   }
   double keep = 1.0;
   if (config.max_states && report.states_enumerated > config.max_states)
     keep = static_cast<double>(config.max_states) / static_cast<double>(report.states_enumerated);
   double expected = keep * static_cast<double>(report.states_enumerated);
-  double qemu_p = config.qemu_samples && qemu_img_available() && expected > 0
-                      ? std::min(1.0, config.qemu_samples / expected) : 0.0;
+  // qemu-img runs on every qemu_every-th checked state, starting at a seeded offset.
+  uint64_t qemu_every = 0;
+  if (config.qemu_samples && qemu_img_available() && expected > 0)
+    qemu_every = std::max<uint64_t>(1, static_cast<uint64_t>(expected / config.qemu_samples));
+  uint64_t qemu_offset = qemu_every ? config.seed % qemu_every : 0;
   std::mt19937_64 pick(config.seed ^ 0x5eed5eed5eedull);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
 
@@ -234,8 +264,9 @@ WorkloadReport explore_workload(const std::string& name, const ExploreConfig& co
     cursor.seek(cp);
     while (next_mark < r.marks.size() && r.marks[next_mark].position <= cp) apply_mark(model, r.spec, r.marks[next_mark++]);
     if (cp < first_cp) continue;
+    report.crash_points++;
     auto states = enumerate_states(cursor, *r.rec, config.enumeration, config.seed);
-    uint64_t bound = leak_bound(r, static_cast<uint32_t>(image_id), cp);
+    uint64_t bound = leak_bound(r.spec, r.marks, *r.rec, static_cast<uint32_t>(image_id), cp);
     for (size_t si = 0; si < states.size(); ++si) {
       if (keep < 1.0 && unit(pick) >= keep) continue;
       if (config.max_seconds > 0 &&
@@ -257,9 +288,9 @@ WorkloadReport explore_workload(const std::string& name, const ExploreConfig& co
         backing = &backing_state;
       }
       StateCheckOptions so;
-      so.qemu = qemu_p > 0 && unit(pick) < qemu_p;
+      so.qemu = qemu_every && report.states_checked % qemu_every == qemu_offset;
       so.leak_bound = bound;
-      so.engine_check = config.engine_check;
+      so.keel_check = config.keel_check;
       so.original_backing = &original_backing;
       so.probe_write = config.probe_every && (++probe_counter % config.probe_every == 0);
       so.probe_seed = config.seed + cp * 1000 + si;
@@ -303,6 +334,9 @@ std::string format_report(const WorkloadReport& r) {
 
 std::string format_cost(const WorkloadReport& r) {
   std::ostringstream o;
+  o << "  " << r.workload << " events:";
+  for (const auto& [name, n] : r.events) o << " " << name << "=" << n;
+  o << "\n";
   for (const auto& [phase, c] : r.cost) {
     char line[400];
     double syncs_per_flush = c.guest_flushes ? double(c.flush_syncs) / double(c.guest_flushes) : 0;

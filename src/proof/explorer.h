@@ -15,10 +15,18 @@
 #include <string>
 #include <vector>
 
+#include "io/recording_file.h"
 #include "proof/checker.h"
 #include "proof/enumerate.h"
 
 namespace keel::proof {
+
+// Deliberately broken storage between the engine and the recording, to show the explorer finds
+// what it claims to find (a proof that finds nothing in a broken system proves nothing).
+enum class Sabotage {
+  kNone,
+  kDropSyncs,  // sync() reports success without syncing: flushed data can be lost
+};
 
 struct ExploreConfig {
   uint64_t seed = 1;
@@ -27,9 +35,10 @@ struct ExploreConfig {
   double max_seconds = 0;       // per workload; 0 = no limit (stops early, says so)
   uint32_t qemu_samples = 0;    // about this many states per workload also go through qemu-img
   uint32_t probe_every = 0;     // every Nth checked state also gets a write after the crash
-  EngineCheck engine_check;     // the engine's check, when it has one
+  bool keel_check = true;       // Keel's check_qcow2 on every state (G2)
   std::optional<uint64_t> only_crash_point;  // replay: check this crash point only
   uint32_t max_examples = 8;    // violation descriptions kept per workload
+  Sabotage sabotage = Sabotage::kNone;
   std::string real_dir;         // record the run on real files in this directory (else memory)
   std::function<void(const std::string&)> log;  // violations as they are found
 };
@@ -58,12 +67,19 @@ struct WorkloadReport {
   std::array<uint64_t, kGuarantees> violations{};  // states that broke each guarantee
   std::vector<std::string> examples;
   std::map<std::string, PhaseCost> cost;
+  std::map<std::string, uint64_t> events;  // engine events announced in the explored part
   bool stopped_early = false;
   double seconds = 0;
   uint64_t total_violations() const;
 };
 
 WorkloadReport explore_workload(const std::string& name, const ExploreConfig& config);
+
+// Leaked clusters a crash at `crash_point` may leave: host clusters the file ops since the
+// second-to-last completed flush (or reopen, or close) touched, plus the guest clusters the guest
+// ops since then touched (a freed cluster's decrement waits for the next flush), plus 2.
+uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& marks, const Recording& rec,
+                    uint32_t image_id, uint64_t crash_point);
 
 // One line per workload and the per-guarantee totals, for test logs and `keel selftest`.
 std::string format_report(const WorkloadReport& r);

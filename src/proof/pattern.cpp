@@ -24,6 +24,13 @@ uint64_t get_le(const uint8_t* p, int bytes) {
   return v;
 }
 
+// One word repeated: unique per (version, sector), and compressible, so write_compressed
+// really stores compressed clusters.
+uint64_t filler_word(uint32_t version, uint64_t sector) {
+  uint64_t state = (static_cast<uint64_t>(version) << 40) ^ sector ^ 0x6b65656c70726f6full;
+  return splitmix(state);
+}
+
 }  // namespace
 
 void fill_sector(uint32_t version, uint64_t sector, std::span<uint8_t> out) {
@@ -35,11 +42,9 @@ void fill_sector(uint32_t version, uint64_t sector, std::span<uint8_t> out) {
   std::memcpy(p, kMagic, 4);
   put_le(p + 4, version, 4);
   put_le(p + 8, sector, 8);
-  // One word repeated: unique per (version, sector), and compressible, so write_compressed
-  // really stores compressed clusters.
-  uint64_t state = (static_cast<uint64_t>(version) << 40) ^ sector ^ 0x6b65656c70726f6full;
-  uint64_t word = splitmix(state);
-  for (size_t i = 16; i < kGuestSector; i += 8) put_le(p + i, word, 8);
+  uint8_t word[8];
+  put_le(word, filler_word(version, sector), 8);
+  for (size_t i = 16; i < kGuestSector; i += 8) std::memcpy(p + i, word, 8);
 }
 
 void fill_sectors(uint32_t version, uint64_t first_sector, std::span<uint8_t> out) {
@@ -58,9 +63,10 @@ Decoded decode_sector(std::span<const uint8_t> s) {
   uint32_t version = static_cast<uint32_t>(get_le(s.data() + 4, 4));
   uint64_t sector = get_le(s.data() + 8, 8);
   if (version == kZeroVersion) return d;
-  uint8_t expect[kGuestSector];
-  fill_sector(version, sector, expect);
-  if (std::memcmp(expect, s.data(), kGuestSector) != 0) return d;
+  uint8_t word[8];
+  put_le(word, filler_word(version, sector), 8);
+  for (size_t i = 16; i < kGuestSector; i += 8)
+    if (std::memcmp(s.data() + i, word, 8) != 0) return d;
   d.kind = Decoded::kPattern;
   d.version = version;
   d.sector = sector;

@@ -210,21 +210,28 @@ WorkloadSpec l2_tables(uint64_t seed) {
   return s;
 }
 
-// Enough allocations with 512-byte clusters to need new refcount blocks (1-bit refcounts: one
-// block covers 2 MiB of file) or a larger refcount table (64-bit refcounts: one table cluster
-// covers 2 MiB of file).
+// 512-byte clusters make the refcount structures grow soon. refcount_bits=1: one refcount block
+// covers 4096 clusters (2 MiB of file), so after a setup fill to ~1.8 MiB the explored writes
+// need a new refcount block. refcount_bits=64: one block covers 64 clusters (new blocks all the
+// time) and the one-cluster refcount table covers 64 blocks (2 MiB of file), so the explored
+// writes grow the refcount table.
 WorkloadSpec refcount_growth(const std::string& name, uint32_t bits, uint64_t seed) {
-  WorkloadSpec s = base(name, bits == 1 ? "new refcount blocks (512 B clusters, refcount_bits=1)"
+  WorkloadSpec s = base(name, bits == 1 ? "new refcount block (512 B clusters, refcount_bits=1)"
                                         : "refcount table growth (512 B clusters, refcount_bits=64)",
                         3 * MiB, 512);
   s.create.refcount_bits = bits;
   Gen g(s, seed);
-  uint64_t chunk = 64 * KiB;
-  uint64_t chunks = (s.create.size - 512 * KiB) / chunk;  // fill about 2.5 MiB
-  for (uint64_t i = 0; i < chunks; ++i) {
+  g.phase("setup");
+  uint64_t fill = bits == 1 ? 1800 * KiB : 1750 * KiB;
+  for (uint64_t off = 0; off < fill; off += 64 * KiB) g.write(off, std::min<uint64_t>(64 * KiB, fill - off));
+  g.flush();
+  s.explore_from = s.ops.size();
+  g.phase("grow");
+  uint64_t chunk = 32 * KiB;
+  for (uint64_t i = 0; i < 10; ++i) {
     uint64_t len = chunk - (g.chance(30) ? g.pick(8) * kGuestSector : 0);
-    g.write(i * chunk, len);
-    g.maybe_flush(4);
+    g.write(fill + i * chunk, len);
+    g.maybe_flush(3);
   }
   g.flush();
   return s;

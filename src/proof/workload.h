@@ -40,6 +40,9 @@ struct WorkloadSpec {
   CreateOptions create;        // format qcow2; file_opener and backing are set by the runner
   uint64_t backing_bytes = 0;  // > 0: a raw backing file of this size holding version 1
   std::vector<GuestOp> ops;
+  // Ops before this one are setup (e.g. filling the image up to a refcount-block boundary): they
+  // run and enter the model, but crash points start where op `explore_from` starts.
+  size_t explore_from = 0;
 };
 
 // Every workload name, in the order the explorer runs them.

@@ -1,3 +1,5 @@
 // Compiles the keel command's shared helpers (src/cli/util.cpp) into the cli test binary, which
 // otherwise links only libkeel: the helpers live in the keel executable, not in the library.
 #include "cli/util.cpp"  // NOLINT(bugprone-suspicious-include)
+#include "cli/io_args.cpp"  // NOLINT(bugprone-suspicious-include)
+#include "cli/image_options.cpp"  // NOLINT(bugprone-suspicious-include)

@@ -67,7 +67,7 @@ uint32_t chunk_error(const Reply& r) {
   return format::get_be32(c[0].payload.data());
 }
 
-TEST(CheckRequest, ValidRequests) {
+TEST(nbd_check_request, ValidRequests) {
   auto c = ctx(1 << 20);
   EXPECT_FALSE(check_request(c, req(kCmdRead, 0, 1 << 20)));
   EXPECT_FALSE(check_request(c, req(kCmdRead, (1 << 20) - 1, 1, kCmdFlagDf | kCmdFlagFua)));
@@ -79,7 +79,7 @@ TEST(CheckRequest, ValidRequests) {
   EXPECT_FALSE(check_request(c, req(kCmdBlockStatus, 0, 1 << 20, kCmdFlagReqOne)));
 }
 
-TEST(CheckRequest, SpecErrors) {
+TEST(nbd_check_request, SpecErrors) {
   auto c = ctx(1 << 20);
   // Past the end: EINVAL for reads/trim/cache/block status, ENOSPC for writes.
   EXPECT_EQ(check_request(c, req(kCmdRead, 1 << 20, 1)).error, kErrInval);
@@ -116,7 +116,7 @@ TEST(CheckRequest, SpecErrors) {
   EXPECT_FALSE(check_request(ro, req(kCmdFlush, 0, 0, kCmdFlagFua)));
 }
 
-TEST(Execute, SimpleReadAndWrite) {
+TEST(nbd_execute, SimpleReadAndWrite) {
   MemImage img(1 << 20);
   auto c = ctx(1 << 20, false);
   Bytes data(4096, 0x5a);
@@ -132,7 +132,7 @@ TEST(Execute, SimpleReadAndWrite) {
   EXPECT_EQ(f[16 + 192], 0x5a);
 }
 
-TEST(Execute, SimpleReadErrorSendsNoData) {
+TEST(nbd_execute, SimpleReadErrorSendsNoData) {
   MemImage img(1 << 20);
   img.fail_reads_at(100);
   Reply r = execute(img, ctx(1 << 20, false), req(kCmdRead, 0, 4096), {});
@@ -140,7 +140,7 @@ TEST(Execute, SimpleReadErrorSendsNoData) {
   EXPECT_EQ(simple_error(r), kErrIo);
 }
 
-TEST(Execute, StructuredReadSplitsDataAndHoles) {
+TEST(nbd_execute, StructuredReadSplitsDataAndHoles) {
   MemImage img(1 << 20);
   Bytes data(8192, 7);
   ASSERT_TRUE(img.write(16384, data, false).is_ok());
@@ -161,7 +161,7 @@ TEST(Execute, StructuredReadSplitsDataAndHoles) {
   EXPECT_EQ(c[2].flags, kReplyFlagDone);
 }
 
-TEST(Execute, HoleOnlyReadIsOneHoleChunk) {
+TEST(nbd_execute, HoleOnlyReadIsOneHoleChunk) {
   MemImage img(1 << 20);
   auto c = chunks(execute(img, ctx(1 << 20), req(kCmdRead, 100, 5000), {}));
   ASSERT_EQ(c.size(), 1u);
@@ -170,7 +170,7 @@ TEST(Execute, HoleOnlyReadIsOneHoleChunk) {
   EXPECT_EQ(format::get_be32(c[0].payload.data() + 8), 5000u);
 }
 
-TEST(Execute, DontFragmentSendsOneDataChunk) {
+TEST(nbd_execute, DontFragmentSendsOneDataChunk) {
   MemImage img(1 << 20);
   Bytes data(4096, 1);
   ASSERT_TRUE(img.write(4096, data, false).is_ok());
@@ -184,7 +184,7 @@ TEST(Execute, DontFragmentSendsOneDataChunk) {
   EXPECT_EQ(c[0].payload[8 + 8192], 0);
 }
 
-TEST(Execute, StructuredReadErrorIsAnErrorChunkOnly) {
+TEST(nbd_execute, StructuredReadErrorIsAnErrorChunkOnly) {
   MemImage img(1 << 20);
   Bytes data(8192, 1);
   ASSERT_TRUE(img.write(0, data, false).is_ok());
@@ -196,14 +196,14 @@ TEST(Execute, StructuredReadErrorIsAnErrorChunkOnly) {
   EXPECT_EQ(format::get_be32(c[0].payload.data()), kErrIo);
 }
 
-TEST(Execute, ZeroLengthRead) {
+TEST(nbd_execute, ZeroLengthRead) {
   MemImage img(1 << 20);
   auto c = chunks(execute(img, ctx(1 << 20), req(kCmdRead, 0, 0), {}));
   ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(c[0].type, kChunkNone);
 }
 
-TEST(Execute, BlockStatusExtentsAndReqOne) {
+TEST(nbd_execute, BlockStatusExtentsAndReqOne) {
   MemImage img(1 << 20);
   Bytes data(4096, 1);
   ASSERT_TRUE(img.write(8192, data, false).is_ok());
@@ -225,26 +225,26 @@ TEST(Execute, BlockStatusExtentsAndReqOne) {
   EXPECT_EQ(format::get_be32(one[0].payload.data() + 4), 8192u);
 }
 
-TEST(Execute, FlushTrimAndCache) {
+TEST(nbd_execute, FlushTrimAndCache) {
   MemImage img(1 << 20);
   auto c = ctx(1 << 20);
-  EXPECT_EQ(chunks(execute(img, c, req(kCmdFlush, 0, 0), {}))[0].type, kChunkNone);
+  EXPECT_EQ(simple_error(execute(img, c, req(kCmdFlush, 0, 0), {})), 0u);
   EXPECT_EQ(img.flushes(), 1u);
   Bytes data(8192, 1);
   ASSERT_TRUE(img.write(0, data, false).is_ok());
   // --discard=ignore (the default): TRIM succeeds and changes nothing.
-  EXPECT_EQ(chunks(execute(img, c, req(kCmdTrim, 0, 8192), {}))[0].type, kChunkNone);
+  EXPECT_EQ(simple_error(execute(img, c, req(kCmdTrim, 0, 8192), {})), 0u);
   EXPECT_EQ(img.discards(), 0u);
   EXPECT_TRUE(img.allocated(0));
   c.policy.discard = DiscardMode::kUnmap;
-  EXPECT_EQ(chunks(execute(img, c, req(kCmdTrim, 0, 8192, kCmdFlagFua), {}))[0].type, kChunkNone);
+  EXPECT_EQ(simple_error(execute(img, c, req(kCmdTrim, 0, 8192, kCmdFlagFua), {})), 0u);
   EXPECT_EQ(img.discards(), 1u);
   EXPECT_FALSE(img.allocated(0));
   EXPECT_EQ(img.flushes(), 2u);  // FUA on TRIM
-  EXPECT_EQ(chunks(execute(img, c, req(kCmdCache, 0, 4096), {}))[0].type, kChunkNone);
+  EXPECT_EQ(simple_error(execute(img, c, req(kCmdCache, 0, 4096), {})), 0u);
 }
 
-TEST(Execute, WriteZeroesFlags) {
+TEST(nbd_execute, WriteZeroesFlags) {
   MemImage img(1 << 20);
   auto c = ctx(1 << 20);
   (void)execute(img, c, req(kCmdWriteZeroes, 0, 8192), {});
@@ -262,7 +262,7 @@ TEST(Execute, WriteZeroesFlags) {
   EXPECT_TRUE(img.last_zero_flags()->fast_only);
 }
 
-TEST(Execute, DetectZeroes) {
+TEST(nbd_execute, DetectZeroes) {
   MemImage img(1 << 20);
   auto c = ctx(1 << 20);
   Bytes zeros(8192, 0);
@@ -285,14 +285,14 @@ TEST(Execute, DetectZeroes) {
   EXPECT_TRUE(img.allocated(4096));
 }
 
-TEST(Execute, ErrorRepliesFollowTheSession) {
+TEST(nbd_execute, ErrorRepliesFollowTheSession) {
   auto sr = ctx(1 << 20);
   EXPECT_EQ(chunk_error(error_reply(sr, req(kCmdWrite, 0, 1), kErrPerm, "ro")), kErrPerm);
   auto simple = ctx(1 << 20, false);
   EXPECT_EQ(simple_error(error_reply(simple, req(kCmdRead, 0, 1), kErrInval, "x")), kErrInval);
 }
 
-TEST(Execute, StatusMapping) {
+TEST(nbd_execute, StatusMapping) {
   EXPECT_EQ(nbd_error(io_error(ENOSPC, "x")), kErrNoSpc);
   EXPECT_EQ(nbd_error(io_error(EDQUOT, "x")), kErrNoSpc);
   EXPECT_EQ(nbd_error(io_error(EFBIG, "x")), kErrNoSpc);

@@ -55,7 +55,7 @@ uint16_t export_flags_in(const std::vector<Rep>& reps) {
   return 0;
 }
 
-TEST(Negotiation, FlagsMatchQemuNbd) {
+TEST(nbd_negotiation, FlagsMatchQemuNbd) {
   EXPECT_EQ(transmission_flags(cfg(), true), 0xced);
   EXPECT_EQ(transmission_flags(cfg(), false), 0xced & ~kEflagSendDf);
   EXPECT_EQ(transmission_flags(cfg(true), true),
@@ -64,7 +64,7 @@ TEST(Negotiation, FlagsMatchQemuNbd) {
   EXPECT_EQ(transmission_flags(cfg(false, true), true), 0xced | kEflagCanMultiConn);
 }
 
-TEST(Negotiation, ClientFlags) {
+TEST(nbd_negotiation, ClientFlags) {
   Negotiator n(cfg());
   EXPECT_EQ(Negotiator::handshake_flags(), 3);
   EXPECT_TRUE(n.accept_client_flags(0));
@@ -73,7 +73,7 @@ TEST(Negotiation, ClientFlags) {
   EXPECT_FALSE(n.accept_client_flags(0x80000001));
 }
 
-TEST(Negotiation, GoRepliesInfoThenAckAndEntersTransmission) {
+TEST(nbd_negotiation, GoRepliesInfoThenAckAndEntersTransmission) {
   Negotiator n(cfg());
   auto sr = n.handle(kOptStructuredReply, {});
   EXPECT_EQ(split(sr.reply).at(0).type, kRepAck);
@@ -98,7 +98,7 @@ TEST(Negotiation, GoRepliesInfoThenAckAndEntersTransmission) {
   EXPECT_TRUE(n.session().structured_replies);
 }
 
-TEST(Negotiation, InfoStaysInHagglingAndClearsDfWithoutStructuredReplies) {
+TEST(nbd_negotiation, InfoStaysInHagglingAndClearsDfWithoutStructuredReplies) {
   Negotiator n(cfg());
   auto out = n.handle(kOptInfo, encode_info_request({"", {}}));
   EXPECT_EQ(out.next, Negotiator::Next::kContinue);
@@ -107,7 +107,7 @@ TEST(Negotiation, InfoStaysInHagglingAndClearsDfWithoutStructuredReplies) {
   EXPECT_EQ(reps.back().type, kRepAck);
 }
 
-TEST(Negotiation, UnknownExportIsErrUnknown) {
+TEST(nbd_negotiation, UnknownExportIsErrUnknown) {
   Negotiator n(cfg());
   auto out = n.handle(kOptGo, encode_info_request({"nope", {}}));
   EXPECT_EQ(out.next, Negotiator::Next::kContinue);
@@ -117,14 +117,14 @@ TEST(Negotiation, UnknownExportIsErrUnknown) {
   EXPECT_EQ(std::string(reps[0].data.begin(), reps[0].data.end()), "export 'nope' not present");
 }
 
-TEST(Negotiation, MalformedGoIsErrInvalid) {
+TEST(nbd_negotiation, MalformedGoIsErrInvalid) {
   Negotiator n(cfg());
   auto out = n.handle(kOptGo, Bytes{0, 0, 0, 9});
   EXPECT_EQ(split(out.reply).at(0).type, kRepErrInvalid);
   EXPECT_FALSE(out.log.empty());
 }
 
-TEST(Negotiation, ExportNameOldStyle) {
+TEST(nbd_negotiation, ExportNameOldStyle) {
   Negotiator n(cfg());
   ASSERT_TRUE(n.accept_client_flags(kClientFlagFixedNewstyle));
   auto out = n.handle(kOptExportName, {});
@@ -143,14 +143,14 @@ TEST(Negotiation, ExportNameOldStyle) {
   EXPECT_TRUE(b.reply.empty());  // EXPORT_NAME cannot be answered with an error
 }
 
-TEST(Negotiation, AbortAcksAndCloses) {
+TEST(nbd_negotiation, AbortAcksAndCloses) {
   Negotiator n(cfg());
   auto out = n.handle(kOptAbort, {});
   EXPECT_EQ(out.next, Negotiator::Next::kClose);
   EXPECT_EQ(split(out.reply).at(0).type, kRepAck);
 }
 
-TEST(Negotiation, ListNamesTheExport) {
+TEST(nbd_negotiation, ListNamesTheExport) {
   Negotiator n(cfg());
   auto reps = split(n.handle(kOptList, {}).reply);
   ASSERT_EQ(reps.size(), 2u);
@@ -162,7 +162,7 @@ TEST(Negotiation, ListNamesTheExport) {
   EXPECT_EQ(split(n.handle(kOptList, junk).reply).at(0).type, kRepErrInvalid);
 }
 
-TEST(Negotiation, UnknownOptionsAreUnsupportedAndHagglingGoesOn) {
+TEST(nbd_negotiation, UnknownOptionsAreUnsupportedAndHagglingGoesOn) {
   Negotiator n(cfg());
   for (uint32_t opt : {0u, 4u, 11u, 12u, 0xffffffffu}) {
     auto out = n.handle(opt, Bytes{1, 2, 3});
@@ -176,7 +176,7 @@ TEST(Negotiation, UnknownOptionsAreUnsupportedAndHagglingGoesOn) {
   EXPECT_EQ(n.handle(kOptGo, encode_info_request({"", {}})).next, Negotiator::Next::kTransmission);
 }
 
-TEST(Negotiation, StructuredReplyTwiceIsInvalid) {
+TEST(nbd_negotiation, StructuredReplyTwiceIsInvalid) {
   Negotiator n(cfg());
   EXPECT_EQ(split(n.handle(kOptStructuredReply, {}).reply).at(0).type, kRepAck);
   EXPECT_EQ(split(n.handle(kOptStructuredReply, {}).reply).at(0).type, kRepErrInvalid);
@@ -185,14 +185,14 @@ TEST(Negotiation, StructuredReplyTwiceIsInvalid) {
   EXPECT_EQ(split(m.handle(kOptStructuredReply, junk).reply).at(0).type, kRepErrInvalid);
 }
 
-TEST(Negotiation, MetaContextNeedsStructuredReplies) {
+TEST(nbd_negotiation, MetaContextNeedsStructuredReplies) {
   Negotiator n(cfg());
   auto out = n.handle(kOptSetMetaContext, encode_meta_context_request({"", {"base:allocation"}}));
   EXPECT_EQ(split(out.reply).at(0).type, kRepErrInvalid);
   EXPECT_FALSE(n.session().base_allocation);
 }
 
-TEST(Negotiation, SetAndListMetaContext) {
+TEST(nbd_negotiation, SetAndListMetaContext) {
   Negotiator n(cfg());
   (void)n.handle(kOptStructuredReply, {});
   // LIST with no query lists everything; "base:" is a wildcard for LIST.
@@ -224,7 +224,7 @@ TEST(Negotiation, SetAndListMetaContext) {
   EXPECT_EQ(bad.at(0).type, kRepErrUnknown);
 }
 
-TEST(Negotiation, OversizedOption) {
+TEST(nbd_negotiation, OversizedOption) {
   Negotiator n(cfg());
   auto out = n.handle_oversized(kOptGo, 1u << 30);
   EXPECT_EQ(out.next, Negotiator::Next::kContinue);
@@ -232,7 +232,7 @@ TEST(Negotiation, OversizedOption) {
   EXPECT_EQ(n.handle_oversized(kOptExportName, 1u << 20).next, Negotiator::Next::kClose);
 }
 
-TEST(Negotiation, ShuttingDown) {
+TEST(nbd_negotiation, ShuttingDown) {
   Negotiator n(cfg());
   n.set_shutting_down();
   EXPECT_EQ(split(n.handle(kOptGo, encode_info_request({"", {}})).reply).at(0).type,

@@ -17,7 +17,7 @@ Bytes be(std::initializer_list<int> v) {
   return b;
 }
 
-TEST(Wire, GreetingIsMagicsAndFlags) {
+TEST(nbd_wire, GreetingIsMagicsAndFlags) {
   Bytes g = encode_greeting(3);
   ASSERT_EQ(g.size(), kGreetingBytes);
   EXPECT_EQ(Bytes(g.begin(), g.begin() + 8), Bytes({'N', 'B', 'D', 'M', 'A', 'G', 'I', 'C'}));
@@ -26,7 +26,7 @@ TEST(Wire, GreetingIsMagicsAndFlags) {
   EXPECT_EQ(g[17], 3);
 }
 
-TEST(Wire, OptionHeaderRoundTrip) {
+TEST(nbd_wire, OptionHeaderRoundTrip) {
   Bytes b = encode_option_header({kOptMagic, kOptGo, 0x01020304});
   ASSERT_EQ(b.size(), kOptionHeaderBytes);
   auto h = decode_option_header(std::span<const uint8_t, kOptionHeaderBytes>(b.data(), 16));
@@ -35,7 +35,7 @@ TEST(Wire, OptionHeaderRoundTrip) {
   EXPECT_EQ(h.length, 0x01020304u);
 }
 
-TEST(Wire, OptionReplyLayout) {
+TEST(nbd_wire, OptionReplyLayout) {
   Bytes out;
   append_option_reply(out, kOptList, kRepAck);
   Bytes want = be({0, 0x03, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0});
@@ -46,13 +46,13 @@ TEST(Wire, OptionReplyLayout) {
   EXPECT_EQ(Bytes(out.begin() + 12, out.end()), be({0x80, 0, 0, 1, 0, 0, 0, 2, 'n', 'o'}));
 }
 
-TEST(Wire, OptionErrorMessageIsClipped) {
+TEST(nbd_wire, OptionErrorMessageIsClipped) {
   Bytes out;
   append_option_error(out, 1, kRepErrInvalid, std::string(100000, 'x'));
   EXPECT_EQ(out.size(), 20u + kMaxErrorMessage);
 }
 
-TEST(Wire, ExportNameReplyWithAndWithoutZeroes) {
+TEST(nbd_wire, ExportNameReplyWithAndWithoutZeroes) {
   Bytes a = encode_export_name_reply(0x1000, 0xced, false);
   ASSERT_EQ(a.size(), 8u + 2 + 124);
   EXPECT_EQ(Bytes(a.begin(), a.begin() + 10), be({0, 0, 0, 0, 0, 0, 0x10, 0, 0x0c, 0xed}));
@@ -60,7 +60,7 @@ TEST(Wire, ExportNameReplyWithAndWithoutZeroes) {
   EXPECT_EQ(b.size(), 10u);
 }
 
-TEST(Wire, InfoRequestParses) {
+TEST(nbd_wire, InfoRequestParses) {
   Bytes d = encode_info_request({"disk", {kInfoName, kInfoBlockSize}});
   EXPECT_EQ(d, be({0, 0, 0, 4, 'd', 'i', 's', 'k', 0, 2, 0, 1, 0, 3}));
   auto r = parse_info_request(d);
@@ -69,7 +69,7 @@ TEST(Wire, InfoRequestParses) {
   EXPECT_EQ(r->infos, (std::vector<uint16_t>{kInfoName, kInfoBlockSize}));
 }
 
-TEST(Wire, InfoRequestRejectsBadLengths) {
+TEST(nbd_wire, InfoRequestRejectsBadLengths) {
   // Too short for the name length field.
   EXPECT_FALSE(parse_info_request(be({0, 0})));
   // Name length past the end (no huge allocation happens).
@@ -88,7 +88,7 @@ TEST(Wire, InfoRequestRejectsBadLengths) {
   EXPECT_TRUE(parse_info_request(be({0, 0, 0, 0, 0, 0})));
 }
 
-TEST(Wire, MetaContextRequestParses) {
+TEST(nbd_wire, MetaContextRequestParses) {
   Bytes d = encode_meta_context_request({"", {"base:allocation", "qemu:x"}});
   auto r = parse_meta_context_request(d);
   ASSERT_TRUE(r);
@@ -96,7 +96,7 @@ TEST(Wire, MetaContextRequestParses) {
   EXPECT_EQ(r->queries, (std::vector<std::string>{"base:allocation", "qemu:x"}));
 }
 
-TEST(Wire, MetaContextRequestRejectsBadInput) {
+TEST(nbd_wire, MetaContextRequestRejectsBadInput) {
   // Query length past the end.
   EXPECT_FALSE(parse_meta_context_request(be({0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 'a'})));
   // Stray bytes after the last query.
@@ -110,7 +110,7 @@ TEST(Wire, MetaContextRequestRejectsBadInput) {
   EXPECT_FALSE(parse_meta_context_request(be({0, 0, 0, 0, 0, 0, 0, 5})));
 }
 
-TEST(Wire, RequestHeaderRoundTrip) {
+TEST(nbd_wire, RequestHeaderRoundTrip) {
   RequestHeader h{kRequestMagic, kCmdFlagFua, kCmdWrite, 0x1122334455667788, 1ull << 40, 4096};
   Bytes b = encode_request_header(h);
   ASSERT_EQ(b.size(), kRequestHeaderBytes);
@@ -124,7 +124,7 @@ TEST(Wire, RequestHeaderRoundTrip) {
   EXPECT_EQ(d.length, h.length);
 }
 
-TEST(Wire, ByteReaderLatchesFailure) {
+TEST(nbd_wire, ByteReaderLatchesFailure) {
   Bytes b = be({1, 2, 3});
   ByteReader r(b);
   EXPECT_EQ(r.u16(), 0x0102);
@@ -136,7 +136,7 @@ TEST(Wire, ByteReaderLatchesFailure) {
   EXPECT_FALSE(s.ok());
 }
 
-TEST(Reply, SimpleReplyWithData) {
+TEST(nbd_reply, SimpleReplyWithData) {
   Reply r;
   r.data = be({9, 8, 7});
   add_simple_reply(r, 0xabcdef, 0, 3);
@@ -147,7 +147,7 @@ TEST(Reply, SimpleReplyWithData) {
   EXPECT_EQ(e.total_bytes(), kSimpleReplyHeaderBytes);
 }
 
-TEST(Reply, StructuredChunks) {
+TEST(nbd_reply, StructuredChunks) {
   Reply r;
   r.data = be({1, 2, 3, 4});
   add_data_chunk(r, 0, 7, 100, 1, 2);
@@ -167,7 +167,7 @@ TEST(Reply, StructuredChunks) {
   EXPECT_EQ(Bytes(f.begin() + 62 + 4, f.begin() + 62 + 8), be({0, 1, 0, 0}));
 }
 
-TEST(Reply, BlockStatusAndErrors) {
+TEST(nbd_reply, BlockStatusAndErrors) {
   Reply r;
   std::vector<BlockExtent> ext = {{4096, 0}, {8192, 3}};
   add_block_status_chunk(r, kReplyFlagDone, 5, 1, ext);

@@ -1,0 +1,190 @@
+// keel check: persistent dirty bitmaps (the bitmaps header extension, its directory and tables).
+//
+// Bitmaps count only while autoclear bit 0 is set, as in QEMU (a program unaware of bitmaps
+// clears the bit, and then every bitmap is stale and its clusters are leaks). Bitmaps are claimed
+// last: a bitmap structure that collides with anything else loses.
+// Repair: a bad bitmap table entry becomes "all ones" (every bit dirty: an incremental backup then
+// copies more, never less); a bad directory or table drops every bitmap by clearing autoclear bit
+// 0 (one 8-byte write in the header's first sector), and their clusters are then freed.
+#include <fmt/format.h>
+
+#include "check/checker.h"
+#include "format/endian.h"
+#include "keel/limits.h"
+
+namespace keel::check {
+
+using namespace format;
+
+namespace {
+constexpr uint64_t kBmeReserved = 0xff000000000001feull;
+constexpr uint64_t kBmeOffsetMask = 0x00fffffffffffe00ull;
+constexpr uint64_t kBmeAllOnes = 1;
+constexpr uint32_t kBmeFlagInUse = 1u << 0;
+constexpr uint32_t kBmeKnownFlags = 0x7;
+constexpr uint64_t kBmeMaxPhysBytes = 512ull << 20;  // qemu BME_MAX_PHYS_SIZE
+
+struct Bitmap {
+  uint64_t table_offset = 0;
+  uint32_t table_size = 0;
+  uint32_t flags = 0;
+  uint8_t type = 0;
+  uint8_t granularity_bits = 0;
+  uint32_t extra_size = 0;
+  std::string name;
+};
+}  // namespace
+
+Status Checker::check_bitmaps() {
+  if (!(h_.autoclear & kAutoclearBitmaps) || !h_.bitmaps) return Status::ok();
+  bitmaps_enabled_ = true;
+  const BitmapsExtension& ext = *h_.bitmaps;
+  const uint64_t cs = g_.cluster_size;
+  std::string load_error;  // QEMU cannot load the directory: its check fails
+  std::string damage;      // a bitmap structure is out of the file or collides with something
+  std::vector<Bitmap> bitmaps;
+
+  if (ext.directory_size == 0) {
+    load_error = "Requested bitmap directory size is zero";
+  } else if (ext.directory_size > limits::kMaxBitmapDirectoryBytes) {
+    load_error = "Requested bitmap directory size is too big";
+  } else if (!g_.range_in_file(ext.directory_offset, ext.directory_size)) {
+    damage = fmt::format(
+        "ERROR: counting reference for region exceeding the end of the file by one cluster or more: "
+        "offset 0x{:x} size 0x{:x}",
+        ext.directory_offset, ext.directory_size);
+  } else {
+    std::vector<uint8_t> dir(ext.directory_size);
+    KEEL_TRY(read(ext.directory_offset, dir));
+    uint64_t pos = 0;
+    while (pos < dir.size() && load_error.empty()) {
+      if (pos + 24 > dir.size()) {
+        load_error = "Broken bitmap directory";
+        break;
+      }
+      const uint8_t* p = &dir[pos];
+      Bitmap b;
+      b.table_offset = get_be64(p);
+      b.table_size = get_be32(p + 8);
+      b.flags = get_be32(p + 12);
+      b.type = p[16];
+      b.granularity_bits = p[17];
+      uint16_t name_size = get_be16(p + 18);
+      b.extra_size = get_be32(p + 20);
+      uint64_t len = (24ull + b.extra_size + name_size + 7) / 8 * 8;
+      if (pos + 24 + b.extra_size + name_size > dir.size()) {
+        load_error = "Broken bitmap directory";
+        break;
+      }
+      b.name.assign(reinterpret_cast<const char*>(p + 24 + b.extra_size), name_size);
+      if (bitmaps.size() >= ext.nb_bitmaps) {
+        load_error = "More bitmaps found than specified in header extension";
+      } else if (b.extra_size != 0) {
+        load_error = "Bitmap extra data is not supported";
+      } else {
+        uint64_t phys = uint64_t(b.table_size) * cs;
+        bool bad = b.table_size == 0 || b.table_offset == 0 || b.table_offset % cs ||
+                   b.table_size > limits::kMaxBitmapTableEntries ||
+                   b.granularity_bits > limits::kMaxBitmapGranularityBits ||
+                   b.granularity_bits < limits::kMinBitmapGranularityBits || (b.flags & ~kBmeKnownFlags) ||
+                   name_size > limits::kMaxBitmapNameSize || b.type != 1 || phys > kBmeMaxPhysBytes ||
+                   (!(b.flags & kBmeFlagInUse) && g_.virtual_size > ((phys * 8) << b.granularity_bits));
+        if (bad) load_error = fmt::format("Bitmap '{}' doesn't satisfy the constraints", b.name);
+      }
+      bitmaps.push_back(std::move(b));
+      pos += len;
+    }
+    if (load_error.empty() && bitmaps.size() != ext.nb_bitmaps)
+      load_error = "Less bitmaps found than specified in header extension";
+    if (load_error.empty() && pos != dir.size()) load_error = "Broken bitmap directory";
+  }
+
+  // Tentative claims: the directory, each table, each data cluster (nothing else may hold them).
+  auto collides = [&](uint64_t offset, uint64_t bytes) {
+    for (uint64_t c = g_.cluster_of(offset); c <= g_.cluster_of(offset + bytes - 1) && c < g_.slots; ++c)
+      if (map_.owner(c) != Owner::kNone || map_.count(c) > 0) return true;
+    return false;
+  };
+  auto tag = [&](uint64_t offset, uint64_t bytes, Owner o) {
+    for (uint64_t c = g_.cluster_of(offset); c <= g_.cluster_of(offset + bytes - 1) && c < g_.slots; ++c)
+      map_.set_owner(c, o);
+  };
+  if (load_error.empty() && damage.empty()) {
+    if (collides(ext.directory_offset, ext.directory_size))
+      damage = fmt::format("ERROR bitmap directory at offset 0x{:x} overlaps the {}", ext.directory_offset,
+                           owner_name(owner_of_range(ext.directory_offset, ext.directory_size)));
+    else
+      tag(ext.directory_offset, ext.directory_size, Owner::kBitmapDirectory);
+  }
+  for (const Bitmap& b : bitmaps) {
+    if (!load_error.empty() || !damage.empty()) break;
+    uint64_t bytes = uint64_t(b.table_size) * 8;
+    if (!g_.range_in_file(b.table_offset, bytes))
+      damage = fmt::format("ERROR bitmap '{}': bitmap table at offset 0x{:x} is outside image", b.name, b.table_offset);
+    else if (collides(b.table_offset, bytes))
+      damage = fmt::format("ERROR bitmap '{}': bitmap table at offset 0x{:x} overlaps the {}", b.name, b.table_offset,
+                           owner_name(owner_of_range(b.table_offset, bytes)));
+    else
+      tag(b.table_offset, bytes, Owner::kBitmapTable);
+  }
+  for (const Bitmap& b : bitmaps) {
+    if (!load_error.empty() || !damage.empty()) break;
+    std::vector<uint8_t> table(uint64_t(b.table_size) * 8);
+    KEEL_TRY(read(b.table_offset, table));
+    bool dirty = false;
+    for (uint64_t k = 0; k < b.table_size; ++k) {
+      uint64_t e = get_be64(&table[k * 8]), off = e & kBmeOffsetMask;
+      std::string why;
+      if ((e & kBmeReserved) || (off && (e & kBmeAllOnes)) || off % cs) why = "is invalid";
+      else if (off && !g_.range_in_file(off, cs)) why = "points outside image";
+      else if (off && collides(off, cs)) {
+        Owner o = owner_of_range(off, cs);
+        why = o == Owner::kNone ? "points at a cluster something else uses"
+                                : fmt::format("points at the {}", owner_name(o));
+      }
+      if (why.empty()) {
+        if (off) tag(off, cs, Owner::kBitmapData);
+        continue;
+      }
+      corruption(fmt::format("{} bitmap '{}': bitmap table entry {} = 0x{:x} {}", fix_prefix(), b.name, k, e, why));
+      if (fixing()) {
+        put_be64(&table[k * 8], kBmeAllOnes);  // every bit of that range dirty
+        dirty = true;
+      }
+    }
+    if (dirty) KEEL_TRY(write(b.table_offset, table));
+  }
+
+  if (!load_error.empty() && !fixing()) {
+    corruption("ERROR " + load_error);
+    return Status(Code::kCorrupt, load_error, EINVAL);
+  }
+  if (!load_error.empty() || !damage.empty()) {
+    corruption(load_error.empty() ? damage : "ERROR " + load_error);
+    if (fixing()) {
+      report("Repairing: dropping every persistent bitmap (autoclear bit 0 cleared)");
+      drop_bitmaps_ = true;
+    }
+    for (uint64_t c = 0; c < g_.slots; ++c) {
+      Owner o = map_.owner(c);
+      if (o == Owner::kBitmapDirectory || o == Owner::kBitmapTable || o == Owner::kBitmapData)
+        map_.set_owner(c, Owner::kNone);
+    }
+    return Status::ok();
+  }
+  for (uint64_t c = 0; c < g_.slots; ++c) {
+    Owner o = map_.owner(c);
+    if (o == Owner::kBitmapDirectory || o == Owner::kBitmapTable || o == Owner::kBitmapData) map_.add(c, 1);
+  }
+  return Status::ok();
+}
+
+Status Checker::drop_bitmaps() {
+  uint8_t v[8];
+  put_be64(v, h_.autoclear & ~kAutoclearBitmaps);
+  KEEL_TRY(write(kOffsetAutoclear, v));
+  h_.autoclear &= ~kAutoclearBitmaps;
+  return Status::ok();
+}
+
+}  // namespace keel::check

@@ -1,0 +1,100 @@
+// keel io's command interpreter: qemu-io's command language on one open Image.
+//
+// Each command line is split on spaces (as qemu-io does), its options parsed like glibc getopt
+// (options may follow operands), and the command runs synchronously. Results are printed in
+// qemu-io's exact words ("wrote 65536/65536 bytes at offset 0" + the timing line) and stdout is
+// flushed after every command, so crash tests that watch the output see each line as soon as
+// the operation it reports has completed. A command returns 0 or a negative errno; the process
+// exit status is 1 if any command failed, as with qemu-io.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "keel/image.h"
+
+namespace keel::cli {
+
+class IoSession {
+ public:
+  IoSession(std::unique_ptr<Image> image, bool read_only, bool discard_enabled);
+  ~IoSession();
+
+  // Runs one command line; returns 0 or a negative errno.
+  int execute(const std::string& line);
+  // True after `quit`.
+  bool quit_requested() const { return quit_; }
+  // Flushes and closes the image.
+  Status close();
+
+  // qemu-io's argument helpers (public for the command table in io_commands.cpp).
+  using Args = std::vector<std::string>;
+  struct Command {
+    const char* name;
+    const char* altname;
+    int argmin;
+    int argmax;  // -1: unlimited
+    bool needs_write;
+    const char* args;
+    const char* oneline;
+    const char* help;  // extended help text, may be empty
+    int (IoSession::*fn)(const Args& argv);
+  };
+  static const std::vector<Command>& commands();
+
+ private:
+  // Commands (io_commands.cpp).
+  int cmd_read(const Args& argv);
+  int cmd_readv(const Args& argv);
+  int cmd_write(const Args& argv);
+  int cmd_writev(const Args& argv);
+  int cmd_aio_write(const Args& argv);
+  int cmd_flush(const Args& argv);
+  int cmd_aio_flush(const Args& argv);
+  int cmd_discard(const Args& argv);
+  int cmd_map(const Args& argv);
+  int cmd_alloc(const Args& argv);
+  int cmd_info(const Args& argv);
+  int cmd_length(const Args& argv);
+  int cmd_abort(const Args& argv);
+  int cmd_sigraise(const Args& argv);
+  int cmd_sleep(const Args& argv);
+  int cmd_help(const Args& argv);
+  int cmd_quit(const Args& argv);
+
+  // Helpers (io_commands.cpp).
+  int check_range(uint64_t offset, uint64_t count) const;
+  int write_compressed(uint64_t offset, const uint8_t* buf, uint64_t count);
+  int discard_range(uint64_t offset, uint64_t count);
+  // Allocation in the top image only (qemu's bdrv_is_allocated): allocated?, run length.
+  Result<std::pair<bool, uint64_t>> is_allocated(uint64_t offset, uint64_t bytes);
+
+  std::unique_ptr<Image> image_;
+  bool read_only_;
+  bool discard_enabled_;
+  bool quit_ = false;
+};
+
+// One parsed option: the letter and its argument (if the optstring gives it one).
+struct ParsedOption {
+  char letter;
+  std::string arg;
+};
+
+// glibc getopt over argv[1..] with permutation: fills options in order and the operands.
+// On an unknown option or a missing argument prints glibc's message to stderr and returns false.
+bool io_getopt(const std::vector<std::string>& argv, const char* optstring,
+               std::vector<ParsedOption>* options, std::vector<std::string>* operands);
+
+// qemu-io's cvtnum: a size (qemu_strtosz) up to INT64_MAX; prints qemu-io's "Parsing error"
+// message and returns a negative errno on failure.
+int64_t io_cvtnum(const std::string& arg);
+
+// qemu-io's parse_pattern: 0..255 (any base); prints an error and returns -1 otherwise.
+int io_parse_pattern(const std::string& arg);
+
+}  // namespace keel::cli
