@@ -1,6 +1,7 @@
 // Opening a qcow2 image: header, L1 and refcount tables, snapshots, backing and data files;
 // and the image's life cycle (info, close).
 #include <fmt/format.h>
+#include <stdlib.h>
 
 #include "engine/qcow2_image.h"
 #include "format/endian.h"
@@ -19,11 +20,35 @@ std::string resolve_relative(const std::string& image_path, const std::string& n
   return image_path.substr(0, slash + 1) + name;
 }
 
+namespace {
+// Images being opened on this thread's current chain, to name a loop instead of recursing.
+thread_local std::vector<std::string> chain;
+
+std::string canonical(const std::string& path) {
+  char* real = ::realpath(path.c_str(), nullptr);
+  std::string key = real ? real : path;
+  std::free(real);
+  return key;
+}
+
+Status check_backing_loop(const std::string& path) {
+  std::string key = canonical(path);
+  for (const auto& p : chain)
+    if (p == key) return invalid(fmt::format("backing file loop: '{}' appears twice in its own backing chain", path));
+  return Status::ok();
+}
+}  // namespace
+
 Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file, const std::string& path,
                                                 const OpenOptions& opts, int depth) {
   int max_depth = opts.max_backing_depth ? opts.max_backing_depth : limits::kMaxBackingDepth;
   if (depth > max_depth)
     return error(invalid(fmt::format("backing chain of '{}' is deeper than {} (a loop?)", path, max_depth)));
+  KEEL_TRY_R(check_backing_loop(path));
+  chain.push_back(canonical(path));
+  struct Pop {
+    ~Pop() { chain.pop_back(); }
+  } pop;
   auto img = std::make_unique<Qcow2Image>();
   img->path_ = path;
   img->file_ = std::move(file);
@@ -134,6 +159,7 @@ Status Qcow2Image::load_snapshot_table() {
 Status Qcow2Image::open_backing(const OpenOptions& opts, int depth) {
   if (header_.backing_file.empty()) return Status::ok();
   std::string bpath = resolve_relative(path_, header_.backing_file);
+  KEEL_TRY(check_backing_loop(bpath));
   OpenOptions bo = opts;
   bo.read_only = true;
   bo.snapshot.clear();

@@ -190,3 +190,36 @@ TEST(Qcow2Features, RefcountTableGrowsWithTinyClusters) {
 
 }  // namespace
 }  // namespace keel::test
+
+namespace keel::test {
+namespace {
+
+TEST(Qcow2BadInput, BackingLoopIsNamed) {
+  TempDir d;
+  expect_ok(run("cd " + q(d.path("")) + " && qemu-img create -f qcow2 a.qcow2 1M && qemu-img create -f qcow2 -u -b a.qcow2 -F qcow2 b.qcow2 1M"
+                " && qemu-img rebase -u -b b.qcow2 -F qcow2 a.qcow2"));
+  OpenOptions o;
+  auto r = Image::open(d.path("a.qcow2"), o);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("loop"), std::string::npos) << r.error().message();
+}
+
+TEST(Qcow2BadInput, UnknownAutoclearBitClearedOnFirstWrite) {
+  TempDir d;
+  std::string img = d.path("a.qcow2");
+  expect_ok(run("qemu-img create -f qcow2 " + q(img) + " 1M"));
+  // autoclear_features at byte 88: set bit 7 (unknown).
+  expect_ok(run("printf '\\200' | dd of=" + q(img) + " bs=1 seek=95 conv=notrunc status=none"));
+  auto im = open_rw(img);
+  ASSERT_TRUE(im);
+  std::vector<uint8_t> b(512, 1);
+  ASSERT_TRUE(im->write(0, b).is_ok());
+  ASSERT_TRUE(im->close().is_ok());
+  im.reset();
+  auto x = run("od -An -tx1 -j88 -N8 " + q(img));
+  EXPECT_EQ(x.output.find("80"), std::string::npos) << x.output;
+  expect_ok(qemu_check(img));
+}
+
+}  // namespace
+}  // namespace keel::test
