@@ -129,6 +129,15 @@ class Image {
   // Describes the longest uniform extent starting at offset, at most max_length bytes.
   virtual Result<Extent> block_status(uint64_t offset, uint64_t max_length) = 0;
 
+  // Internal snapshots and resize (qcow2; other formats return kUnsupported). Each is
+  // crash-safe: on v3 images the dirty bit marks the operation in progress and a read-write
+  // open repairs whatever an interruption left.
+  virtual Status snapshot_create(const std::string& name);
+  virtual Status snapshot_delete(const std::string& id_or_name);
+  virtual Status snapshot_apply(const std::string& id_or_name);
+  // Changes the virtual size. Shrinking discards the data past the new end and needs `shrink`.
+  virtual Status resize(uint64_t new_size, bool shrink);
+
   virtual ImageInfo info() = 0;
   // The backing image, or nullptr.
   virtual Image* backing() = 0;

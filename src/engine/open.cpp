@@ -23,6 +23,17 @@ Result<AioMode> parse_aio_mode(std::string_view name) {
   return error(invalid(fmt::format("Invalid aio option: {}", name)));
 }
 
+Status Image::snapshot_create(const std::string&) {
+  return unsupported(fmt::format("Format {} does not support internal snapshots", format()));
+}
+Status Image::snapshot_delete(const std::string&) {
+  return unsupported(fmt::format("Format {} does not support internal snapshots", format()));
+}
+Status Image::snapshot_apply(const std::string&) {
+  return unsupported(fmt::format("Format {} does not support internal snapshots", format()));
+}
+Status Image::resize(uint64_t, bool) { return unsupported(fmt::format("Format {} does not support resize", format())); }
+
 Status Image::write_compressed(uint64_t, std::span<const uint8_t>) {
   return unsupported(fmt::format("compressed writes are not supported by format {}", format()));
 }

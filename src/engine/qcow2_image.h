@@ -87,6 +87,10 @@ class Qcow2Image final : public Image {
   Status close() override;
 
   Status preallocate(Preallocation mode);
+  Status snapshot_create(const std::string& name) override;
+  Status snapshot_delete(const std::string& id_or_name) override;
+  Status snapshot_apply(const std::string& id_or_name) override;
+  Status resize(uint64_t new_size, bool shrink) override;
 
  private:
   friend Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile>, const std::string&,
@@ -114,6 +118,7 @@ class Qcow2Image final : public Image {
   // Frees the host clusters an entry references once its unlink is durable.
   void defer_free(uint64_t entry);
   Status flush_metadata();
+  Status write_dirty_refblocks();
   Status write_l2_table(uint64_t offset, const L2Table& t);
   Status write_header_field(uint64_t offset, std::span<const uint8_t> bytes);
   Status mark_corrupt(const std::string& why);
@@ -121,6 +126,14 @@ class Qcow2Image final : public Image {
   size_t dirty_bytes() const;
   Status metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what);
   Status latch(Status s);
+
+  // --- snapshots and resize (qcow2_snapshot.cpp); REQUIRE mu_, gate_ exclusive ---
+  Status tree_refcounts(const std::vector<uint64_t>& l1, int64_t delta);
+  Status recompute_copied();
+  Status set_dirty_bit(bool dirty);
+  Status write_snapshot_table(const std::vector<format::SnapshotEntry>& entries);
+  Status write_new_l1(const std::vector<uint64_t>& l1);
+  const format::SnapshotEntry* find_snapshot(const std::string& id_or_name) const;
 
   // --- guest I/O (qcow2_io.cpp) ---
   Status read_mapped(const Mapping& m, uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> buf);
@@ -161,6 +174,7 @@ class Qcow2Image final : public Image {
   mutable std::mutex mu_;
   format::Header header_;
   std::vector<format::SnapshotEntry> snapshots_;
+  uint64_t snapshot_table_bytes_ = 0;  // on-disk length of the current snapshot table
   std::vector<uint64_t> l1_;
   uint64_t l1_offset_ = 0;
   std::set<uint64_t> l1_dirty_;  // indices

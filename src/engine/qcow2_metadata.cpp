@@ -364,14 +364,7 @@ Status Qcow2Image::flush_metadata() {
   // REQUIRES: gate_ exclusive, flush_mu_ held, mu_ held.
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   // Phase 1: refcounts and unlinked L2 tables, then one sync that also covers guest data.
-  bool rb_dirty = false;
-  for (auto& [rt, b] : rb_cache_) rb_dirty |= b->dirty;
-  if (rb_dirty) notify(Event::kRefblockUpdate);
-  for (auto& [rt, b] : rb_cache_) {
-    if (!b->dirty) continue;
-    KEEL_TRY(metadata_write(reftable_[rt] & ~kReftableReserved, b->bytes, "refblock"));
-    b->dirty = false;
-  }
+  KEEL_TRY(write_dirty_refblocks());
   bool fresh_any = false;
   for (auto& [off, t] : l2_cache_) {
     if (!t->fresh || !t->dirty) continue;
@@ -434,11 +427,21 @@ Status Qcow2Image::flush_metadata() {
   }
   // Write the decrements now; the next sync (next flush, or close) makes them durable. Until
   // then a crash can only leak these clusters.
+  bool any = false;
+  for (auto& [rt, b] : rb_cache_) any |= b->dirty;
+  KEEL_TRY(write_dirty_refblocks());
+  if (any) freed_unsynced_ = true;
+  return Status::ok();
+}
+
+Status Qcow2Image::write_dirty_refblocks() {
+  bool announced = false;
   for (auto& [rt, b] : rb_cache_) {
     if (!b->dirty) continue;
+    if (!announced) notify(Event::kRefblockUpdate);
+    announced = true;
     KEEL_TRY(metadata_write(reftable_[rt] & ~kReftableReserved, b->bytes, "refblock"));
     b->dirty = false;
-    freed_unsynced_ = true;
   }
   return Status::ok();
 }

@@ -153,6 +153,8 @@ Status Qcow2Image::load_snapshot_table() {
   std::vector<uint8_t> t(want);
   KEEL_TRY(file_->read_at(header_.snapshots_offset, t));
   KEEL_ASSIGN(snapshots_, decode_snapshot_table(t, header_.nb_snapshots, cs_));
+  for (const auto& e : snapshots_)
+    snapshot_table_bytes_ += (40 + e.extra.size() + e.id.size() + e.name.size() + 7) / 8 * 8;
   return Status::ok();
 }
 

@@ -1,0 +1,114 @@
+// Proves internal snapshot create/apply/delete and resize leave images that qemu-img check calls
+// clean and that read as QEMU expects (qemu-img snapshot -l, qemu-io pattern reads), on images
+// made by keel and by qemu-img.
+#include <gtest/gtest.h>
+
+#include "engine/engine_util.h"
+
+namespace keel::test {
+namespace {
+
+std::string q(const std::string& s) { return "'" + s + "'"; }
+void expect_ok(const CommandResult& r) { ASSERT_EQ(r.exit_code, 0) << r.output; }
+void expect_reads(const std::string& img, const std::string& cmds) {
+  auto r = run("qemu-io -r " + cmds + " " + q(img));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("fail"), std::string::npos) << r.output;
+}
+
+void fill(Image& im, uint64_t off, uint64_t len, uint8_t v) {
+  std::vector<uint8_t> b(len, v);
+  ASSERT_TRUE(im.write(off, b).is_ok());
+}
+
+TEST(Snapshots, CreateApplyDeleteRoundTrip) {
+  TempDir d;
+  std::string img = d.path("s.qcow2");
+  CreateOptions co;
+  co.size = 16 << 20;
+  ASSERT_TRUE(create_image(img, co).is_ok());
+  {
+    auto im = open_rw(img);
+    fill(*im, 0, 1 << 20, 0xa1);
+    ASSERT_TRUE(im->snapshot_create("one").is_ok());
+    fill(*im, 512 << 10, 4096, 0xa2);  // copy-on-write of a shared cluster
+    fill(*im, 8 << 20, 70000, 0xa3);
+    ASSERT_TRUE(im->snapshot_create("two").is_ok());
+    fill(*im, 0, 4096, 0xa4);
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(img));
+  auto l = run("qemu-img snapshot -l " + q(img));
+  EXPECT_NE(l.output.find("one"), std::string::npos) << l.output;
+  EXPECT_NE(l.output.find("two"), std::string::npos) << l.output;
+  expect_reads(img, "-c 'read -P 0xa4 0 4k' -c 'read -P 0xa1 4k 508k' -c 'read -P 0xa2 512k 4k' -c 'read -P 0xa3 8M 70000'");
+  expect_ok(run("qemu-img snapshot -a one " + q(d.path("s.qcow2")) + " && cp " + q(img) + " " + q(d.path("ref.qcow2"))));
+  // QEMU applied "one" on the copy; keel applies it on the original: both must read the same.
+  expect_ok(run("qemu-img snapshot -a two " + q(img)));  // back to "two" with QEMU, then keel:
+  {
+    auto im = open_rw(img);
+    ASSERT_TRUE(im->snapshot_apply("one").is_ok());
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(img));
+  expect_ok(run("qemu-img compare " + q(img) + " " + q(d.path("ref.qcow2"))));
+  {
+    auto im = open_rw(img);
+    ASSERT_TRUE(im->snapshot_delete("one").is_ok());
+    ASSERT_TRUE(im->snapshot_delete("2").is_ok());  // by id
+    EXPECT_EQ(im->snapshot_delete("nope").code(), Code::kNotFound);
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(img));
+  l = run("qemu-img snapshot -l " + q(img));
+  EXPECT_EQ(l.output.find("one"), std::string::npos) << l.output;
+  expect_reads(img, "-c 'read -P 0xa1 0 1M'");
+  auto info = run("qemu-img info " + q(img));
+  EXPECT_NE(info.output.find("corrupt: false"), std::string::npos) << info.output;
+}
+
+TEST(Snapshots, DeleteQemuSnapshot) {
+  TempDir d;
+  std::string img = d.path("q.qcow2");
+  expect_ok(run("qemu-img create -f qcow2 -o cluster_size=4096,refcount_bits=4 " + q(img) + " 8M && qemu-io -c 'write -P 1 0 2M' " + q(img) +
+                " && qemu-img snapshot -c s1 " + q(img) + " && qemu-io -c 'write -P 2 1M 1M' " + q(img) +
+                " && qemu-img snapshot -c s2 " + q(img)));
+  {
+    auto im = open_rw(img);
+    ASSERT_TRUE(im->snapshot_delete("s1").is_ok());
+    fill(*im, 0, 8192, 3);
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(img));
+  expect_reads(img, "-c 'read -P 3 0 8k' -c 'read -P 1 8k 1016k' -c 'read -P 2 1M 1M'");
+}
+
+TEST(Resize, GrowPastL1AndShrink) {
+  TempDir d;
+  std::string img = d.path("r.qcow2");
+  CreateOptions co;
+  co.size = 1 << 20;
+  co.cluster_size = 512;  // 64 entries per L2: L1 must grow
+  ASSERT_TRUE(create_image(img, co).is_ok());
+  {
+    auto im = open_rw(img);
+    fill(*im, 0, 4096, 7);
+    ASSERT_TRUE(im->resize(64 << 20, false).is_ok());
+    fill(*im, 60 << 20, 4096, 8);
+    EXPECT_EQ(im->resize(1 << 20, false).code(), Code::kInvalidArgument);
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(img));
+  expect_reads(img, "-c 'read -P 7 0 4k' -c 'read -P 8 60M 4k'");
+  {
+    auto im = open_rw(img);
+    ASSERT_TRUE(im->resize(2560, true).is_ok());
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(img));
+  auto info = run("qemu-img info --output=json " + q(img));
+  EXPECT_NE(info.output.find("\"virtual-size\": 2560"), std::string::npos) << info.output;
+}
+
+}  // namespace
+}  // namespace keel::test
