@@ -193,6 +193,7 @@ class Qcow2Image final : public Image {
   std::string latch_reason_;
   bool autoclear_pending_ = false; // unknown autoclear bits to clear before the first write
   bool closed_ = true;  // until open succeeds
+  bool repaired_once_ = false;
   bool freed_unsynced_ = false;  // phase 3 wrote refcount decrements not yet synced
 
   AllocGate gate_;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "engine/qcow2_image.h"
+#include "keel/check.h"
 #include "format/endian.h"
 #include "keel/limits.h"
 
@@ -68,6 +69,18 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
   std::vector<uint8_t> c0(1ull << bits);
   KEEL_TRY(file_->read_at(0, c0));
   KEEL_ASSIGN(header_, decode_header(c0, file_size, opts.check_mode));
+  if ((header_.incompatible & kIncompatDirty) && !read_only_ && !opts.check_mode) {
+    // Lazy refcounts (QEMU) or an interrupted snapshot operation left refcounts that may not
+    // match: repair before anything is allocated, as QEMU does on a read-write open.
+    if (repaired_once_) return corrupt("image is still dirty after a repair");
+    repaired_once_ = true;
+    notify(Event::kRepair);
+    CheckOptions co;
+    co.repair = RepairMode::kAll;
+    auto r = check_qcow2(*file_, co);
+    if (!r) return r.error().with_context("Could not repair dirty image");
+    return open_tables(opts, depth);
+  }
   cbits_ = header_.cluster_bits;
   cs_ = header_.cluster_size();
   ext_l2_ = header_.extended_l2();
@@ -135,10 +148,6 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
   KEEL_TRY(open_data_file(opts));
 
   if (!read_only_) {
-    if (header_.incompatible & kIncompatDirty) {
-      if (!opts.check_mode)
-        return unsupported("image is dirty (lazy refcounts) and needs a repair; run 'keel check -r all'");
-    }
     if (header_.autoclear & ~kAutoclearKnown) autoclear_pending_ = true;
     if (header_.autoclear & kAutoclearBitmaps) autoclear_pending_ = true;  // we do not track bitmaps
   }
