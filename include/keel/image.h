@@ -138,6 +138,9 @@ class Image {
   // Changes the virtual size. Shrinking discards the data past the new end and needs `shrink`.
   virtual Status resize(uint64_t new_size, bool shrink);
 
+  // qemu-img amend / rebase -u: header-level changes (qcow2). Fields left empty stay as they are.
+  virtual Status amend(const struct AmendOptions& opts);
+
   virtual ImageInfo info() = 0;
   // The backing image, or nullptr.
   virtual Image* backing() = 0;
@@ -145,6 +148,13 @@ class Image {
   // Flushes, clears the dirty bit and releases the image. Destruction without close() is a
   // best-effort close that cannot report errors.
   virtual Status close() = 0;
+};
+
+struct AmendOptions {
+  std::optional<int> version;             // 2 (compat=0.10) or 3 (compat=1.1)
+  std::optional<bool> lazy_refcounts;
+  std::optional<std::string> backing_file;    // "" removes the backing file
+  std::optional<std::string> backing_format;
 };
 
 enum class Preallocation { kOff, kMetadata, kFalloc, kFull };

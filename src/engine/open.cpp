@@ -32,6 +32,9 @@ Status Image::snapshot_delete(const std::string&) {
 Status Image::snapshot_apply(const std::string&) {
   return unsupported(fmt::format("Format {} does not support internal snapshots", format()));
 }
+Status Image::amend(const AmendOptions&) {
+  return unsupported(fmt::format("Format driver '{}' does not support option amendment", format()));
+}
 Status Image::resize(uint64_t, bool) { return unsupported(fmt::format("Format {} does not support resize", format())); }
 
 Status Image::write_compressed(uint64_t, std::span<const uint8_t>) {

@@ -91,6 +91,7 @@ class Qcow2Image final : public Image {
   Status snapshot_delete(const std::string& id_or_name) override;
   Status snapshot_apply(const std::string& id_or_name) override;
   Status resize(uint64_t new_size, bool shrink) override;
+  Status amend(const AmendOptions& opts) override;
 
  private:
   friend Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile>, const std::string&,
@@ -134,6 +135,8 @@ class Qcow2Image final : public Image {
   Status write_snapshot_table(const std::vector<format::SnapshotEntry>& entries);
   Status write_new_l1(const std::vector<uint64_t>& l1);
   const format::SnapshotEntry* find_snapshot(const std::string& id_or_name) const;
+  Status rewrite_header(const format::Header& h);
+  Status drop_zero_flags();
 
   // --- guest I/O (qcow2_io.cpp) ---
   Status read_mapped(const Mapping& m, uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> buf);

@@ -139,3 +139,56 @@ TEST(DirtyImage, ReadWriteOpenRepairsLazyRefcountCrash) {
 
 }  // namespace
 }  // namespace keel::test
+
+namespace keel::test {
+namespace {
+
+TEST(Amend, CompatLazyRefcountsAndBacking) {
+  TempDir d;
+  std::string img = d.path("a.qcow2");
+  expect_ok(run("cd " + q(d.path("")) + " && qemu-img create -f qcow2 b1.qcow2 4M && qemu-io -c 'write -P 9 0 4M' b1.qcow2 && cp b1.qcow2 b2.qcow2"
+                " && qemu-img create -f qcow2 -b b1.qcow2 -F qcow2 a.qcow2"));
+  {
+    auto im = open_rw(img);
+    fill(*im, 0, 65536, 1);
+    ASSERT_TRUE(im->write_zeroes(1 << 20, 65536, ZeroFlags{}).is_ok());
+    AmendOptions o;
+    o.lazy_refcounts = true;
+    o.backing_file = "b2.qcow2";
+    ASSERT_TRUE(im->amend(o).is_ok());
+    AmendOptions down;
+    down.version = 2;
+    EXPECT_FALSE(im->amend(down).is_ok());  // lazy refcounts need v3
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(img));
+  auto info = run("qemu-img info " + q(img));
+  EXPECT_NE(info.output.find("backing file: b2.qcow2"), std::string::npos) << info.output;
+  EXPECT_NE(info.output.find("lazy refcounts: true"), std::string::npos) << info.output;
+  expect_reads(img, "-c 'read -P 1 0 64k' -c 'read -P 0 1M 64k' -c 'read -P 9 2M 64k'");
+  {
+    auto im = open_rw(img);
+    AmendOptions o;
+    o.lazy_refcounts = false;
+    o.version = 2;
+    // Zero clusters with a backing file cannot be expressed in v2.
+    EXPECT_EQ(im->amend(o).code(), Code::kUnsupported);
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  std::string solo = d.path("solo.qcow2");
+  expect_ok(run("qemu-img create -f qcow2 " + q(solo) + " 4M && qemu-io -c 'write -P 5 0 128k' -c 'write -z 64k 64k' " + q(solo)));
+  {
+    auto im = open_rw(solo);
+    AmendOptions o;
+    o.version = 2;
+    ASSERT_TRUE(im->amend(o).is_ok());
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(solo));
+  info = run("qemu-img info " + q(solo));
+  EXPECT_NE(info.output.find("compat: 0.10"), std::string::npos) << info.output;
+  expect_reads(solo, "-c 'read -P 5 0 64k' -c 'read -P 0 64k 64k'");
+}
+
+}  // namespace
+}  // namespace keel::test
