@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "keel/status.h"
 
@@ -50,6 +51,11 @@ class BlockFile {
 
   // Takes QEMU-compatible locks: `perms` we hold, `shared` we allow others. Default: no locks.
   virtual Status lock(unsigned /*perms*/, unsigned /*shared*/) { return Status::ok(); }
+  // Whether [offset, offset + result.second) holds data (true) or is a hole that reads as
+  // zeros (false); the length is at most max_length. Default: all data.
+  virtual Result<std::pair<bool, uint64_t>> probe_data(uint64_t /*offset*/, uint64_t max_length) {
+    return std::pair<bool, uint64_t>{true, max_length};
+  }
   // Bytes the file occupies on disk (st_blocks * 512), for `info`'s actual-size.
   virtual uint64_t allocated_bytes() { return 0; }
   // Required alignment of offsets/lengths for I/O (1 unless O_DIRECT).

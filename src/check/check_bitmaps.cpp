@@ -21,7 +21,7 @@ constexpr uint64_t kBmeReserved = 0xff000000000001feull;
 constexpr uint64_t kBmeOffsetMask = 0x00fffffffffffe00ull;
 constexpr uint64_t kBmeAllOnes = 1;
 constexpr uint32_t kBmeFlagInUse = 1u << 0;
-constexpr uint32_t kBmeKnownFlags = 0x7;
+constexpr uint32_t kBmeKnownFlags = 0x3;  // in_use, auto (QEMU treats the rest as reserved)
 constexpr uint64_t kBmeMaxPhysBytes = 512ull << 20;  // qemu BME_MAX_PHYS_SIZE
 
 struct Bitmap {
@@ -90,6 +90,15 @@ Status Checker::check_bitmaps() {
                    name_size > limits::kMaxBitmapNameSize || b.type != 1 || phys > kBmeMaxPhysBytes ||
                    (!(b.flags & kBmeFlagInUse) && g_.virtual_size > ((phys * 8) << b.granularity_bits));
         if (bad) load_error = fmt::format("Bitmap '{}' doesn't satisfy the constraints", b.name);
+        // QEMU loads a bitmap that is not in use only if its table has exactly the size the
+        // bitmap needs (one bit per granule, serialized in 64-bit words).
+        if (!bad && !(b.flags & kBmeFlagInUse)) {
+          uint64_t bits = (g_.virtual_size + (1ull << b.granularity_bits) - 1) >> b.granularity_bits;
+          uint64_t bytes = (bits + 63) / 64 * 8;
+          if (b.table_size != (bytes + cs - 1) / cs)
+            load_error = fmt::format("Could not read bitmap '{}' from image: its table has {} entries, not {}", b.name,
+                                     b.table_size, (bytes + cs - 1) / cs);
+        }
       }
       bitmaps.push_back(std::move(b));
       pos += len;
@@ -135,7 +144,13 @@ Status Checker::check_bitmaps() {
     for (uint64_t k = 0; k < b.table_size; ++k) {
       uint64_t e = get_be64(&table[k * 8]), off = e & kBmeOffsetMask;
       std::string why;
-      if ((e & kBmeReserved) || (off && (e & kBmeAllOnes)) || off % cs) why = "is invalid";
+      if ((e & kBmeReserved) || (off && (e & kBmeAllOnes)) || off % cs) {
+        why = "is invalid";
+        // QEMU loads every bitmap not in use when it opens the image, and refuses the image then.
+        if (!(b.flags & kBmeFlagInUse) && !fixing() && load_error.empty())
+          load_error = fmt::format("Could not read bitmap '{}' from image: bitmap table entry {} = 0x{:x} is invalid",
+                                   b.name, k, e);
+      }
       else if (off && !g_.range_in_file(off, cs)) why = "points outside image";
       else if (off && collides(off, cs)) {
         Owner o = owner_of_range(off, cs);

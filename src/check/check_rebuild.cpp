@@ -1,11 +1,12 @@
 // keel check -r all: replacing the whole refcount structure (and, when snapshots were deleted,
 // the snapshot table) without ever overwriting the old one.
 //
-// The new refcount blocks, refcount table and snapshot table go into fresh clusters after the
+// The new refcount blocks, refcount table, snapshot table and active L1 table (when those must be
+// rewritten) go into fresh clusters after the
 // last cluster in use (past the end of the file, and past anything a reference still points at:
 // entries pointing past the end were dropped in phase 1, so nothing is allocated on top of them).
-// They describe every expected reference plus themselves. Then: sync; one 12-byte (or 24-byte,
-// with the snapshot table) write in the header's first sector switches to them; sync. A crash
+// They describe every expected reference plus themselves. Then: sync; one write of at most 36
+// bytes in the header's first sector switches to them; sync. A crash
 // before the switch leaves the old structure in charge and only unreferenced clusters at the end.
 #include <fmt/format.h>
 
@@ -47,6 +48,8 @@ Status Checker::rebuild_refcounts() {
     }
   }
   const uint64_t snap_clusters = (snap.size() + cs - 1) / cs;
+  const uint64_t l1_bytes = relocate_l1_ ? active_l1_.size() * 8 : 0;
+  const uint64_t l1_clusters = (l1_bytes + cs - 1) / cs;
   std::vector<uint64_t> low;  // refcount blocks needed for clusters below n0
   for (uint64_t i = 0; i * rbe < n0; ++i) {
     for (uint64_t c = i * rbe; c < std::min((i + 1) * rbe, n0); ++c) {
@@ -61,7 +64,7 @@ Status Checker::rebuild_refcounts() {
   std::vector<uint64_t> blocks;
   uint64_t reftable_clusters = 0, total = 0;
   for (int round = 0;; ++round) {
-    total = n0 + snap_clusters + blocks.size() + reftable_clusters;
+    total = n0 + snap_clusters + l1_clusters + blocks.size() + reftable_clusters;
     std::vector<uint64_t> need = low;
     for (uint64_t i = n0 / rbe; i <= (total - 1) / rbe; ++i)
       if (need.empty() || need.back() < i) need.push_back(i);
@@ -76,7 +79,8 @@ Status Checker::rebuild_refcounts() {
     return Status(Code::kUnsupported, "the rebuilt refcount table would exceed 8 MiB", EFBIG);
   }
   const uint64_t snap_first = n0;
-  const uint64_t block_first = n0 + snap_clusters;
+  const uint64_t l1_first = n0 + snap_clusters;
+  const uint64_t block_first = l1_first + l1_clusters;
   const uint64_t table_first = block_first + blocks.size();
   report(fmt::format("Writing a new refcount structure at offset 0x{:x} ({} refcount blocks)", g_.offset_of(block_first),
                      blocks.size()));
@@ -107,23 +111,35 @@ Status Checker::rebuild_refcounts() {
     snap.resize(snap_clusters * cs, 0);
     KEEL_TRY(write(g_.offset_of(snap_first), snap));
   }
+  if (l1_clusters) {
+    std::vector<uint8_t> l1(l1_clusters * cs, 0);
+    for (size_t j = 0; j < active_l1_.size(); ++j) put_be64(&l1[j * 8], active_l1_[j]);
+    KEEL_TRY(write(g_.offset_of(l1_first), l1));
+  }
   KEEL_TRY(file_.sync());
 
-  // The switch: bytes 48..59 (refcount table) and, with a new snapshot table, 60..71 too. Both
-  // lie in the first 512-byte sector, so the write persists entirely or not at all.
-  uint8_t hdr[24] = {};
-  put_be64(hdr, g_.offset_of(table_first));
-  put_be32(hdr + 8, static_cast<uint32_t>(reftable_clusters));
-  put_be32(hdr + 12, nb_snapshots);
-  put_be64(hdr + 16, nb_snapshots ? g_.offset_of(snap_first) : 0);
-  KEEL_TRY(write(kOffsetReftable, std::span<const uint8_t>(hdr, rewrite_snapshots_ ? 24 : 12)));
-  KEEL_TRY(file_.sync());
-  h_.refcount_table_offset = g_.offset_of(table_first);
-  h_.refcount_table_clusters = static_cast<uint32_t>(reftable_clusters);
+  // The switch: bytes 48..59 (refcount table), with a new snapshot table 60..71 too, with a new
+  // active L1 table 36..47 too. All lie in the first 512-byte sector, so the one write persists
+  // entirely or not at all.
   if (rewrite_snapshots_) {
     h_.nb_snapshots = nb_snapshots;
     h_.snapshots_offset = nb_snapshots ? g_.offset_of(snap_first) : 0;
   }
+  if (relocate_l1_) h_.l1_table_offset = g_.offset_of(l1_first);
+  h_.refcount_table_offset = g_.offset_of(table_first);
+  h_.refcount_table_clusters = static_cast<uint32_t>(reftable_clusters);
+  uint8_t hdr[36] = {};
+  put_be32(hdr, h_.l1_size);
+  put_be64(hdr + 4, h_.l1_table_offset);
+  put_be64(hdr + 12, h_.refcount_table_offset);
+  put_be32(hdr + 20, h_.refcount_table_clusters);
+  put_be32(hdr + 24, h_.nb_snapshots);
+  put_be64(hdr + 28, h_.snapshots_offset);
+  const size_t skip = relocate_l1_ ? 0 : 12;  // start at byte 36 or 48
+  const size_t len = rewrite_snapshots_ ? 36 - skip : 24 - skip;
+  KEEL_TRY(write(kOffsetL1Size + skip, std::span<const uint8_t>(hdr + skip, len)));
+  KEEL_TRY(file_.sync());
+  relocate_l1_ = false;
   return Status::ok();
 }
 

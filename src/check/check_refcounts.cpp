@@ -100,7 +100,7 @@ Status Checker::read_refcounts() {
 // Whether a repair can fix refcounts in place or must write a new refcount structure; and
 // whether QEMU would want a rebuild (for -r leaks, which refuses then, as QEMU does).
 void Checker::decide_rebuild() {
-  need_rebuild_ = reftable_damaged_ || refblocks_damaged_ || rewrite_snapshots_;
+  need_rebuild_ = reftable_damaged_ || refblocks_damaged_ || rewrite_snapshots_ || relocate_l1_;
   qemu_would_rebuild_ = reftable_damaged_ || refblocks_damaged_;
   for (uint64_t c = 0; c < g_.slots; ++c) {
     uint64_t want = map_.count(c), have = ondisk_.get(c);

@@ -82,6 +82,7 @@ Status Checker::load_snapshots() {
     KEEL_TRY(fetch(pos + 40, e.extra.size(), e.extra.data()));
     if (e.extra.size() >= 8) e.vm_state_size = get_be64(&e.extra[0]);
     if (e.extra.size() >= 16) e.disk_size = get_be64(&e.extra[8]);
+    else e.disk_size = h_.size;  // as QEMU assumes for old entries
     if (e.extra.size() >= 24) e.icount = get_be64(&e.extra[16]);
     std::string id(id_len, '\0'), name(name_len, '\0');
     KEEL_TRY(fetch(pos + 40 + extra, id_len, reinterpret_cast<uint8_t*>(id.data())));
@@ -125,6 +126,13 @@ Status Checker::load_snapshots() {
     return Status::ok();
   }
 
+  for (size_t i = 0; i < snapshots_.size(); ++i) {
+    // v3 entries carry at least the 64-bit VM state size and the disk size (16 bytes).
+    if (h_.version >= 3 && snapshots_[i].entry.extra.size() < 16) {
+      corruption(fmt::format("{} snapshot table entry {} is incomplete", fix_prefix(), i));
+      if (fixing()) rewrite_snapshots_ = true;
+    }
+  }
   for (auto& s : snapshots_) {
     const SnapshotEntry& e = s.entry;
     const uint64_t bytes = uint64_t(e.l1_size) * 8;

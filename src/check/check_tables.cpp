@@ -5,6 +5,7 @@
 // as L1 entries point at it (a table shared by the active L1 and a snapshot holds each of its data
 // clusters twice). That bounds the work by the file size even for hostile L1 tables.
 #include <algorithm>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -32,7 +33,13 @@ Status Checker::load_active_l1() {
   uint64_t bytes = uint64_t(h_.l1_size) * 8;
   if (bytes == 0) return Status::ok();
   if (!g_.range_in_file(h_.l1_table_offset, bytes)) {
+    // What lies past the end reads as zeros (unallocated). A repair writes the table anew.
     corruption(exceeding(h_.l1_table_offset, bytes));
+    if (fixing()) {
+      report(fmt::format("Repairing: the active L1 table at offset 0x{:x} is outside image; it will be rewritten",
+                         h_.l1_table_offset));
+      relocate_l1_ = true;
+    }
   } else if (Owner o = claim(h_.l1_table_offset, bytes, Owner::kActiveL1); o != Owner::kNone) {
     corruption(fmt::format("ERROR active L1 table at offset 0x{:x} overlaps the {}", h_.l1_table_offset,
                            owner_name(o)));
@@ -106,7 +113,7 @@ Status Checker::walk_l1_table(std::vector<uint64_t>& l1, bool active, const std:
       }
     }
   }
-  if (dirty && fixing()) {
+  if (dirty && fixing() && !(active && relocate_l1_)) {
     std::vector<uint8_t> buf(l1.size() * 8);
     for (uint64_t j = 0; j < l1.size(); ++j) put_be64(&buf[j * 8], l1[j]);
     KEEL_TRY(write(l1_offset, buf));
@@ -172,6 +179,12 @@ Status Checker::scan_l2_table(const L2Record& r, std::span<uint8_t> table) {
   bool dirty = false;
   for (uint64_t i = 0; i < g_.l2_entries; ++i) {
     uint8_t* p = &table[i * g_.l2_entry_bytes];
+    {  // Fast path: unallocated entries (most of a sparse image) need no decoding.
+      uint64_t w0, w1 = 0;
+      std::memcpy(&w0, p, 8);
+      if (g_.ext_l2) std::memcpy(&w1, p + 8, 8);
+      if ((w0 | w1) == 0) continue;
+    }
     uint64_t e = get_be64(p), bm = g_.ext_l2 ? get_be64(p + 8) : 0;
     const uint64_t old_e = e, old_bm = bm;
     const uint64_t guest = r.active_index >= 0 ? (uint64_t(r.active_index) * g_.l2_entries + i) * cs : UINT64_MAX;
@@ -343,7 +356,7 @@ Status Checker::fix_copied(bool set_phase) {
     l1_dirty = true;
     ++copied_fixed_;
   }
-  if (l1_dirty) {
+  if (l1_dirty && !relocate_l1_) {  // a table being relocated is written by the rebuild
     std::vector<uint8_t> buf(active_l1_.size() * 8);
     for (uint64_t j = 0; j < active_l1_.size(); ++j) put_be64(&buf[j * 8], active_l1_[j]);
     KEEL_TRY(write(h_.l1_table_offset, buf));

@@ -2,6 +2,8 @@
 // checker.h for what each pass judges and how a repair is phased).
 #include "check/checker.h"
 
+#include "check/check_header.h"
+
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -66,14 +68,18 @@ Status Checker::write(uint64_t offset, std::span<const uint8_t> buf) {
 
 Status Checker::load_header() {
   KEEL_ASSIGN(uint64_t file_size, file_.size());
-  uint8_t start[512] = {};
-  KEEL_TRY(read(0, start));
-  KEEL_ASSIGN(uint32_t bits, peek_cluster_bits(start));
-  std::vector<uint8_t> c0(1ull << bits);
-  KEEL_TRY(read(0, c0));
-  // Table offsets are judged against the file below (a truncated file is something check
-  // reports and repairs, not a reason to refuse the image).
-  KEEL_ASSIGN(h_, decode_header(c0, UINT64_MAX, /*check_mode=*/true));
+  auto ch = read_check_header(file_);
+  if (!ch) {
+    ++res_.check_errors;
+    return ch.error();
+  }
+  h_ = ch->header;
+  if (ch->stray_snapshots_offset && fixing()) {
+    report("Repairing: clearing the snapshot table offset of an image without snapshots");
+    uint8_t zero[8] = {};
+    KEEL_TRY(write(kOffsetSnapshots + 4, zero));
+    KEEL_TRY(file_.sync());
+  }
 
   g_.cluster_bits = h_.cluster_bits;
   g_.cluster_size = h_.cluster_size();
@@ -86,19 +92,6 @@ Status Checker::load_header() {
   g_.version = h_.version;
   g_.data_file = h_.has_data_file();
   g_.virtual_size = h_.size;
-
-  // A repair first gives the active L1 table back the clusters a truncation took from it: the
-  // lost part reads as zeros (unallocated), and everything else can then be judged normally.
-  uint64_t l1_end = h_.l1_table_offset + uint64_t(h_.l1_size) * 8;
-  if (mode_ == Mode::kAll && h_.l1_size > 0 && l1_end >= file_size + g_.cluster_size) {
-    report(fmt::format("Repairing active L1 table at offset 0x{:x} is outside image; extending the file",
-                       h_.l1_table_offset));
-    ++res_.corruptions;
-    uint64_t new_size = (l1_end + g_.cluster_size - 1) / g_.cluster_size * g_.cluster_size;
-    KEEL_TRY(file_.truncate(new_size));
-    KEEL_TRY(file_.sync());
-    file_size = new_size;
-  }
 
   g_.file_size = file_size;
   g_.file_clusters = (file_size + g_.cluster_size - 1) / g_.cluster_size;

@@ -16,8 +16,9 @@
 // refcounts exact):
 //   1. edits that remove references: bad L1/L2 entries dropped, reserved bits cleared, COPIED
 //      cleared where the final refcount is not 1, bitmaps dropped                     -> sync
-//   2. refcounts: fixed in place, or a whole new refcount structure (and snapshot table)
-//      written after the end of the file -> sync -> header switched in one sector     -> sync
+//   2. refcounts: fixed in place, or a whole new refcount structure (and snapshot table, and
+//      active L1 table) written after the end of the file -> sync -> header switched in one
+//      sector write                                                                   -> sync
 //   3. COPIED set where the final refcount is 1                                       -> sync
 // The caller re-checks and then clears the dirty and corrupt bits (check_api.cpp).
 #pragma once
@@ -146,7 +147,7 @@ class Checker {
   CountArray ondisk_;     // stored refcounts (clusters < g_.slots)
 
   std::vector<uint64_t> active_l1_;
-  bool active_l1_dirty_ = false;
+  bool relocate_l1_ = false;  // the active L1 table lies past the end of the file: write it anew
   std::vector<uint64_t> reftable_;
   std::vector<bool> refblock_ok_;    // reftable entry i points at a readable refcount block
   bool reftable_damaged_ = false;    // the reftable itself must be replaced

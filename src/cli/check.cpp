@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "check/check_header.h"
 #include "cli/command.h"
 #include "cli/util.h"
 #include "format/header.h"
@@ -89,18 +90,6 @@ void print_json(const CheckResult& r, const std::string& filename, bool quiet) {
   std::printf("%s\n", qemu_json(j).c_str());
 }
 
-// Reads cluster 0 and validates the header, as opening the image would.
-Status probe_header(BlockFile& file) {
-  uint8_t start[512] = {};
-  KEEL_TRY(file.read_at(0, start));
-  KEEL_ASSIGN(uint32_t bits, format::peek_cluster_bits(start));
-  std::vector<uint8_t> c0(1ull << bits);
-  KEEL_TRY(file.read_at(0, c0));
-  KEEL_ASSIGN(auto h, format::decode_header(c0, UINT64_MAX, true));
-  (void)h;
-  return Status::ok();
-}
-
 int run_check(const CheckArgs& a) {
   auto json = parse_output_format(a.output);
   if (!json) return 1;
@@ -155,8 +144,8 @@ int run_check(const CheckArgs& a) {
     print_error("This image format does not support checks");
     return kExitUnsupported;
   }
-  if (Status s = probe_header(**file); !s) {
-    print_error(fmt::format("Could not open '{}': {}", a.filename, s.message()));
+  if (auto h = check::read_check_header(**file); !h) {
+    print_error(fmt::format("Could not open '{}': {}", a.filename, h.error().message()));
     return 1;
   }
 

@@ -85,6 +85,11 @@ Result<MapEntry> block_status(const std::vector<Layer>& layers, uint64_t offset,
     ++k;
   }
   m.depth = static_cast<int>(k);
+  // An unallocated subcluster of an allocated cluster still has a host offset (QEMU shows it).
+  if (k == 0 && e.host_offset && !e.compressed) {
+    m.offset = *e.host_offset;
+    m.file = layers[0].file;
+  }
   return m;
 }
 

@@ -98,6 +98,7 @@ class Qcow2Image final : public Image {
                                                          const OpenOptions&, int);
   Status open_tables(const OpenOptions& opts, int depth);
   Status load_snapshot_table();
+  Status load_bitmap_directory();
   Status open_backing(const OpenOptions& opts, int depth);
   Status open_data_file(const OpenOptions& opts);
 
@@ -177,6 +178,7 @@ class Qcow2Image final : public Image {
   mutable std::mutex mu_;
   format::Header header_;
   std::vector<format::SnapshotEntry> snapshots_;
+  std::vector<BitmapInfo> bitmaps_;
   uint64_t snapshot_table_bytes_ = 0;  // on-disk length of the current snapshot table
   std::vector<uint64_t> l1_;
   uint64_t l1_offset_ = 0;

@@ -253,39 +253,39 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   return Status::ok();
 }
 
+// Zeroes or discards one whole cluster by changing its L2 entry, with QEMU's semantics:
+// discard of an unallocated cluster without a backing file is a no-op; otherwise v3 images get a
+// ZERO entry (extended L2: every subcluster reads as zero) so the range reads as zeros and not
+// from the backing file; v2 images unlink the cluster. A write-zeroes without may_unmap keeps a
+// cluster this image owns (ZERO_ALLOC). The cluster an entry stops referencing is freed once
+// the new entry is durable.
 Status Qcow2Image::zero_or_discard_cluster(uint64_t gc, bool discard, bool may_unmap) {
   std::unique_lock<std::mutex> lk(mu_);
   inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });
   KEEL_ASSIGN(Mapping m, lookup(gc));
   const bool has_host = (m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) && m.host() != 0;
   const bool own = has_host && m.copied();
+  const bool unallocated = m.type == ClusterType::kUnallocated && (!ext_l2_ || m.bitmap == 0);
+  if (has_external_data()) {
+    if (!discard) return Status(Code::kUnsupported, "data file: write zeros", ENOTSUP);
+    // The data file's range is the guest's own: punching it makes it read as zeros.
+    lk.unlock();
+    return data_->punch(gc * cs_, std::min<uint64_t>(cs_, size_ - gc * cs_));
+  }
+  if (discard && unallocated && !backing_) return Status::ok();
+  const bool keep = !discard && !may_unmap && own;
   uint64_t entry = 0, bitmap = 0;
-  bool free_old = m.type == ClusterType::kCompressed || (has_host && !has_external_data());
   if (ext_l2_) {
-    bool keep = !discard && !may_unmap && own;
     entry = keep ? m.entry : 0;
-    bitmap = (discard && !backing_) ? 0 : kAllZero;
-    if (keep) free_old = false;
+    bitmap = kAllZero;
   } else if (header_.version >= 3) {
-    bool keep = !discard && !may_unmap && own;
-    if (keep) {
-      entry = m.entry | kZeroFlag;
-      free_old = false;
-    } else {
-      entry = (discard && !backing_) ? 0 : kZeroFlag;
-    }
+    entry = keep ? (m.entry | kZeroFlag) : kZeroFlag;
   } else {
     if (backing_ && !discard) return Status(Code::kUnsupported, "v2 image with backing: write zeros", ENOTSUP);
     entry = 0;
   }
-  if (has_external_data()) {
-    if (discard) return Status::ok();  // the data file keeps its bytes; advisory
-    free_old = false;
-  }
+  const bool free_old = !keep && (m.type == ClusterType::kCompressed || has_host);
   if (entry == m.entry && bitmap == m.bitmap) return Status::ok();
-  bool reads_zero_now = !backing_ && (m.type == ClusterType::kUnallocated || m.type == ClusterType::kZeroPlain) &&
-                        (!ext_l2_ || (m.bitmap & kAllAllocated) == 0);
-  if (reads_zero_now && !has_host) return Status::ok();
   KEEL_ASSIGN(L2Table * t, writable_l2(gc));
   set_l2(t, gc, entry, bitmap);
   if (free_old) defer_free(m.entry);
@@ -379,10 +379,13 @@ Result<Extent> Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
   Extent e;
   e.offset = offset;
   if (max_length == 0) return e;
-  // Classify the (sub)cluster at `off`: kind 0 data, 1 zero, 2 unallocated.
+  // Classify the (sub)cluster at `off`: kind 0 data, 1 zero, 2 unallocated. `host` is the
+  // host offset when the piece has one (data, a zero cluster that keeps its allocation, an
+  // unallocated subcluster of an allocated cluster); compressed data has none.
   struct Piece {
     int kind;
-    uint64_t host;  // data only; 0 = none (compressed)
+    std::optional<uint64_t> host;
+    bool compressed;
     uint64_t len;
   };
   auto classify = [&](uint64_t off) -> Result<Piece> {
@@ -392,42 +395,41 @@ Result<Extent> Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
       std::lock_guard<std::mutex> lk(mu_);
       KEEL_ASSIGN(m, lookup(gc));
     }
-    if (m.type == ClusterType::kCompressed) return Piece{0, 0, cs_ - in};
+    if (m.type == ClusterType::kCompressed) return Piece{0, std::nullopt, true, cs_ - in};
+    const bool has_host = m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc;
+    std::optional<uint64_t> host;
+    if (has_host) host = m.host() + in;
     if (ext_l2_) {
       uint64_t sc = in / sc_size_;
       uint64_t len = (sc + 1) * sc_size_ - in;
-      if (m.bitmap & (1ull << sc)) return Piece{0, m.host() + in, len};
-      if (m.bitmap & (1ull << (32 + sc))) return Piece{1, 0, len};
-      return Piece{2, 0, len};
+      if (m.bitmap & (1ull << sc)) return Piece{0, host, false, len};
+      if (m.bitmap & (1ull << (32 + sc))) return Piece{1, host, false, len};
+      return Piece{2, host, false, len};
     }
     switch (m.type) {
-      case ClusterType::kNormal: return Piece{0, m.host() + in, cs_ - in};
+      case ClusterType::kNormal: return Piece{0, host, false, cs_ - in};
       case ClusterType::kZeroPlain:
-      case ClusterType::kZeroAlloc: return Piece{1, 0, cs_ - in};
-      default: return Piece{2, 0, cs_ - in};
+      case ClusterType::kZeroAlloc: return Piece{1, host, false, cs_ - in};
+      default: return Piece{2, std::nullopt, false, cs_ - in};
     }
   };
   KEEL_ASSIGN(Piece first, classify(offset));
   uint64_t len = std::min(first.len, max_length);
-  bool compressed = first.kind == 0 && first.host == 0;
-  // Extend over following pieces of the same kind (and contiguous host offsets for data).
+  // Extend over following pieces of the same kind (and contiguous host offsets).
   const uint64_t scan_limit = std::min<uint64_t>(max_length, 1ull << 30);
   while (len < scan_limit) {
     KEEL_ASSIGN(Piece p, classify(offset + len));
-    if (p.kind != first.kind) break;
-    if (first.kind == 0) {
-      bool pc = p.host == 0;
-      if (pc != compressed) break;
-      if (!compressed && p.host != first.host + len) break;
-    }
+    if (p.kind != first.kind || p.compressed != first.compressed) break;
+    if (p.host.has_value() != first.host.has_value()) break;
+    if (first.host && *p.host != *first.host + len) break;
     len = std::min(len + p.len, scan_limit);
   }
   e.length = len;
+  e.host_offset = first.host;
   if (first.kind == 0) {
     e.data = true;
     e.depth = 1;
-    e.compressed = compressed;
-    if (!compressed) e.host_offset = first.host;
+    e.compressed = first.compressed;
     return e;
   }
   if (first.kind == 1) {

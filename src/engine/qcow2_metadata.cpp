@@ -141,7 +141,7 @@ Result<Mapping> Qcow2Image::lookup(uint64_t gc) {
     default:
       break;
   }
-  if (header_.version < 3 && !ext_l2_ && (m.entry & kZeroFlag))
+  if (header_.version < 3 && m.type != ClusterType::kCompressed && (m.entry & kZeroFlag))
     return error(mark_corrupt(fmt::format("zero cluster entry at guest offset {:#x} in a version 2 image", guest)));
   if (ext_l2_ && m.type != ClusterType::kCompressed) {
     uint64_t alloc = m.bitmap & kAllAllocated, zero = m.bitmap >> 32;
@@ -265,7 +265,12 @@ Result<uint64_t> Qcow2Image::alloc_clusters(uint64_t count) {
 
 Result<uint64_t> Qcow2Image::alloc_bytes(uint64_t bytes) {
   uint64_t used = compressed_cursor_ % cs_;
-  if (compressed_cursor_ == 0 || used == 0 || used + bytes > cs_) {
+  bool full = false;
+  if (compressed_cursor_ != 0 && used != 0 && used + bytes <= cs_) {
+    KEEL_ASSIGN(uint64_t rc, get_refcount(compressed_cursor_ / cs_));
+    full = rc >= refcount_max(rc_bits_);  // narrow refcounts: start a new cluster
+  }
+  if (compressed_cursor_ == 0 || used == 0 || used + bytes > cs_ || full) {
     KEEL_ASSIGN(uint64_t off, alloc_clusters(1));
     compressed_cursor_ = off;
   } else {

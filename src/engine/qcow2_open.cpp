@@ -110,6 +110,7 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
   }
 
   KEEL_TRY(load_snapshot_table());
+  KEEL_TRY(load_bitmap_directory());
 
   // The L1 table: the active one, or a snapshot's (read-only).
   uint64_t l1_size = header_.l1_size;
@@ -164,6 +165,42 @@ Status Qcow2Image::load_snapshot_table() {
   KEEL_ASSIGN(snapshots_, decode_snapshot_table(t, header_.nb_snapshots, cs_));
   for (const auto& e : snapshots_)
     snapshot_table_bytes_ += (40 + e.extra.size() + e.id.size() + e.name.size() + 7) / 8 * 8;
+  return Status::ok();
+}
+
+// Reads the persistent dirty bitmaps' names, flags and granularity (for info); their data is
+// not used. Entries are validated against QEMU's limits.
+Status Qcow2Image::load_bitmap_directory() {
+  if (!header_.bitmaps) return Status::ok();
+  const auto& ext = *header_.bitmaps;
+  KEEL_ASSIGN(uint64_t file_size, file_->size());
+  if (ext.directory_offset + ext.directory_size > file_size)
+    return corrupt(fmt::format("bitmap directory at {:#x} (+{}) runs past the end of the file", ext.directory_offset,
+                               ext.directory_size));
+  std::vector<uint8_t> d(ext.directory_size);
+  KEEL_TRY(file_->read_at(ext.directory_offset, d));
+  uint64_t off = 0;
+  for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
+    if (off + 24 > d.size()) return corrupt(fmt::format("bitmap directory entry {} runs past the directory", i));
+    const uint8_t* p = &d[off];
+    uint32_t flags = get_be32(p + 12);
+    uint8_t gran = p[17];
+    uint16_t name_size = get_be16(p + 18);
+    uint32_t extra = get_be32(p + 20);
+    if (name_size == 0 || name_size > limits::kMaxBitmapNameSize)
+      return corrupt(fmt::format("bitmap {} name_size = {} is out of range", i, name_size));
+    if (gran < limits::kMinBitmapGranularityBits || gran > limits::kMaxBitmapGranularityBits)
+      return corrupt(fmt::format("bitmap {} granularity_bits = {} is out of range", i, gran));
+    uint64_t len = 24ull + extra + name_size;
+    if (off + len > d.size()) return corrupt(fmt::format("bitmap directory entry {} runs past the directory", i));
+    BitmapInfo b;
+    b.name.assign(reinterpret_cast<const char*>(p + 24 + extra), name_size);
+    b.granularity = 1u << gran;
+    if (flags & 1) b.flags.push_back("in-use");
+    if (flags & 2) b.flags.push_back("auto");
+    bitmaps_.push_back(std::move(b));
+    off += (len + 7) / 8 * 8;
+  }
   return Status::ok();
 }
 
@@ -226,7 +263,7 @@ ImageInfo Qcow2Image::info() {
   i.filename = path_;
   i.format = "qcow2";
   i.virtual_size = size_;
-  i.actual_size = file_->allocated_bytes() + (data_file_owned_ ? data_file_owned_->allocated_bytes() : 0);
+  i.actual_size = file_->allocated_bytes();  // the qcow2 file only, as qemu-img reports
   i.cluster_size = static_cast<uint32_t>(cs_);
   i.backing_filename = header_.backing_file;
   if (!header_.backing_file.empty()) i.full_backing_filename = resolve_relative(path_, header_.backing_file);
@@ -252,6 +289,7 @@ ImageInfo Qcow2Image::info() {
   i.extended_l2 = ext_l2_;
   i.data_file = header_.data_file;
   i.data_file_raw = header_.data_file_raw();
+  i.bitmaps = bitmaps_;
   return i;
 }
 

@@ -56,9 +56,13 @@ class RawImage final : public Image {
     Extent e;
     e.offset = offset;
     e.length = std::min(max_length, size_ - offset);
-    e.data = true;
     e.depth = 1;
     e.host_offset = offset;
+    if (e.length == 0) return e;
+    KEEL_ASSIGN(auto probe, file_->probe_data(offset, e.length));
+    e.length = std::max<uint64_t>(probe.second, 1);
+    e.data = probe.first;
+    e.zero = !probe.first;
     return e;
   }
 

@@ -103,6 +103,9 @@ class FaultFile final : public BlockFile, public EventObserver {
   Status punch(uint64_t offset, uint64_t length) override;
   Result<uint64_t> size() override { return inner_->size(); }
   Status lock(unsigned perms, unsigned shared) override { return inner_->lock(perms, shared); }
+  Result<std::pair<bool, uint64_t>> probe_data(uint64_t offset, uint64_t max_length) override {
+    return inner_->probe_data(offset, max_length);
+  }
   uint64_t allocated_bytes() override { return inner_->allocated_bytes(); }
   uint32_t alignment() const override { return inner_->alignment(); }
   std::string name() const override { return inner_->name(); }

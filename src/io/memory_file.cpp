@@ -37,6 +37,12 @@ void MemoryFile::set_bytes(std::vector<uint8_t> bytes) {
   store_->bytes = std::move(bytes);
 }
 
+bool MemoryFile::content_equals(std::span<const uint8_t> other) const {
+  std::lock_guard<std::mutex> g(store_->mu);
+  const auto& b = store_->bytes;
+  return b.size() == other.size() && (b.empty() || std::memcmp(b.data(), other.data(), b.size()) == 0);
+}
+
 uint64_t MemoryFile::sync_count() const {
   std::lock_guard<std::mutex> g(store_->mu);
   return store_->syncs;

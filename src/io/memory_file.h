@@ -28,6 +28,8 @@ class MemoryFile final : public BlockFile {
   std::vector<uint8_t> bytes() const;
   // Replaces the whole content.
   void set_bytes(std::vector<uint8_t> bytes);
+  // Whether the content equals `other` (without copying it).
+  bool content_equals(std::span<const uint8_t> other) const;
   // Number of completed sync() calls on the store (all handles).
   uint64_t sync_count() const;
 

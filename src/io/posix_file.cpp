@@ -89,6 +89,19 @@ class PosixFile final : public BlockFile {
     return static_cast<uint64_t>(st.st_blocks) * 512;
   }
 
+  Result<std::pair<bool, uint64_t>> probe_data(uint64_t offset, uint64_t max_length) override {
+    off_t d = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) return std::pair<bool, uint64_t>{false, max_length};  // hole to EOF
+      return std::pair<bool, uint64_t>{true, max_length};  // no SEEK_DATA here: all data
+    }
+    if (static_cast<uint64_t>(d) > offset)
+      return std::pair<bool, uint64_t>{false, std::min<uint64_t>(max_length, d - offset)};
+    off_t h = ::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE);
+    if (h < 0 || static_cast<uint64_t>(h) <= offset) return std::pair<bool, uint64_t>{true, max_length};
+    return std::pair<bool, uint64_t>{true, std::min<uint64_t>(max_length, h - offset)};
+  }
+
   uint32_t alignment() const override { return direct_ ? kDirectAlign : 1; }
   std::string name() const override { return path_; }
 

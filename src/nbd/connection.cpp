@@ -146,10 +146,10 @@ bool Connection::acquire(uint64_t bytes) {
 }
 
 void Connection::enqueue(Reply reply, uint64_t bytes) {
-  {
-    std::lock_guard lock(mu_);
-    queue_.push_back(Pending{std::move(reply), bytes});
-  }
+  // Notify under the lock: once the writer has sent the last reply, serve() may return and the
+  // Connection be destroyed, so a worker must not touch cv_ after releasing mu_.
+  std::lock_guard lock(mu_);
+  queue_.push_back(Pending{std::move(reply), bytes});
   cv_.notify_all();
 }
 

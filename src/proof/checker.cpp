@@ -203,13 +203,10 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
     }
   }
 
-  if (opts.keel_check && !qcow2_dirty(image)) {
-    MemoryFile state("crash-state", image, /*read_only=*/true);
-    judge_keel_check(state, "on the crash state", opts.leak_bound, v, md);
-  }
-
+  const bool dirty = qcow2_dirty(image);
   MemoryFs fs;
   fs.put(kImageName, std::move(image));
+  if (opts.keel_check && !dirty) judge_keel_check(*fs.handle(kImageName, /*read_only=*/true), "on the crash state", opts.leak_bound, v, md);
   if (has_backing) fs.put(kBackingName, backing);
   OpenOptions oo;
   oo.format = "qcow2";
@@ -255,7 +252,7 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
     }
   }
 
-  if (has_backing && (backing != original_backing || fs.bytes(kBackingName) != original_backing))
+  if (has_backing && (backing != original_backing || !fs.handle(kBackingName)->content_equals(original_backing)))
     v.add(Guarantee::kG5, "backing file content changed", md);
   return v;
 }

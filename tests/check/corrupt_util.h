@@ -47,7 +47,8 @@ Result<std::vector<GuestRange>> damage_bytes(std::vector<uint8_t>& image, Damage
 
 // The guest content of a qcow2 image without a backing file (standard or extended L2, no
 // compressed clusters), read straight from its bytes: unallocated and zero clusters read as zeros,
-// and so do clusters whose data lies past the end of the file. Misaligned entries: kCorrupt.
+// and so do clusters whose data lies past the end of the file and misaligned entries (which QEMU
+// refuses to read).
 Result<std::vector<uint8_t>> read_guest(std::span<const uint8_t> image);
 
 // Whole file <-> bytes.

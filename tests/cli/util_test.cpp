@@ -249,5 +249,34 @@ TEST(Human, SpecificDump) {
             "    refcount bits: 16\n");
 }
 
+TEST(ProgressLine, LikeQemuImg) {
+  testing::internal::CaptureStdout();
+  {
+    Progress p(true);
+    p.update(0.5);   // less than 1% since the last line: not printed
+    p.update(25);
+    p.update(25.9);
+    p.update(100);
+    p.finish();
+    p.finish();      // only once
+  }
+  EXPECT_EQ(testing::internal::GetCapturedStdout(),
+            "    (0.00/100%)\r    (25.00/100%)\r    (100.00/100%)\r    (100.00/100%)\r\n");
+  testing::internal::CaptureStdout();
+  {
+    Progress off(false);
+    off.update(50);
+    off.finish();
+  }
+  EXPECT_EQ(testing::internal::GetCapturedStdout(), "");
+}
+
+TEST(Paths, PathCombineLikeQemu) {
+  EXPECT_EQ(path_combine("b.qcow2", "a.qcow2"), "a.qcow2");
+  EXPECT_EQ(path_combine("dir/b.qcow2", "a.qcow2"), "dir/a.qcow2");
+  EXPECT_EQ(path_combine("/x/y/b.qcow2", "../a.qcow2"), "/x/y/../a.qcow2");
+  EXPECT_EQ(path_combine("dir/b.qcow2", "/abs/a.qcow2"), "/abs/a.qcow2");
+}
+
 }  // namespace
 }  // namespace keel::cli

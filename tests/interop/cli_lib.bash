@@ -13,7 +13,7 @@ fi
 export LC_ALL=C TZ=UTC
 T=$(mktemp -d "/tmp/keel-$(basename "$0" .sh).XXXXXX")
 trap 'rm -rf "$T"' EXIT
-cd "$T"
+cd "$T" || exit 1
 
 CHECKS=0
 FAILURES=0

@@ -83,6 +83,29 @@ info_same_as_qemu sub/l2.qcow2 --backing-chain
 map_same_as_qemu sub/l2.qcow2
 (cd sub && raw_same_as_qemu l2.qcow2)
 
+say "lazy refcounts left dirty by a killed qemu-io (dirty flag, reads without repair)"
+run_ok "create dirty" qemu-img create -q -f qcow2 -o lazy_refcounts=on dirty.qcow2 8M
+qemu-io -c "write -P 0xf1 0 1M" -c "write -P 0xf2 5M 64k" -c "sigraise 9" dirty.qcow2 >/dev/null 2>&1 || true
+grep -q '"dirty-flag": true' <(qemu-img info -U --output=json dirty.qcow2) || fail "test setup: image is not dirty"
+raw_same_as_qemu dirty.qcow2
+info_same_as_qemu dirty.qcow2
+map_same_as_qemu dirty.qcow2
+
+say "persistent dirty bitmaps listed by info"
+run_ok "create bitmaps" qemu-img create -q -f qcow2 bitmaps.qcow2 8M
+run_ok "bitmap b0" qemu-img bitmap --add bitmaps.qcow2 b0
+run_ok "bitmap b1" qemu-img bitmap --add -g 128k --disable bitmaps.qcow2 b1
+info_same_as_qemu bitmaps.qcow2
+
+say "external data file named relative to the image, image in a subdirectory"
+mkdir -p dsub
+(cd dsub && run_ok "create" qemu-img create -q -f qcow2 -o data_file=rel.data rel.qcow2 8M)
+(cd dsub && run_ok "qemu-io" qemu-io -c "write -P 0xf3 0 1M" -c "write -z 512k 64k" rel.qcow2)
+(cd dsub && qemu-img convert -O raw rel.qcow2 "$T/rel_q.raw")
+run_ok "keel convert from the parent directory" "$KEEL" convert -O raw dsub/rel.qcow2 rel_k.raw
+same_file "data file found next to the image" rel_q.raw rel_k.raw
+(cd dsub && info_same_as_qemu rel.qcow2)
+
 say "internal snapshots read with convert -l"
 run_ok "create snap" qemu-img create -q -f qcow2 snap.qcow2 8M
 run_ok "qemu-io snap 1" qemu-io -c "write -P 0xe1 0 1M" -c "write -P 0xe2 3M 64k" snap.qcow2

@@ -1,0 +1,334 @@
+// keel amend: change qcow2 header options of an existing image, like qemu-img amend.
+//   keel amend [-f fmt] [-t cache] [-p] [-q] [--force] -o options FILE
+// Supported: compat (v2 <-> v3), lazy_refcounts, size (grow or shrink, like resize --shrink),
+// and the options that must keep their value: refcount_bits, backing_file, backing_fmt,
+// data_file, data_file_raw. As in qemu-img 7.2, the backing file cannot be changed here
+// ("qemu-img rebase" / "keel rebase -u" does it). Changing the refcount width is not supported
+// yet and is refused before anything is written.
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli/command.h"
+#include "cli/util.h"
+
+namespace keel::cli {
+namespace {
+
+struct AmendArgs {
+  std::string format;
+  std::string cache;
+  bool progress = false;
+  bool quiet = false;
+  bool force = false;
+  std::vector<std::string> options;
+  std::vector<std::string> files;
+};
+
+struct AmendKey {
+  const char* name;
+  const char* type;  // as printed by -o help
+  const char* help;
+};
+
+// The qcow2 options amend accepts, in the order of qemu-img's help.
+const std::vector<AmendKey>& amend_keys() {
+  static const std::vector<AmendKey> keys = {
+      {"backing_file", "str", "File name of a base image"},
+      {"backing_fmt", "str", "Image format of the base image"},
+      {"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
+      {"data_file", "str", "File name of an external data file"},
+      {"data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image"},
+      {"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
+      {"refcount_bits", "num", "Width of a reference count entry in bits"},
+      {"size", "size", "Virtual disk size"},
+  };
+  return keys;
+}
+
+bool is_amend_key(const std::string& key) {
+  for (const auto& k : amend_keys())
+    if (key == k.name) return true;
+  return false;
+}
+
+bool is_create_only_key(const std::string& key) {
+  return key == "cluster_size" || key == "preallocation" || key == "compression_type" ||
+         key == "extended_l2" || key == "nocow" || key == "extent_size_hint";
+}
+
+int print_amend_help(const std::string& format) {
+  if (format != "qcow2") {
+    print_error(fmt::format("Format driver '{}' does not support option amendment", format));
+    return 1;
+  }
+  std::printf("Amend options for 'qcow2':\n");
+  for (const auto& k : amend_keys()) {
+    std::string left = fmt::format("{}=<{}>", k.name, k.type);
+    std::printf("  %-22s - %s\n", left.c_str(), k.help);
+  }
+  return 0;
+}
+
+// The requested changes after the type check.
+struct Request {
+  std::optional<std::string> compat;
+  std::optional<bool> lazy_refcounts;
+  std::optional<uint64_t> refcount_bits;
+  std::optional<uint64_t> size;
+  std::optional<std::string> backing_file, backing_fmt, data_file;
+  std::optional<bool> data_file_raw;
+};
+
+// Stage 1, like qemu's option parser: every key known and every value of its type.
+std::optional<Request> parse_request(const std::string& merged) {
+  auto list = parse_options(merged);
+  if (!list) {
+    print_error(list.error().message());
+    return std::nullopt;
+  }
+  Request r;
+  for (const auto& [key, value] : list->items()) {
+    if (!is_amend_key(key)) {
+      print_error(fmt::format("Invalid parameter '{}'", key));
+      if (is_create_only_key(key)) std::fprintf(stderr, "This option is only supported for image creation\n");
+      return std::nullopt;
+    }
+    if (key == "lazy_refcounts" || key == "data_file_raw") {
+      auto b = parse_bool(value);
+      if (!b) {
+        print_error(fmt::format("Parameter '{}' expects 'on' or 'off'", key));
+        return std::nullopt;
+      }
+      (key == "lazy_refcounts" ? r.lazy_refcounts : r.data_file_raw) = *b;
+    } else if (key == "refcount_bits") {
+      char* end = nullptr;
+      unsigned long long v = std::strtoull(value.c_str(), &end, 0);
+      if (value.empty() || *end != '\0' || value.find('-') != std::string::npos) {
+        print_error(fmt::format("Parameter '{}' expects a number", key));
+        return std::nullopt;
+      }
+      r.refcount_bits = v;
+    } else if (key == "size") {
+      auto v = parse_size(value);
+      if (!v) {
+        print_error("Parameter 'size' expects a non-negative number below 2^64");
+        std::fprintf(stderr,
+                     "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
+                     "and exabytes, respectively.\n");
+        return std::nullopt;
+      }
+      r.size = *v;
+    } else if (key == "compat") {
+      r.compat = value;
+    } else if (key == "backing_file") {
+      r.backing_file = value;
+    } else if (key == "backing_fmt") {
+      r.backing_fmt = value;
+    } else if (key == "data_file") {
+      r.data_file = value;
+    }
+  }
+  return r;
+}
+
+// True if some cluster of the active layer is stored compressed.
+Result<bool> has_compressed_clusters(Image& image) {
+  for (uint64_t off = 0; off < image.size();) {
+    KEEL_ASSIGN(Extent e, image.block_status(off, image.size() - off));
+    if (e.compressed && e.depth == 1) return true;
+    off += std::max<uint64_t>(e.length, 1);
+  }
+  return false;
+}
+
+// Stage 2 and the work, in qcow2_amend_options' order: upgrade, refcount width, backing file,
+// lazy refcounts, size, and the downgrade last.
+int amend(Image& image, const Request& r, bool progress_on) {
+  ImageInfo info = image.info();
+  const int old_version = info.compat == "0.10" ? 2 : 3;
+  int new_version = old_version;
+  if (r.compat) {
+    if (*r.compat == "0.10" || *r.compat == "v2") new_version = 2;
+    else if (*r.compat == "1.1" || *r.compat == "v3") new_version = 3;
+    else {
+      print_error(fmt::format("Unknown compatibility level {}", *r.compat));
+      return 1;
+    }
+  }
+  if (r.refcount_bits) {
+    uint64_t b = *r.refcount_bits;
+    if (b == 0 || b > 64 || (b & (b - 1)) != 0) {
+      print_error("Refcount width must be a power of two and may not exceed 64 bits");
+      return 1;
+    }
+  }
+  if (r.data_file && info.data_file.empty()) {
+    print_error("data-file can only be set for images that use an external data file");
+    return 1;
+  }
+  if (r.data_file_raw && *r.data_file_raw && !info.data_file_raw) {
+    print_error("data-file-raw cannot be set on existing images");
+    return 1;
+  }
+  if (r.backing_file || r.backing_fmt) {
+    auto current = [](const std::string& s) { return s.empty() ? std::optional<std::string>() : s; };
+    if (r.backing_file != current(info.backing_filename) || r.backing_fmt != current(info.backing_format)) {
+      print_error("Cannot amend the backing file");
+      std::fprintf(stderr, "You can use 'qemu-img rebase' instead.\n");
+      return 1;
+    }
+  }
+  if (r.refcount_bits && *r.refcount_bits != info.refcount_bits) {
+    print_error(fmt::format("Changing refcount_bits is not supported yet by keel (the image has "
+                            "refcount_bits={})",
+                            info.refcount_bits));
+    return 1;
+  }
+  if (r.data_file && *r.data_file != info.data_file) {
+    print_error("Changing the external data file name is not supported yet by keel");
+    return 1;
+  }
+  if (r.data_file_raw && !*r.data_file_raw && info.data_file_raw) {
+    print_error("Clearing data_file_raw is not supported yet by keel");
+    return 1;
+  }
+  const bool lazy = r.lazy_refcounts.value_or(info.lazy_refcounts);
+  if (lazy != info.lazy_refcounts && lazy && new_version < 3) {
+    print_error("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
+    return 1;
+  }
+  const bool resizing = r.size && *r.size != 0 && *r.size != image.size();
+  if (resizing) {
+    if (*r.size % 512 != 0) {
+      print_error("The new size must be a multiple of 512");
+      return 1;
+    }
+    if (!info.snapshots.empty() && new_version < 3) {
+      print_error("Can't resize a v2 image which has snapshots");
+      return 1;
+    }
+  }
+  if (new_version < old_version) {
+    // qcow2_downgrade's refusals, checked before anything changes.
+    if (info.refcount_bits != 16) {
+      print_error("compat=0.10 requires refcount_bits=16");
+      return 1;
+    }
+    if (!info.data_file.empty()) {
+      print_error("Cannot downgrade an image with a data file");
+      return 1;
+    }
+    if (info.extended_l2) {
+      print_error("Cannot downgrade an image with incompatible features 0x10 set");
+      return 1;
+    }
+    if (info.compression_type == "zstd") {
+      auto compressed = has_compressed_clusters(image);
+      if (!compressed) {
+        print_error(compressed.error().message());
+        return 1;
+      }
+      if (*compressed) {
+        print_error("Cannot downgrade an image with zstd compression type and existing compressed clusters");
+        return 1;
+      }
+    }
+  }
+
+  Progress progress(progress_on);
+  auto fail = [&](const Status& st) {
+    progress.finish();
+    print_error(st.message());
+    return 1;
+  };
+  // Upgrade and lazy refcounts first, the size next, the downgrade last.
+  if (new_version >= old_version && (new_version != old_version || lazy != info.lazy_refcounts)) {
+    AmendOptions o;
+    o.version = new_version;
+    o.lazy_refcounts = lazy;
+    Status st = image.amend(o);
+    if (!st.is_ok()) return fail(st);
+  }
+  progress.update(50);
+  if (resizing) {
+    Status st = image.resize(*r.size, true);
+    if (!st.is_ok()) return fail(st);
+  }
+  if (new_version < old_version) {
+    AmendOptions o;
+    o.version = new_version;
+    o.lazy_refcounts = false;  // compatible features are dropped by a downgrade
+    Status st = image.amend(o);
+    if (!st.is_ok()) return fail(st);
+  }
+  progress.finish();
+  return 0;
+}
+
+int run_amend(const AmendArgs& a) {
+  if (a.options.empty()) {
+    report_usage_error("Must specify options (-o)");
+    return 1;
+  }
+  std::string merged = merge_option_args(a.options);
+  if (!a.format.empty() && is_help_option(merged)) return print_amend_help(a.format);
+  if (a.files.size() != 1) {
+    print_error("Expecting one image file name");
+    return 1;
+  }
+  const std::string& file = a.files.front();
+  OpenFlags f;
+  f.format = a.format;
+  f.cache = a.cache;
+  f.read_only = false;
+  auto image = open_image_or_report(file, f, CacheMode::kWriteback);
+  if (!image) return 1;
+  int rc = 0;
+  if (image->format() != "qcow2") {
+    print_error(fmt::format("Format driver '{}' does not support option amendment", image->format()));
+    rc = 1;
+  } else if (is_help_option(merged)) {
+    rc = print_amend_help(image->format());
+  } else if (auto req = parse_request(merged); !req) {
+    rc = 1;
+  } else {
+    rc = amend(*image, *req, a.progress && !a.quiet);
+  }
+  Status st = image->close();
+  if (rc == 0 && !st.is_ok()) {
+    print_error(fmt::format("error while closing '{}': {}", file, st.message()));
+    rc = 1;
+  }
+  return rc;
+}
+
+std::function<int()> setup_amend(CLI::App* sub) {
+  auto a = std::make_shared<AmendArgs>();
+  sub->add_option("-o", a->options,
+                  "Options as key=value[,...] (repeat to merge; '-o help' lists them): "
+                  "compat=0.10|v2|1.1|v3, lazy_refcounts=on|off, size=SIZE (grows or shrinks); "
+                  "refcount_bits, backing_file, backing_fmt, data_file and data_file_raw are "
+                  "accepted only with their current values")
+      ->allow_extra_args(false);
+  sub->add_option("-f", a->format, "Image format (qcow2; default: probe)");
+  sub->add_option("-t", a->cache,
+                  "Cache mode: writeback (default), writethrough, none, directsync, unsafe");
+  sub->add_flag("-p", a->progress, "Show progress as '    (NN.NN/100%)'");
+  sub->add_flag("-q", a->quiet, "Quiet (no progress)");
+  sub->add_flag("--force", a->force, "Accepted for compatibility (qemu-img uses it for "
+                                     "encryption key changes)");
+  sub->add_option("FILE", a->files, "The qcow2 image to change");
+  sub->footer("Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");
+  return [a] { return run_amend(*a); };
+}
+
+}  // namespace
+
+KEEL_COMMAND(amend, "amend", "Change the format options of a qcow2 image (qemu-img amend)", setup_amend);
+
+}  // namespace keel::cli

@@ -1,0 +1,227 @@
+// keel commit: copy the changes of an overlay into its backing image, like qemu-img commit.
+//   keel commit [-f fmt] [-t cache] [-b base] [-d] [-p] [-q] [-r rate] FILE
+// Every range that FILE (or an image between FILE and the base) stores itself is written into
+// the base: data as data, zero clusters as zeroes. The base is opened on its own, read-write,
+// and grown first if it is smaller than FILE. Without -b and -d, FILE is emptied afterwards
+// (every cluster discarded, so it reads through to the base again); as in qemu-img 7.2, -b
+// implies -d.
+//
+// Crash safety: the base is flushed before FILE is touched, and until then FILE still holds
+// all its data, so an interruption at any point leaves FILE's guest content unchanged.
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli/command.h"
+#include "cli/util.h"
+
+namespace keel::cli {
+namespace {
+
+constexpr uint64_t kChunkBytes = 2u << 20;
+
+struct CommitArgs {
+  std::string format;
+  std::string cache;
+  std::string base;
+  bool drop = false;
+  bool progress = false;
+  bool quiet = false;
+  std::string rate;
+  std::vector<std::string> files;
+};
+
+std::string real_path(const std::string& path) {
+  char buf[PATH_MAX];
+  return realpath(path.c_str(), buf) ? std::string(buf) : std::string();
+}
+
+// One image below FILE in its chain: where it lives and its format as its overlay names it.
+struct Layer {
+  std::string path;
+  std::string format;
+  std::string stored_name;  // the backing name as its overlay stores it
+};
+
+// The images below `top`, immediate backing first (each opened briefly to read its header).
+Result<std::vector<Layer>> backing_layers(Image& top, const std::string& top_path) {
+  std::vector<Layer> out;
+  std::string parent = top_path;
+  ImageInfo info = top.info();
+  for (int depth = 0; !info.backing_filename.empty(); ++depth) {
+    if (depth > 64) return error(invalid("Backing chain is too deep"));
+    Layer l{path_combine(parent, info.backing_filename), info.backing_format, info.backing_filename};
+    OpenOptions o;
+    o.format = l.format;
+    o.read_only = true;
+    o.force_share = true;
+    o.no_backing = true;
+    auto img = Image::open(l.path, o);
+    if (!img) return error(img.error());
+    info = (*img)->info();
+    (void)(*img)->close();
+    parent = l.path;
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+// qemu's bdrv_find_backing_image: `name` names layer i if, taken relative to the directory of
+// the image above it, it is the same file as that image's backing file.
+int find_base(const std::vector<Layer>& layers, const std::string& top_path, const std::string& name) {
+  std::string above = top_path;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (name == layers[i].stored_name) return static_cast<int>(i);
+    std::string want = real_path(path_combine(above, name));
+    if (!want.empty() && want == real_path(layers[i].path)) return static_cast<int>(i);
+    above = layers[i].path;
+  }
+  return -1;
+}
+
+int run_commit(const CommitArgs& a) {
+  if (a.files.size() != 1) {
+    report_usage_error("Expecting one image file name");
+    return 1;
+  }
+  if (!a.rate.empty()) {
+    auto r = parse_size_arg("rate limit", a.rate);
+    if (!r) return 1;
+  }
+  const std::string& file = a.files.front();
+  const bool empty_top = !a.drop && a.base.empty();
+  Progress progress(a.progress && !a.quiet);
+
+  // FILE itself, read-write and without its chain: this takes its locks, and it is the handle
+  // that empties it at the end.
+  OpenFlags tf;
+  tf.format = a.format;
+  tf.cache = a.cache;
+  tf.read_only = false;
+  tf.no_backing = true;
+  auto top = open_image_or_report(file, tf, CacheMode::kWriteback);
+  if (!top) return 1;
+  auto fail = [&](const std::string& msg) {
+    progress.finish();
+    print_error(msg);
+    (void)top->close();
+    return 1;
+  };
+  if (top->info().backing_filename.empty()) return fail("Image does not have a backing file");
+  auto layers = backing_layers(*top, file);
+  if (!layers) return fail(open_error_message(file, layers.error()));
+  int base_index = 0;
+  if (!a.base.empty()) {
+    base_index = find_base(*layers, file, a.base);
+    if (base_index < 0) return fail(fmt::format("Did not find '{}' in the backing chain of '{}'", a.base, file));
+  }
+  const Layer& base_layer = (*layers)[static_cast<size_t>(base_index)];
+  // Extent depth counts FILE as 1, so the base is at depth base_index + 2.
+  const int base_depth = base_index + 2;
+
+  // The whole chain, to read from (shared: FILE is already locked by `top`).
+  OpenFlags cf;
+  cf.format = a.format;
+  cf.force_share = true;
+  auto chain = open_image_or_report(file, cf, CacheMode::kWriteback);
+  if (!chain) {
+    (void)top->close();
+    return 1;
+  }
+  OpenFlags bf;
+  bf.format = base_layer.format;
+  bf.cache = a.cache;
+  bf.read_only = false;
+  auto base = open_image_or_report(base_layer.path, bf, CacheMode::kWriteback);
+  if (!base) {
+    (void)chain->close();
+    (void)top->close();
+    return 1;
+  }
+  auto fail_all = [&](const std::string& msg) {
+    (void)base->close();
+    (void)chain->close();
+    return fail(msg);
+  };
+
+  const uint64_t size = chain->size();
+  if (base->size() < size) {
+    Status st = base->resize(size, false);
+    if (!st.is_ok()) return fail_all(fmt::format("Could not resize '{}': {}", base_layer.path, st.message()));
+  }
+  std::vector<uint8_t> buf(kChunkBytes);
+  for (uint64_t off = 0; off < size;) {
+    auto ext = chain->block_status(off, size - off);
+    if (!ext) return fail_all(fmt::format("error while reading image metadata: {}", ext.error().message()));
+    const uint64_t len = std::min(std::max<uint64_t>(ext->length, 1), size - off);
+    const bool above_base = ext->depth >= 1 && ext->depth < base_depth;
+    if (above_base && ext->zero && !ext->data) {
+      Status st = base->write_zeroes(off, len, ZeroFlags{});
+      if (!st.is_ok()) return fail_all(fmt::format("error while writing at byte {}: {}", off, st.message()));
+    } else if (above_base) {
+      for (uint64_t pos = off; pos < off + len;) {
+        uint64_t n = std::min<uint64_t>(off + len - pos, kChunkBytes);
+        Status st = chain->read(pos, {buf.data(), n});
+        if (!st.is_ok()) return fail_all(fmt::format("error while reading at byte {}: {}", pos, st.message()));
+        st = base->write(pos, {buf.data(), n});
+        if (!st.is_ok()) return fail_all(fmt::format("error while writing at byte {}: {}", pos, st.message()));
+        pos += n;
+      }
+    }
+    off += len;
+    progress.update(static_cast<double>(off) * 100.0 / static_cast<double>(size));
+  }
+  // The base must hold everything durably before FILE gives anything up.
+  Status st = base->flush();
+  if (st.is_ok()) st = base->close();
+  else (void)base->close();
+  (void)chain->close();
+  if (!st.is_ok()) return fail(fmt::format("error while writing '{}': {}", base_layer.path, st.message()));
+
+  if (empty_top) {
+    // Opened without its backing file, a discarded cluster becomes unallocated (reads through).
+    st = top->discard(0, top->size());
+    if (st.is_ok()) st = top->flush();
+    if (!st.is_ok()) return fail(fmt::format("Could not empty {}: {}", file, st.message()));
+  }
+  st = top->close();
+  progress.finish();
+  if (!st.is_ok()) {
+    print_error(fmt::format("error while closing '{}': {}", file, st.message()));
+    return 1;
+  }
+  if (!a.quiet) std::printf("Image committed.\n");
+  return 0;
+}
+
+std::function<int()> setup_commit(CLI::App* sub) {
+  auto a = std::make_shared<CommitArgs>();
+  sub->add_option("-f", a->format, "Format of FILE: qcow2 or raw (default: probe)");
+  sub->add_option("-t", a->cache,
+                  "Cache mode for FILE and the base: writeback (default), writethrough, none, "
+                  "directsync, unsafe");
+  sub->add_option("-b", a->base,
+                  "Commit into this image of FILE's backing chain (default: FILE's backing file); "
+                  "the images in between are committed too. Implies -d");
+  sub->add_flag("-d", a->drop, "Do not empty FILE after the commit (it keeps its data)");
+  sub->add_flag("-p", a->progress, "Show progress as '    (NN.NN/100%)'");
+  sub->add_flag("-q", a->quiet, "Quiet: no progress and no 'Image committed.'");
+  sub->add_option("-r", a->rate, "Rate limit in bytes per second (accepted; keel does not throttle)");
+  sub->add_option("FILE", a->files, "The overlay whose changes are committed");
+  sub->footer("Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");
+  return [a] { return run_commit(*a); };
+}
+
+}  // namespace
+
+KEEL_COMMAND(commit, "commit", "Commit an overlay's changes into its backing image (qemu-img commit)",
+             setup_commit);
+
+}  // namespace keel::cli

@@ -1,0 +1,459 @@
+// keel io's data commands (qemu-io's read, readv, aio_read, write, writev, aio_write, discard):
+// argument checks, messages and reports as qemu-io 7.2 prints them. Each returns 0 or -errno.
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "cli/command.h"
+#include "cli/io_output.h"
+#include "cli/io_session.h"
+
+namespace keel::cli {
+
+// ---- Helpers ---------------------------------------------------------------------------------
+
+int IoSession::check_range(uint64_t offset, uint64_t count) const {
+  uint64_t size = image_->size();
+  if (offset > size || size - offset < count) return -EIO;
+  return 0;
+}
+
+Result<std::pair<bool, uint64_t>> IoSession::is_allocated(uint64_t offset, uint64_t bytes) {
+  KEEL_ASSIGN(Extent e, image_->block_status(offset, bytes));
+  uint64_t n = std::min<uint64_t>(std::max<uint64_t>(e.length, 1), bytes);
+  return std::make_pair(e.depth == 1, n);
+}
+
+int IoSession::write_compressed(uint64_t offset, const uint8_t* buf, uint64_t count) {
+  if (image_->format() != "qcow2") return -ENOTSUP;
+  if (!image_->info().data_file.empty()) return -ENOTSUP;
+  uint64_t cs = image_->cluster_size();
+  uint64_t size = image_->size();
+  if (offset % cs != 0) return -EINVAL;
+  if (count % cs != 0 && offset + count != size) return -EINVAL;
+  if (int rc = check_range(offset, count)) return rc;
+  for (uint64_t done = 0; done < count; done += cs) {
+    uint64_t n = std::min(cs, count - done);
+    // QEMU refuses to compress into a cluster that already has a host cluster.
+    auto e = image_->block_status(offset + done, n);
+    if (!e) return -io_errno_of(e.error());
+    if (e->depth == 1 && e->host_offset) return -EIO;
+    Status st = image_->write_compressed(offset + done, {buf + done, n});
+    if (!st.is_ok()) return -io_errno_of(st);
+  }
+  return 0;
+}
+
+int IoSession::discard_range(uint64_t offset, uint64_t count) {
+  if (int rc = check_range(offset, count)) return rc;
+  if (!discard_enabled_ || count == 0) return 0;
+  uint64_t start = offset;
+  uint64_t end = offset + count;
+  if (image_->format() == "raw") {
+    // QEMU punches a hole in a raw file for any byte range: it then reads as zeros.
+    ZeroFlags z;
+    z.may_unmap = true;
+    Status st = image_->write_zeroes(offset, count, z);
+    return st.is_ok() ? 0 : -io_errno_of(st);
+  }
+  if (image_->format() == "qcow2") {
+    // Like qcow2 under QEMU's block layer: partial clusters are left alone, except a complete
+    // partial cluster at the end of the image.
+    uint64_t cs = image_->cluster_size();
+    uint64_t size = image_->size();
+    uint64_t last_cluster = size / cs * cs;
+    start = (offset + cs - 1) / cs * cs;
+    bool covers_partial_tail = end == size && size % cs != 0 && offset <= last_cluster;
+    end = covers_partial_tail ? size : end / cs * cs;
+    if (end <= start) return 0;
+  }
+  Status st = image_->discard(start, end - start);
+  return st.is_ok() ? 0 : -io_errno_of(st);
+}
+
+// ---- read / readv ----------------------------------------------------------------------------
+
+int IoSession::cmd_read(const Args& argv) {
+  std::vector<ParsedOption> opts;
+  std::vector<std::string> ops;
+  if (!io_getopt(argv, "abCl:pqP:s:v", &opts, &ops)) return io_usage(argv);
+  bool terse = false, quiet = false, verbose = false, pflag = false, lflag = false, sflag = false;
+  int pattern = 0;
+  int64_t pattern_offset = 0, pattern_count = 0;
+  for (const auto& o : opts) {
+    switch (o.letter) {
+      case 'C': terse = true; break;
+      case 'q': quiet = true; break;
+      case 'v': verbose = true; break;
+      case 'a': case 'p': break;
+      case 'b': std::printf("read: -b (VM state) is not supported by keel io\n"); return -ENOTSUP;
+      case 'P':
+        pflag = true;
+        pattern = io_parse_pattern(o.arg);
+        if (pattern < 0) return -EINVAL;
+        break;
+      case 'l':
+        lflag = true;
+        pattern_count = io_cvtnum(o.arg);
+        if (pattern_count < 0) return static_cast<int>(pattern_count);
+        break;
+      case 's':
+        sflag = true;
+        pattern_offset = io_cvtnum(o.arg);
+        if (pattern_offset < 0) return static_cast<int>(pattern_offset);
+        break;
+      default: return io_usage(argv);
+    }
+  }
+  if (ops.size() != 2) return io_usage(argv);
+  int64_t offset = io_cvtnum(ops[0]);
+  if (offset < 0) return static_cast<int>(offset);
+  int64_t count = io_cvtnum(ops[1]);
+  if (count < 0) return static_cast<int>(count);
+  if (count > kIoMaxRequestBytes) {
+    std::printf("length cannot exceed %lld, given %s\n", static_cast<long long>(kIoMaxRequestBytes),
+                ops[1].c_str());
+    return -EINVAL;
+  }
+  if (!pflag && (lflag || sflag)) return io_usage(argv);
+  if (!lflag) pattern_count = count - pattern_offset;
+  if (pattern_count < 0 || pattern_count + pattern_offset > count) {
+    std::printf("pattern verification range exceeds end of read data\n");
+    return -EINVAL;
+  }
+  std::vector<uint8_t> buf(static_cast<size_t>(count), 0xab);
+  timespec t0 = io_now();
+  int rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(count));
+  if (rc == 0) {
+    Status st = image_->read(static_cast<uint64_t>(offset), buf);
+    if (!st.is_ok()) rc = -io_errno_of(st);
+  }
+  timespec t = io_elapsed_since(t0);
+  if (rc < 0) {
+    std::printf("read failed: %s\n", std::strerror(-rc));
+    return rc;
+  }
+  if (pflag) {
+    const uint8_t* p = buf.data() + pattern_offset;
+    bool ok = std::all_of(p, p + pattern_count, [&](uint8_t b) { return b == pattern; });
+    if (!ok) {
+      std::printf("Pattern verification failed at offset %lld, %lld bytes\n",
+                  static_cast<long long>(offset + pattern_offset),
+                  static_cast<long long>(pattern_count));
+      rc = -EINVAL;
+    }
+  }
+  if (quiet) return rc;
+  if (verbose) io_dump_buffer(buf.data(), offset, count);
+  io_print_report("read", t, offset, count, count, 1, terse);
+  return rc;
+}
+
+int IoSession::cmd_readv(const Args& argv) {
+  std::vector<ParsedOption> opts;
+  std::vector<std::string> ops;
+  if (!io_getopt(argv, "CiP:qv", &opts, &ops)) return io_usage(argv);
+  bool terse = false, quiet = false, verbose = false, pflag = false;
+  int pattern = 0;
+  for (const auto& o : opts) {
+    switch (o.letter) {
+      case 'C': terse = true; break;
+      case 'q': quiet = true; break;
+      case 'v': verbose = true; break;
+      case 'i': break;
+      case 'P':
+        pflag = true;
+        pattern = io_parse_pattern(o.arg);
+        if (pattern < 0) return -EINVAL;
+        break;
+      default: return io_usage(argv);
+    }
+  }
+  if (ops.size() < 2) return io_usage(argv);
+  int64_t offset = io_cvtnum(ops[0]);
+  if (offset < 0) return static_cast<int>(offset);
+  std::vector<int64_t> lens;
+  int64_t total = 0;
+  if (!io_parse_lengths(ops, 1, &lens, &total)) return -EINVAL;
+  std::vector<uint8_t> buf(static_cast<size_t>(total), 0xab);
+  timespec t0 = io_now();
+  int rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(total));
+  if (rc == 0) {
+    Status st = image_->read(static_cast<uint64_t>(offset), buf);
+    if (!st.is_ok()) rc = -io_errno_of(st);
+  }
+  timespec t = io_elapsed_since(t0);
+  if (rc < 0) {
+    std::printf("readv failed: %s\n", std::strerror(-rc));
+    return rc;
+  }
+  if (pflag && !std::all_of(buf.begin(), buf.end(), [&](uint8_t b) { return b == pattern; })) {
+    std::printf("Pattern verification failed at offset %lld, %lld bytes\n",
+                static_cast<long long>(offset), static_cast<long long>(total));
+    rc = -EINVAL;
+  }
+  if (quiet) return rc;
+  if (verbose) io_dump_buffer(buf.data(), offset, total);
+  io_print_report("read", t, offset, total, total, 1, terse);
+  return rc;
+}
+
+// ---- write / writev / aio_write --------------------------------------------------------------
+
+int IoSession::cmd_write(const Args& argv) {
+  std::vector<ParsedOption> opts;
+  std::vector<std::string> ops;
+  if (!io_getopt(argv, "bcCfnpP:quzs:", &opts, &ops)) return io_usage(argv);
+  bool bflag = false, compressed = false, terse = false, fua = false, no_fallback = false;
+  bool pflag = false, quiet = false, unmap = false, zflag = false, sflag = false;
+  int pattern = 0xcd;
+  std::string source_file;
+  for (const auto& o : opts) {
+    switch (o.letter) {
+      case 'b': bflag = true; break;
+      case 'c': compressed = true; break;
+      case 'C': terse = true; break;
+      case 'f': fua = true; break;
+      case 'n': no_fallback = true; break;
+      case 'p': break;
+      case 'P':
+        pflag = true;
+        pattern = io_parse_pattern(o.arg);
+        if (pattern < 0) return -EINVAL;
+        break;
+      case 'q': quiet = true; break;
+      case 's': sflag = true; source_file = o.arg; break;
+      case 'u': unmap = true; break;
+      case 'z': zflag = true; break;
+      default: return io_usage(argv);
+    }
+  }
+  if (ops.size() != 2) return io_usage(argv);
+  if (bflag && zflag) {
+    std::printf("-b and -z cannot be specified at the same time\n");
+    return -EINVAL;
+  }
+  if (fua && (bflag || compressed)) {
+    std::printf("-f and -b or -c cannot be specified at the same time\n");
+    return -EINVAL;
+  }
+  if (no_fallback && !zflag) {
+    std::printf("-n requires -z to be specified\n");
+    return -EINVAL;
+  }
+  if (unmap && !zflag) {
+    std::printf("-u requires -z to be specified\n");
+    return -EINVAL;
+  }
+  if (int(zflag) + int(pflag) + int(sflag) > 1) {
+    std::printf("Only one of -z, -P, and -s can be specified at the same time\n");
+    return -EINVAL;
+  }
+  int64_t offset = io_cvtnum(ops[0]);
+  if (offset < 0) return static_cast<int>(offset);
+  int64_t count = io_cvtnum(ops[1]);
+  if (count < 0) return static_cast<int>(count);
+  if (count > kIoMaxRequestBytes && !no_fallback) {
+    std::printf("length cannot exceed %lld, given %s\n", static_cast<long long>(kIoMaxRequestBytes),
+                ops[1].c_str());
+    return -EINVAL;
+  }
+  if (bflag || compressed) {
+    if (offset % 512 != 0) {
+      std::printf("%lld is not a sector-aligned value for 'offset'\n", static_cast<long long>(offset));
+      return -EINVAL;
+    }
+    if (count % 512 != 0) {
+      std::printf("%lld is not a sector-aligned value for 'count'\n", static_cast<long long>(count));
+      return -EINVAL;
+    }
+  }
+  if (bflag) {
+    std::printf("write: -b (VM state) is not supported by keel io\n");
+    return -ENOTSUP;
+  }
+  std::vector<uint8_t> buf;
+  if (!zflag) {
+    buf.assign(static_cast<size_t>(count), static_cast<uint8_t>(pattern));
+    if (sflag) {
+      std::ifstream in(source_file, std::ios::binary);
+      if (!in) {
+        print_error(fmt::format("Failed to open file {}: {}", source_file, std::strerror(errno)));
+        return -EINVAL;
+      }
+      in.read(reinterpret_cast<char*>(buf.data()), count);
+      if (in.gcount() != count) {
+        print_error(fmt::format("Failed to read {} bytes from file {}", count, source_file));
+        return -EINVAL;
+      }
+    }
+  }
+  timespec t0 = io_now();
+  int rc = 0;
+  if (compressed && !zflag) {
+    rc = write_compressed(static_cast<uint64_t>(offset), buf.data(), static_cast<uint64_t>(count));
+  } else {
+    rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(count));
+    if (rc == 0 && count > 0) {
+      Status st;
+      if (zflag) {
+        ZeroFlags z;
+        z.may_unmap = unmap;
+        z.fua = fua;
+        z.fast_only = no_fallback;
+        st = image_->write_zeroes(static_cast<uint64_t>(offset), static_cast<uint64_t>(count), z);
+      } else {
+        st = image_->write(static_cast<uint64_t>(offset), buf, fua);
+      }
+      if (!st.is_ok()) rc = -io_errno_of(st);
+    }
+  }
+  timespec t = io_elapsed_since(t0);
+  if (rc < 0) {
+    std::printf("write failed: %s\n", std::strerror(-rc));
+    return rc;
+  }
+  if (!quiet) io_print_report("wrote", t, offset, count, count, 1, terse);
+  return 0;
+}
+
+int IoSession::cmd_writev(const Args& argv) {
+  std::vector<ParsedOption> opts;
+  std::vector<std::string> ops;
+  if (!io_getopt(argv, "CfqP:", &opts, &ops)) return io_usage(argv);
+  bool terse = false, fua = false, quiet = false;
+  int pattern = 0xcd;
+  for (const auto& o : opts) {
+    switch (o.letter) {
+      case 'C': terse = true; break;
+      case 'f': fua = true; break;
+      case 'q': quiet = true; break;
+      case 'P':
+        pattern = io_parse_pattern(o.arg);
+        if (pattern < 0) return -EINVAL;
+        break;
+      default: return io_usage(argv);
+    }
+  }
+  if (ops.size() < 2) return io_usage(argv);
+  int64_t offset = io_cvtnum(ops[0]);
+  if (offset < 0) return static_cast<int>(offset);
+  std::vector<int64_t> lens;
+  int64_t total = 0;
+  if (!io_parse_lengths(ops, 1, &lens, &total)) return -EINVAL;
+  std::vector<uint8_t> buf(static_cast<size_t>(total), static_cast<uint8_t>(pattern));
+  timespec t0 = io_now();
+  int rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(total));
+  if (rc == 0 && total > 0) {
+    Status st = image_->write(static_cast<uint64_t>(offset), buf, fua);
+    if (!st.is_ok()) rc = -io_errno_of(st);
+  }
+  timespec t = io_elapsed_since(t0);
+  if (rc < 0) {
+    std::printf("writev failed: %s\n", std::strerror(-rc));
+    return rc;
+  }
+  if (!quiet) io_print_report("wrote", t, offset, total, total, 1, terse);
+  return 0;
+}
+
+int IoSession::cmd_aio_write(const Args& argv) {
+  // Runs synchronously: the request has completed when its report is printed.
+  std::vector<ParsedOption> opts;
+  std::vector<std::string> ops;
+  if (!io_getopt(argv, "CfiqP:uz", &opts, &ops)) return io_usage(argv);
+  bool terse = false, fua = false, quiet = false, pflag = false, unmap = false, zflag = false;
+  int pattern = 0xcd;
+  for (const auto& o : opts) {
+    switch (o.letter) {
+      case 'C': terse = true; break;
+      case 'f': fua = true; break;
+      case 'i': break;
+      case 'q': quiet = true; break;
+      case 'u': unmap = true; break;
+      case 'z': zflag = true; break;
+      case 'P':
+        pflag = true;
+        pattern = io_parse_pattern(o.arg);
+        if (pattern < 0) return -EINVAL;
+        break;
+      default: return io_usage(argv);
+    }
+  }
+  if (ops.size() < 2) return io_usage(argv);
+  if (zflag && pflag) {
+    std::printf("-z and -P cannot be specified at the same time\n");
+    return -EINVAL;
+  }
+  if (unmap && !zflag) {
+    std::printf("-u requires -z to be specified\n");
+    return -EINVAL;
+  }
+  if (zflag && ops.size() != 2) {
+    std::printf("-z supports only a single length parameter\n");
+    return -EINVAL;
+  }
+  int64_t offset = io_cvtnum(ops[0]);
+  if (offset < 0) return static_cast<int>(offset);
+  std::vector<int64_t> lens;
+  int64_t total = 0;
+  if (!io_parse_lengths(ops, 1, &lens, &total)) return -EINVAL;
+  timespec t0 = io_now();
+  int rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(total));
+  if (rc == 0 && total > 0) {
+    Status st;
+    if (zflag) {
+      ZeroFlags z;
+      z.may_unmap = unmap;
+      z.fua = fua;
+      st = image_->write_zeroes(static_cast<uint64_t>(offset), static_cast<uint64_t>(total), z);
+    } else {
+      std::vector<uint8_t> buf(static_cast<size_t>(total), static_cast<uint8_t>(pattern));
+      st = image_->write(static_cast<uint64_t>(offset), buf, fua);
+    }
+    if (!st.is_ok()) rc = -io_errno_of(st);
+  }
+  timespec t = io_elapsed_since(t0);
+  if (rc < 0) {
+    std::printf("aio_write failed: %s\n", std::strerror(-rc));
+    return rc;
+  }
+  if (!quiet) io_print_report("wrote", t, offset, total, total, 1, terse);
+  return 0;
+}
+
+int IoSession::cmd_discard(const Args& argv) {
+  std::vector<ParsedOption> opts;
+  std::vector<std::string> ops;
+  if (!io_getopt(argv, "Cq", &opts, &ops)) return io_usage(argv);
+  bool terse = false, quiet = false;
+  for (const auto& o : opts) {
+    if (o.letter == 'C') terse = true;
+    else if (o.letter == 'q') quiet = true;
+  }
+  if (ops.size() != 2) return io_usage(argv);
+  int64_t offset = io_cvtnum(ops[0]);
+  if (offset < 0) return static_cast<int>(offset);
+  int64_t bytes = io_cvtnum(ops[1]);
+  if (bytes < 0) return static_cast<int>(bytes);
+  if (bytes > kIoMaxRequestBytes) {
+    std::printf("length cannot exceed %lld, given %s\n", static_cast<long long>(kIoMaxRequestBytes),
+                ops[1].c_str());
+    return -EINVAL;
+  }
+  timespec t0 = io_now();
+  int rc = discard_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(bytes));
+  timespec t = io_elapsed_since(t0);
+  if (rc < 0) {
+    std::printf("discard failed: %s\n", std::strerror(-rc));
+    return rc;
+  }
+  if (!quiet) io_print_report("discard", t, offset, bytes, bytes, 1, terse);
+  return 0;
+}
+
+}  // namespace keel::cli

@@ -1,0 +1,249 @@
+// keel rebase: change the backing file of a qcow2 image, like qemu-img rebase.
+//   keel rebase [-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-U] [-u] -b backing [-F fmt] FILE
+// Safe mode (default): wherever FILE does not store a range itself and the old and the new
+// backing chains read differently, the old chain's bytes are written into FILE first (compared
+// in 512-byte sectors, as qemu-img does), so FILE's guest content does not change. Then the
+// header is rewritten to name the new backing file. -u (unsafe) only rewrites the header.
+// "-b ''" removes the backing file (in safe mode FILE then takes in everything it read from it).
+//
+// Crash safety: the copied data reads the same as what FILE showed before, so an interruption
+// during the copy changes nothing visible; the header change is one engine amend.
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli/command.h"
+#include "cli/util.h"
+
+namespace keel::cli {
+namespace {
+
+constexpr uint64_t kChunkBytes = 2u << 20;
+constexpr uint64_t kSector = 512;
+
+struct RebaseArgs {
+  std::string format;
+  std::string cache;
+  std::string src_cache;
+  bool progress = false;
+  bool quiet = false;
+  bool force_share = false;
+  bool unsafe = false;
+  std::string backing;
+  CLI::Option* backing_opt = nullptr;
+  std::string backing_format;
+  std::vector<std::string> files;
+};
+
+// A read-only view of a backing chain that may be absent (reads as zeros) or shorter than FILE
+// (zeros past its end).
+class ChainReader {
+ public:
+  explicit ChainReader(std::unique_ptr<Image> image) : image_(std::move(image)) {}
+  uint64_t size() const { return image_ ? image_->size() : 0; }
+  // Fills buf with the chain's bytes at off; `zero` is set when all of it is past the end.
+  Status read(uint64_t off, std::span<uint8_t> buf, bool* zero) {
+    *zero = off >= size();
+    uint64_t n = *zero ? 0 : std::min<uint64_t>(buf.size(), size() - off);
+    if (n) KEEL_TRY(image_->read(off, buf.first(n)));
+    std::memset(buf.data() + n, 0, buf.size() - n);
+    return Status::ok();
+  }
+  void close() {
+    if (image_) (void)image_->close();
+  }
+
+ private:
+  std::unique_ptr<Image> image_;
+};
+
+// Copies the old chain's bytes into `top` wherever top is unallocated and the chains differ.
+Status copy_differences(Image& top, ChainReader& old_chain, ChainReader& new_chain, Progress& progress,
+                        std::string* what) {
+  const uint64_t size = top.size();
+  std::vector<uint8_t> old_buf(kChunkBytes), new_buf(kChunkBytes);
+  for (uint64_t off = 0; off < size;) {
+    auto ext = top.block_status(off, std::min<uint64_t>(size - off, kChunkBytes));
+    if (!ext) {
+      *what = "error while reading image metadata: ";
+      return ext.error();
+    }
+    uint64_t n = std::min(std::max<uint64_t>(ext->length, 1), size - off);
+    if (ext->depth == 1) {  // FILE stores this range itself
+      off += n;
+      progress.update(static_cast<double>(off) * 100.0 / static_cast<double>(size));
+      continue;
+    }
+    bool old_zero = false, new_zero = false;
+    Status st = old_chain.read(off, {old_buf.data(), n}, &old_zero);
+    if (!st.is_ok()) {
+      *what = "error while reading from old backing file: ";
+      return st;
+    }
+    st = new_chain.read(off, {new_buf.data(), n}, &new_zero);
+    if (!st.is_ok()) {
+      *what = "error while reading from new backing file: ";
+      return st;
+    }
+    // Runs of sectors that differ (or not), written as runs.
+    for (uint64_t pos = 0; pos < n;) {
+      auto sector_differs = [&](uint64_t p) {
+        uint64_t len = std::min(kSector, n - p);
+        return std::memcmp(old_buf.data() + p, new_buf.data() + p, len) != 0;
+      };
+      bool differs = sector_differs(pos);
+      uint64_t end = pos + std::min(kSector, n - pos);
+      while (end < n && sector_differs(end) == differs) end += std::min(kSector, n - end);
+      if (differs) {
+        if (old_zero) st = top.write_zeroes(off + pos, end - pos, ZeroFlags{});
+        else st = top.write(off + pos, {old_buf.data() + pos, end - pos});
+        if (!st.is_ok()) {
+          *what = "Error while writing to COW image: ";
+          return st;
+        }
+      }
+      pos = end;
+    }
+    off += n;
+    progress.update(static_cast<double>(off) * 100.0 / static_cast<double>(size));
+  }
+  return top.flush();
+}
+
+std::string real_path(const std::string& path) {
+  char buf[PATH_MAX];
+  return realpath(path.c_str(), buf) ? std::string(buf) : std::string();
+}
+
+int run_rebase(const RebaseArgs& a) {
+  if (a.files.size() != 1) {
+    report_usage_error("Expecting one image file name");
+    return 1;
+  }
+  const bool has_backing_arg = a.backing_opt->count() > 0;
+  if (!a.unsafe && !has_backing_arg) {
+    report_usage_error("Must specify backing file (-b) or use unsafe mode (-u)");
+    return 1;
+  }
+  const std::string& file = a.files.front();
+  Progress progress(a.progress && !a.quiet);
+  if (!a.src_cache.empty() && !parse_cache_mode(a.src_cache)) {
+    print_error(fmt::format("Invalid source cache option: {}", a.src_cache));
+    return 1;
+  }
+
+  OpenFlags tf;
+  tf.format = a.format;
+  tf.cache = a.cache;
+  tf.read_only = false;
+  tf.no_backing = true;
+  auto top = open_image_or_report(file, tf, CacheMode::kWriteback);
+  if (!top) return 1;
+  std::vector<std::unique_ptr<ChainReader>> readers;
+  auto fail = [&](const std::string& msg) {
+    progress.finish();
+    print_error(msg);
+    for (auto& r : readers) r->close();
+    (void)top->close();
+    return 1;
+  };
+  if (!a.backing_format.empty() && !is_known_format(a.backing_format))
+    return fail(fmt::format("Invalid format name: '{}'", a.backing_format));
+  const ImageInfo info = top->info();
+
+  if (!a.unsafe) {
+    // The old chain: FILE's current backing file with its own chain.
+    std::unique_ptr<Image> old_image;
+    if (!info.backing_filename.empty()) {
+      OpenFlags of;
+      of.format = info.backing_format;
+      of.cache = a.src_cache;
+      of.force_share = true;
+      std::string old_path = path_combine(file, info.backing_filename);
+      auto opts = make_open_options(of, CacheMode::kWriteback);
+      auto img = opts ? Image::open(old_path, *opts) : Result<std::unique_ptr<Image>>(error(opts.error()));
+      if (!img)
+        return fail(fmt::format("Could not open '{}': Could not open backing file: {}", file,
+                                open_error_message(old_path, img.error())));
+      old_image = std::move(*img);
+    }
+    readers.push_back(std::make_unique<ChainReader>(std::move(old_image)));
+    // The new chain, named relative to FILE's directory like every backing file.
+    std::unique_ptr<Image> new_image;
+    if (!a.backing.empty()) {
+      std::string new_path = path_combine(file, a.backing);
+      if (real_path(new_path) == real_path(file))
+        return fail(fmt::format("Could not open new backing file '{}': it is the image being rebased", a.backing));
+      OpenFlags nf;
+      nf.format = a.backing_format;
+      nf.cache = a.src_cache;
+      nf.force_share = a.force_share;
+      auto opts = make_open_options(nf, CacheMode::kWriteback);
+      auto img = opts ? Image::open(new_path, *opts) : Result<std::unique_ptr<Image>>(error(opts.error()));
+      if (!img)
+        return fail(fmt::format("Could not open new backing file '{}': {}", a.backing,
+                                open_error_message(new_path, img.error())));
+      new_image = std::move(*img);
+    }
+    readers.push_back(std::make_unique<ChainReader>(std::move(new_image)));
+  }
+  // Refusals qemu-img reports when it changes the header, checked before any data is written.
+  if (top->format() != "qcow2")
+    return fail(fmt::format("Could not change the backing file to '{}': Operation not supported", a.backing));
+  if (!a.backing.empty() && a.backing_format.empty())
+    return fail(fmt::format("Could not change the backing file to '{}': backing format must be specified", a.backing));
+
+  if (!a.unsafe) {
+    std::string what;
+    Status st = copy_differences(*top, *readers[0], *readers[1], progress, &what);
+    if (!st.is_ok()) return fail(what + st.message());
+  }
+  AmendOptions o;
+  o.backing_file = a.backing;
+  o.backing_format = a.backing.empty() ? std::string() : a.backing_format;
+  Status st = top->amend(o);
+  if (!st.is_ok()) return fail(fmt::format("Could not change the backing file to '{}': {}", a.backing, st.message()));
+  for (auto& r : readers) r->close();
+  st = top->close();
+  progress.finish();
+  if (!st.is_ok()) {
+    print_error(fmt::format("error while closing '{}': {}", file, st.message()));
+    return 1;
+  }
+  return 0;
+}
+
+std::function<int()> setup_rebase(CLI::App* sub) {
+  auto a = std::make_shared<RebaseArgs>();
+  sub->add_option("-f", a->format, "Format of FILE (qcow2; default: probe)");
+  sub->add_option("-t", a->cache,
+                  "Cache mode for FILE: writeback (default), writethrough, none, directsync, unsafe");
+  sub->add_option("-T", a->src_cache, "Cache mode for the old and new backing files (default writeback)");
+  sub->add_flag("-p", a->progress, "Show progress as '    (NN.NN/100%)'");
+  sub->add_flag("-q", a->quiet, "Quiet (no progress)");
+  sub->add_flag("-U,--force-share", a->force_share, "Open the new backing file without taking image locks");
+  sub->add_flag("-u", a->unsafe,
+                "Unsafe: only rewrite the header; FILE's backing file is not opened and no data "
+                "is copied (for renaming or moving a backing file). Without -b it removes the "
+                "backing file");
+  a->backing_opt = sub->add_option("-b", a->backing,
+                                   "The new backing file, relative to FILE's directory unless "
+                                   "absolute; '' removes the backing file");
+  sub->add_option("-F", a->backing_format, "Format of the new backing file (required with a non-empty -b)");
+  sub->add_option("FILE", a->files, "The qcow2 image to rebase");
+  sub->footer("Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");
+  return [a] { return run_rebase(*a); };
+}
+
+}  // namespace
+
+KEEL_COMMAND(rebase, "rebase", "Change the backing file of an image (qemu-img rebase)", setup_rebase);
+
+}  // namespace keel::cli

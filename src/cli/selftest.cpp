@@ -1,0 +1,233 @@
+// keel selftest: the integrity proof, runnable by anyone on their own build and machine.
+//   keel selftest crash  [--workload W]... [--seconds N] [--seed S] [--states N] [--qemu N]
+//                        [--crash-point C] [--dir D] [--sabotage drop-syncs]
+//       explores the crash states the power-loss model allows (docs/integrity.md) and prints the
+//       states explored and the violations per guarantee and per workload;
+//   keel selftest faults [--workload W]... [--seed S] [--index I] [--max-indices N] [--qemu N]
+//       fails every I/O operation of each workload, once and forever, and checks G6;
+//   keel selftest kill-driver IMAGE --journal J [--seed S] [--ops N]
+//   keel selftest kill-verify IMAGE --journal J
+//       the two halves of the SIGKILL test (tests/interop/kill_sigkill.sh).
+// Exit status: 0 when no guarantee was violated, 1 otherwise (or on a usage error).
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cli/command.h"
+#include "proof/explorer.h"
+#include "proof/fault_sweep.h"
+#include "proof/kill_run.h"
+#include "proof/qemu_oracle.h"
+
+namespace keel::cli {
+namespace {
+
+using proof::Guarantee;
+using proof::kGuarantees;
+
+struct Args {
+  std::vector<std::string> workloads;
+  double seconds = 0;
+  std::optional<uint64_t> seed;
+  uint64_t states = 0;
+  uint32_t qemu = 20;
+  std::optional<uint64_t> crash_point;
+  std::optional<uint64_t> index;
+  uint64_t max_indices = 0;
+  std::string dir;
+  std::string sabotage;
+  uint32_t all_subsets = 10;
+  bool quiet = false;
+  bool verbose = false;
+  std::string image, journal;
+  uint64_t ops = UINT64_MAX;
+};
+
+uint64_t random_seed() {
+  return std::random_device{}() % 1000000;
+}
+
+Result<std::vector<std::string>> selected(const Args& a) {
+  if (a.workloads.empty()) return proof::workload_names();
+  for (const auto& w : a.workloads) {
+    bool known = false;
+    for (const auto& n : proof::workload_names()) known |= n == w;
+    if (!known) {
+      std::string all;
+      for (const auto& n : proof::workload_names()) all += " " + n;
+      return error(invalid("unknown workload '" + w + "' (known:" + all + ")"));
+    }
+  }
+  return a.workloads;
+}
+
+void print_guarantees(const std::array<uint64_t, kGuarantees>& v) {
+  for (size_t g = 0; g < kGuarantees; ++g)
+    std::printf("  %s %-24s %llu\n", proof::guarantee_name(static_cast<Guarantee>(g)),
+                proof::guarantee_title(static_cast<Guarantee>(g)), static_cast<unsigned long long>(v[g]));
+}
+
+int run_crash(const Args& a) {
+  auto names = selected(a);
+  if (!names) {
+    print_error(names.error().message());
+    return 1;
+  }
+  proof::ExploreConfig c;
+  c.seed = a.seed.value_or(random_seed());
+  c.max_states = a.states;
+  c.qemu_samples = a.qemu;
+  c.probe_every = 25;
+  c.only_crash_point = a.crash_point;
+  c.real_dir = a.dir;
+  c.enumeration.all_subsets_max_ops = a.all_subsets;
+  if (a.sabotage == "drop-syncs") {
+    c.sabotage = proof::Sabotage::kDropSyncs;
+  } else if (!a.sabotage.empty()) {
+    print_error("unknown sabotage '" + a.sabotage + "' (known: drop-syncs)");
+    return 1;
+  }
+  c.log = [&](const std::string& s) {
+    if (!a.quiet) std::printf("VIOLATION %s\n", s.c_str());
+  };
+  std::printf("keel selftest crash: seed %llu, workloads %zu, %s, qemu-img %s\n",
+              static_cast<unsigned long long>(c.seed), names->size(),
+              a.seconds > 0 ? ("for " + std::to_string(static_cast<int>(a.seconds)) + " s").c_str() : "one pass",
+              proof::qemu_img_available() ? "on a sample" : "not found (skipped)");
+  std::fflush(stdout);
+
+  struct Totals {
+    uint64_t runs = 0, states = 0, qemu = 0;
+    std::array<uint64_t, kGuarantees> v{};
+    bool failed = false;
+  };
+  std::map<std::string, Totals> per;
+  Totals all;
+  auto started = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
+  uint64_t seed = c.seed;
+  bool first_pass = true;
+  while (first_pass || (a.seconds > 0 && elapsed() < a.seconds)) {
+    for (const auto& w : *names) {
+      if (a.seconds > 0 && !first_pass && elapsed() >= a.seconds) break;
+      c.seed = seed;
+      c.max_seconds = a.seconds > 0 ? std::max(1.0, a.seconds - elapsed()) : 0;
+      auto r = proof::explore_workload(w, c);
+      std::printf("%s\n", proof::format_report(r).c_str());
+      if (first_pass && !a.quiet) std::printf("%s", proof::format_cost(r).c_str());
+      std::fflush(stdout);
+      for (Totals* t : {&per[w], &all}) {
+        t->runs++;
+        t->states += r.states_checked;
+        t->qemu += r.qemu_checked;
+        for (size_t g = 0; g < kGuarantees; ++g) t->v[g] += r.violations[g];
+        t->failed |= !r.run_status.is_ok();
+      }
+    }
+    first_pass = false;
+    seed++;
+    if (a.seconds <= 0) break;
+  }
+  std::printf("\nSummary (%.0f s): %llu crash states explored in %llu workload runs (seeds %llu..%llu), "
+              "%llu also checked by qemu-img\n",
+              elapsed(), static_cast<unsigned long long>(all.states), static_cast<unsigned long long>(all.runs),
+              static_cast<unsigned long long>(a.seed.value_or(c.seed)), static_cast<unsigned long long>(seed - 1),
+              static_cast<unsigned long long>(all.qemu));
+  for (const auto& [w, t] : per) {
+    uint64_t v = 0;
+    for (auto x : t.v) v += x;
+    std::printf("  %-15s runs %4llu  states %9llu  violations %llu%s\n", w.c_str(), static_cast<unsigned long long>(t.runs),
+                static_cast<unsigned long long>(t.states), static_cast<unsigned long long>(v),
+                t.failed ? "  (WORKLOAD FAILED)" : "");
+  }
+  std::printf("Violations per guarantee:\n");
+  print_guarantees(all.v);
+  uint64_t total = 0;
+  for (auto x : all.v) total += x;
+  std::printf("%s\n", total == 0 && !all.failed ? "RESULT: 0 violations" : "RESULT: VIOLATIONS FOUND");
+  return total == 0 && !all.failed ? 0 : 1;
+}
+
+int run_faults(const Args& a) {
+  auto names = selected(a);
+  if (!names) {
+    print_error(names.error().message());
+    return 1;
+  }
+  proof::FaultSweepConfig c;
+  c.seed = a.seed.value_or(random_seed());
+  c.only_index = a.index;
+  c.max_indices = a.max_indices;
+  c.qemu_samples = a.qemu;
+  c.log = [&](const std::string& s) {
+    if (!a.quiet) std::printf("VIOLATION %s\n", s.c_str());
+  };
+  std::printf("keel selftest faults: seed %llu\n", static_cast<unsigned long long>(c.seed));
+  std::array<uint64_t, kGuarantees> v{};
+  uint64_t runs = 0;
+  bool failed = false;
+  for (const auto& w : *names) {
+    auto r = proof::sweep_faults(w, c);
+    std::printf("%s\n", proof::format_fault_report(r).c_str());
+    std::fflush(stdout);
+    runs += r.runs;
+    for (size_t g = 0; g < kGuarantees; ++g) v[g] += r.violations[g];
+    failed |= !r.run_status.is_ok();
+  }
+  std::printf("\nSummary: %llu fault runs\nRuns violating each guarantee:\n", static_cast<unsigned long long>(runs));
+  print_guarantees(v);
+  uint64_t total = 0;
+  for (auto x : v) total += x;
+  std::printf("%s\n", total == 0 && !failed ? "RESULT: 0 violations" : "RESULT: VIOLATIONS FOUND");
+  return total == 0 && !failed ? 0 : 1;
+}
+
+std::function<int()> setup(CLI::App* sub) {
+  auto args = std::make_shared<Args>();
+  sub->require_subcommand(1);
+  auto add_common = [&](CLI::App* s) {
+    s->add_option("-w,--workload", args->workloads, "Workload (repeatable; default: all)");
+    s->add_option("-s,--seed", args->seed, "Seed (default: random; printed)");
+    s->add_option("--qemu", args->qemu, "Check about this many states per workload with qemu-img too");
+    s->add_flag("-q,--quiet", args->quiet, "Do not print each violation or the cost table");
+  };
+  CLI::App* crash = sub->add_subcommand("crash", "Explore crash states and check guarantees G1-G5");
+  add_common(crash);
+  crash->add_option("--seconds", args->seconds, "Keep exploring new seeds for this long");
+  crash->add_option("--states", args->states, "At most this many states per workload run (0 = all)");
+  crash->add_option("--crash-point", args->crash_point, "Replay: check only this crash point");
+  crash->add_option("--all-subsets", args->all_subsets, "Every subset while an epoch has at most N ops");
+  crash->add_option("--dir", args->dir, "Record the workload on real files in this directory");
+  crash->add_option("--sabotage", args->sabotage, "Break the storage on purpose (drop-syncs) to see violations");
+  CLI::App* faults = sub->add_subcommand("faults", "Fail every I/O operation once and forever; check G6");
+  add_common(faults);
+  faults->add_option("--index", args->index, "Replay: fail only this I/O operation index");
+  faults->add_option("--max-indices", args->max_indices, "At most this many indices per workload (0 = all)");
+  CLI::App* driver = sub->add_subcommand("kill-driver", "Run journaled guest I/O until killed (kill test)");
+  driver->add_option("image", args->image, "qcow2 image")->required();
+  driver->add_option("--journal", args->journal, "Journal file")->required();
+  driver->add_option("-s,--seed", args->seed, "Seed");
+  driver->add_option("--ops", args->ops, "Stop after this many operations");
+  CLI::App* verify = sub->add_subcommand("kill-verify", "Check a killed image against its journal");
+  verify->add_option("image", args->image, "qcow2 image")->required();
+  verify->add_option("--journal", args->journal, "Journal file")->required();
+  verify->add_flag("-v,--verbose", args->verbose, "Say OK when everything held");
+  return [args, crash, faults, driver, verify]() -> int {
+    if (crash->parsed()) return run_crash(*args);
+    if (faults->parsed()) return run_faults(*args);
+    if (driver->parsed())
+      return proof::run_kill_driver({args->image, args->journal, args->seed.value_or(1), args->ops});
+    if (verify->parsed()) return proof::run_kill_verify(args->image, args->journal, args->verbose);
+    return 1;
+  };
+}
+
+}  // namespace
+
+KEEL_COMMAND(selftest, "selftest", "Prove the integrity guarantees on this machine (crash states, faults, kills)",
+             setup);
+
+}  // namespace keel::cli
