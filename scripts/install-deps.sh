@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(cmake g++ make pkg-config git
       libcli11-dev nlohmann-json3-dev zlib1g-dev libzstd-dev libfmt-dev liburing-dev libexpected-dev
       libgtest-dev libgmock-dev librapidcheck-dev
-      qemu-utils libnbd-bin fio)
+      qemu-utils libnbd-bin fio python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -119,7 +119,8 @@ class Image {
   virtual Status read(uint64_t offset, std::span<uint8_t> buf) = 0;
   virtual Status write(uint64_t offset, std::span<const uint8_t> buf, bool fua = false) = 0;
   virtual Status write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags) = 0;
-  // Deallocates the range where possible. Afterwards it reads as zeros or from the backing file.
+  // Advisory, like QEMU's: whole clusters inside the range are deallocated (then they read as
+  // zeros on v3 images); partial clusters keep their data.
   virtual Status discard(uint64_t offset, uint64_t length) = 0;
   virtual Status flush() = 0;
   // Writes one whole cluster compressed (qcow2 only; REQUIRES: offset cluster-aligned, the
