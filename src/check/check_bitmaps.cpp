@@ -37,7 +37,6 @@ struct Bitmap {
 
 Status Checker::check_bitmaps() {
   if (!(h_.autoclear & kAutoclearBitmaps) || !h_.bitmaps) return Status::ok();
-  bitmaps_enabled_ = true;
   const BitmapsExtension& ext = *h_.bitmaps;
   const uint64_t cs = g_.cluster_size;
   std::string load_error;  // QEMU cannot load the directory: its check fails

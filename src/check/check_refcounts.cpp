@@ -126,7 +126,7 @@ void Checker::compare_refcounts() {
       const char* prefix = fixing() && !need_rebuild_ ? "Repairing" : "ERROR";
       corruption(fmt::format("{} cluster {} refcount={} reference={}", prefix, c, have, want));
     } else {
-      bool fixed = fixing() || (mode_ == Mode::kLeaks && !map_.hit_by_invalid(c));
+      bool fixed = fixing() || (mode_ == Mode::kLeaks && !qemu_would_rebuild_ && !map_.hit_by_invalid(c));
       ++res_.leaks;
       report(fmt::format("{} cluster {} refcount={} reference={}", fixed ? "Repairing" : "Leaked", c, have, want));
     }

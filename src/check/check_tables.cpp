@@ -85,6 +85,9 @@ Status Checker::walk_l1_table(std::vector<uint64_t>& l1, bool active, const std:
       problem = fmt::format("ERROR l2_offset={:x}: Table is not cluster aligned; L1 entry corrupted", l2);
     } else if (!in_file) {
       problem = exceeding(l2, cs);
+    } else if (std::binary_search(not_l2_.begin(), not_l2_.end(), c)) {
+      problem = fmt::format("ERROR L1 entry {} of the {} points at offset 0x{:x}, which is guest data of other L2 "
+                            "entries, not an L2 table", j, where, l2);
     } else if (Owner o = map_.owner(c); o != Owner::kNone && o != Owner::kL2) {
       problem = fmt::format("ERROR L1 entry {} of the {} points at offset 0x{:x}, which is the {}", j, where, l2,
                             owner_name(o));
@@ -116,7 +119,7 @@ Status Checker::walk_l1_table(std::vector<uint64_t>& l1, bool active, const std:
   if (dirty && fixing() && !(active && relocate_l1_)) {
     std::vector<uint8_t> buf(l1.size() * 8);
     for (uint64_t j = 0; j < l1.size(); ++j) put_be64(&buf[j * 8], l1[j]);
-    KEEL_TRY(write(l1_offset, buf));
+    defer_write(l1_offset, std::move(buf));
   }
   return Status::ok();
 }
@@ -168,6 +171,19 @@ Status Checker::scan_l2_tables() {
     i = j;
     progress(5.0 + 85.0 * static_cast<double>(i) / static_cast<double>(l2s_.size()));
   }
+  // A mostly-invalid "L2 table" that sound L2 tables use as guest data is data: the L1 entries
+  // pointing at it are the damage. Analyze again with it excluded (once).
+  std::sort(suspicious_l2_.begin(), suspicious_l2_.end());
+  auto suspicious = [&](uint64_t c) { return std::binary_search(suspicious_l2_.begin(), suspicious_l2_.end(), c); };
+  std::vector<uint64_t> data_clusters;
+  for (const auto& [src, target] : data_hits_l2_)
+    if (!suspicious(src) && suspicious(target)) data_clusters.push_back(target);
+  if (!data_clusters.empty() && not_l2_.empty()) {
+    std::sort(data_clusters.begin(), data_clusters.end());
+    data_clusters.erase(std::unique(data_clusters.begin(), data_clusters.end()), data_clusters.end());
+    not_l2_ = std::move(data_clusters);
+    restart_ = true;
+  }
   return Status::ok();
 }
 
@@ -177,6 +193,8 @@ Status Checker::scan_l2_table(const L2Record& r, std::span<uint8_t> table) {
   const bool check_copied = active && mode_ != Mode::kAll;
   uint64_t next_contiguous = 0;
   bool dirty = false;
+  uint64_t nonzero = 0;
+  const uint64_t corruptions_before = res_.corruptions, copied_before = copied_errors_;
   for (uint64_t i = 0; i < g_.l2_entries; ++i) {
     uint8_t* p = &table[i * g_.l2_entry_bytes];
     {  // Fast path: unallocated entries (most of a sparse image) need no decoding.
@@ -185,6 +203,7 @@ Status Checker::scan_l2_table(const L2Record& r, std::span<uint8_t> table) {
       if (g_.ext_l2) std::memcpy(&w1, p + 8, 8);
       if ((w0 | w1) == 0) continue;
     }
+    ++nonzero;
     uint64_t e = get_be64(p), bm = g_.ext_l2 ? get_be64(p + 8) : 0;
     const uint64_t old_e = e, old_bm = bm;
     const uint64_t guest = r.active_index >= 0 ? (uint64_t(r.active_index) * g_.l2_entries + i) * cs : UINT64_MAX;
@@ -309,6 +328,7 @@ Status Checker::scan_l2_table(const L2Record& r, std::span<uint8_t> table) {
       } else if (Owner o = map_.owner(c); o != Owner::kNone) {
         problem = fmt::format("ERROR data cluster at offset 0x{:x} (L2 table 0x{:x} index {}) is the {}", off,
                               g_.offset_of(r.cluster), i, owner_name(o));
+        if (o == Owner::kL2) data_hits_l2_.emplace_back(r.cluster, c);
       } else if (map_.count(c) + r.refs > g_.refcount_max) {
         problem = fmt::format("ERROR: overflow cluster offset=0x{:x}", off);
       }
@@ -334,7 +354,10 @@ Status Checker::scan_l2_table(const L2Record& r, std::span<uint8_t> table) {
       dirty = true;
     }
   }
-  if (dirty) KEEL_TRY(write(g_.offset_of(r.cluster), table));
+  // Most entries invalid: perhaps not an L2 table at all (see scan_l2_tables).
+  const uint64_t invalid = (res_.corruptions - corruptions_before) - (copied_errors_ - copied_before);
+  if (invalid > 0 && invalid * 2 > nonzero) suspicious_l2_.push_back(r.cluster);
+  if (dirty) defer_write(g_.offset_of(r.cluster), std::vector<uint8_t>(table.begin(), table.end()));
   return Status::ok();
 }
 

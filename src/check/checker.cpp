@@ -41,8 +41,25 @@ const char* owner_name(Owner o) {
 Checker::Checker(BlockFile& file, Mode mode, const CheckOptions& opts, bool verbose)
     : file_(file), mode_(mode), opts_(opts), verbose_(verbose) {}
 
-void Checker::report(const std::string& line) const {
-  if (verbose_ && opts_.report) opts_.report(line);
+namespace {
+constexpr size_t kMaxPendingLines = 1u << 20;  // ours: beyond this, lines are printed at once
+}  // namespace
+
+void Checker::report(const std::string& line) {
+  if (!verbose_ || !opts_.report) return;
+  if (buffering_ && pending_lines_.size() < kMaxPendingLines) {
+    pending_lines_.push_back(line);
+    return;
+  }
+  flush_report();
+  buffering_ = false;
+  opts_.report(line);
+}
+
+void Checker::flush_report() {
+  if (verbose_ && opts_.report)
+    for (const auto& l : pending_lines_) opts_.report(l);
+  pending_lines_.clear();
 }
 
 void Checker::corruption(const std::string& line) {
@@ -76,9 +93,7 @@ Status Checker::load_header() {
   h_ = ch->header;
   if (ch->stray_snapshots_offset && fixing()) {
     report("Repairing: clearing the snapshot table offset of an image without snapshots");
-    uint8_t zero[8] = {};
-    KEEL_TRY(write(kOffsetSnapshots + 4, zero));
-    KEEL_TRY(file_.sync());
+    defer_write(kOffsetSnapshots + 4, std::vector<uint8_t>(8, 0));
   }
 
   g_.cluster_bits = h_.cluster_bits;
@@ -152,6 +167,49 @@ void Checker::note_dropped(uint64_t guest_offset, uint64_t length) {
 }
 
 Status Checker::analyze() {
+  buffering_ = true;
+  Status s = analyze_once();
+  if (s.is_ok() && restart_) {
+    pending_lines_.clear();
+    reset_analysis();
+    s = analyze_once();
+  }
+  if (s.is_ok()) s = flush_pending_writes();
+  flush_report();
+  buffering_ = false;
+  return s;
+}
+
+void Checker::reset_analysis() {
+  res_ = CheckResult{};
+  active_l1_.clear();
+  relocate_l1_ = false;
+  reftable_.clear();
+  refblock_ok_.clear();
+  reftable_damaged_ = refblocks_damaged_ = need_rebuild_ = qemu_would_rebuild_ = false;
+  snapshots_.clear();
+  rewrite_snapshots_ = false;
+  snapshot_table_bytes_ = 0;
+  l2s_.clear();
+  active_l2_index_.clear();
+  drop_bitmaps_ = false;
+  copied_errors_ = 0;
+  highest_cluster_ = 0;
+  any_cluster_ = false;
+  suspicious_l2_.clear();
+  data_hits_l2_.clear();
+  restart_ = false;
+  pending_writes_.clear();
+}
+
+Status Checker::flush_pending_writes() {
+  if (fixing())
+    for (const auto& [offset, bytes] : pending_writes_) KEEL_TRY(write(offset, bytes));
+  pending_writes_.clear();
+  return Status::ok();
+}
+
+Status Checker::analyze_once() {
   progress(0);
   KEEL_TRY(load_header());
   map_.resize(g_.slots);
@@ -167,6 +225,7 @@ Status Checker::analyze() {
   collect_l2_records();
   count_owned_metadata();
   KEEL_TRY(scan_l2_tables());
+  if (restart_) return Status::ok();
   KEEL_TRY(check_bitmaps());
   decide_rebuild();
   compare_refcounts();

@@ -7,7 +7,8 @@
 // (ClusterMap) and compares it with the stored refcounts.
 //
 // Who owns a cluster is decided in a fixed priority order (cluster_map.h): when two structures
-// claim the same cluster, the later claimant is the damaged one. An invalid reference (past the
+// claim the same cluster, the later claimant is the damaged one (but see analyze() for an L2
+// table that is really guest data). An invalid reference (past the
 // end of the file, misaligned, overlapping metadata, refcount overflow) is reported and not
 // counted; a repair drops it.
 //
@@ -82,6 +83,10 @@ class Checker {
 
   // Reads and judges everything; in kAll mode also applies repair phase 1 (edits that only remove
   // references). An error return means the check could not be completed (exit code 1).
+  // When an L1 entry points at what other L2 entries use as guest data (and the "table" there is
+  // mostly invalid entries), the cluster is data and the L1 entry the damage: the analysis then
+  // runs once more with that cluster excluded from L2 tables. Nothing is written and no line is
+  // reported before the attempt that counts.
   Status analyze();
   // Repair phases 1 (rest), 2 and 3. REQUIRES: analyze() succeeded and mode != kCheck.
   Status repair();
@@ -93,8 +98,15 @@ class Checker {
 
  private:
   // ---- checker.cpp: header, reporting, helpers
+  Status analyze_once();
+  void reset_analysis();
+  void flush_report();
+  Status flush_pending_writes();
+  void defer_write(uint64_t offset, std::vector<uint8_t> bytes) {
+    pending_writes_.emplace_back(offset, std::move(bytes));
+  }
   Status load_header();
-  void report(const std::string& line) const;
+  void report(const std::string& line);
   void corruption(const std::string& line);
   bool fixing() const { return mode_ == Mode::kAll; }
   const char* fix_prefix() const { return fixing() ? "Repairing" : "ERROR"; }
@@ -155,17 +167,26 @@ class Checker {
   bool need_rebuild_ = false;        // repair rebuilds the refcount structure
   bool qemu_would_rebuild_ = false;  // QEMU's condition (-r leaks refuses then)
   std::vector<SnapshotRecord> snapshots_;
-  bool snapshots_unreadable_ = false;
   bool rewrite_snapshots_ = false;
   uint64_t snapshot_table_bytes_ = 0;
   std::vector<L2Record> l2s_;
   std::vector<std::pair<uint64_t, int64_t>> active_l2_index_;  // (L2 cluster, active L1 index)
-  bool bitmaps_enabled_ = false;
   bool drop_bitmaps_ = false;
   uint64_t copied_errors_ = 0;  // COPIED mismatches among res_.corruptions
   uint64_t copied_fixed_ = 0;
   uint64_t highest_cluster_ = 0;
   bool any_cluster_ = false;
+
+  // L2 tables that are guest data (see analyze()).
+  std::vector<uint64_t> not_l2_;         // sorted; kept across attempts
+  std::vector<uint64_t> suspicious_l2_;  // tables most of whose non-zero entries are invalid
+  std::vector<std::pair<uint64_t, uint64_t>> data_hits_l2_;  // (table of the entry, L2 table it hits)
+  bool restart_ = false;
+  // Phase-1 edits, written when the analysis is final (kAll).
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> pending_writes_;
+  // Report lines held back until the analysis is final (bounded; see report()).
+  std::vector<std::string> pending_lines_;
+  bool buffering_ = false;
 };
 
 }  // namespace keel::check

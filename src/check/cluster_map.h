@@ -2,11 +2,12 @@
 // cluster of the image file.
 //
 // Memory is proportional to the file, never to the virtual size: 2 bytes of counter + 1 byte of
-// tag per host cluster (a 1 TiB file of 64 KiB clusters costs 48 MiB). Counters saturate into a
-// small overflow map, so refcounts up to 2^64-1 (refcount_bits=64, many snapshots) stay exact.
+// tag per host cluster, and 2 more for the stored refcount (CountArray): a 1 TiB file of 64 KiB
+// clusters costs 80 MiB. Counters saturate into a small overflow map, so refcounts up to 2^64-1
+// (refcount_bits=64, many snapshots) stay exact.
 //
 // The tag records which piece of metadata owns a cluster. Owners are claimed in priority order
-// (header first, data last); a claim on a cluster another owner already holds is refused, and
+// (header first, bitmaps last); a claim on a cluster another owner already holds is refused, and
 // the caller treats the later claimant as the damaged one.
 #pragma once
 
@@ -16,17 +17,18 @@
 
 namespace keel::check {
 
-// Owners of a host cluster, in claim-priority order (earlier wins).
+// Owners of a host cluster, in the order Checker claims them (earlier wins; guest data is counted
+// between kL2 and the bitmap structures and has no owner tag).
 enum class Owner : uint8_t {
   kNone = 0,
   kHeader,
   kActiveL1,
   kReftable,
   kSnapshotTable,
-  kBitmapDirectory,
   kSnapshotL1,
   kRefblock,
   kL2,
+  kBitmapDirectory,
   kBitmapTable,
   kBitmapData,
 };

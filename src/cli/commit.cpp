@@ -2,12 +2,16 @@
 //   keel commit [-f fmt] [-t cache] [-b base] [-d] [-p] [-q] [-r rate] FILE
 // Every range that FILE (or an image between FILE and the base) stores itself is written into
 // the base: data as data, zero clusters as zeroes. The base is opened on its own, read-write,
-// and grown first if it is smaller than FILE. Without -b and -d, FILE is emptied afterwards
-// (every cluster discarded, so it reads through to the base again); as in qemu-img 7.2, -b
-// implies -d.
+// and grown first if it is smaller than FILE.
 //
-// Crash safety: the base is flushed before FILE is touched, and until then FILE still holds
-// all its data, so an interruption at any point leaves FILE's guest content unchanged.
+// Emptying FILE (qemu-img does it without -b and -d) needs an engine operation that
+// deallocates clusters so they read through to the backing file again; Image::discard turns
+// them into zero clusters instead, which would hide the committed data. Until the engine offers
+// that, FILE keeps its clusters: its guest content is the same either way (the base now holds
+// the same bytes), only the space is not given back.
+//
+// Crash safety: FILE is never written, and the base only receives bytes FILE already shows, so
+// an interruption leaves FILE's guest content unchanged.
 #include <algorithm>
 #include <climits>
 #include <cstdio>
@@ -96,11 +100,10 @@ int run_commit(const CommitArgs& a) {
     if (!r) return 1;
   }
   const std::string& file = a.files.front();
-  const bool empty_top = !a.drop && a.base.empty();
   Progress progress(a.progress && !a.quiet);
 
-  // FILE itself, read-write and without its chain: this takes its locks, and it is the handle
-  // that empties it at the end.
+  // FILE itself, read-write and without its chain: this takes its locks (nothing else may
+  // write FILE during the commit) and would be the handle that empties it.
   OpenFlags tf;
   tf.format = a.format;
   tf.cache = a.cache;
@@ -185,12 +188,7 @@ int run_commit(const CommitArgs& a) {
   (void)chain->close();
   if (!st.is_ok()) return fail(fmt::format("error while writing '{}': {}", base_layer.path, st.message()));
 
-  if (empty_top) {
-    // Opened without its backing file, a discarded cluster becomes unallocated (reads through).
-    st = top->discard(0, top->size());
-    if (st.is_ok()) st = top->flush();
-    if (!st.is_ok()) return fail(fmt::format("Could not empty {}: {}", file, st.message()));
-  }
+  // Without -b and -d qemu-img would empty FILE here; see the note at the top of this file.
   st = top->close();
   progress.finish();
   if (!st.is_ok()) {
@@ -210,7 +208,9 @@ std::function<int()> setup_commit(CLI::App* sub) {
   sub->add_option("-b", a->base,
                   "Commit into this image of FILE's backing chain (default: FILE's backing file); "
                   "the images in between are committed too. Implies -d");
-  sub->add_flag("-d", a->drop, "Do not empty FILE after the commit (it keeps its data)");
+  sub->add_flag("-d", a->drop,
+                "Do not empty FILE after the commit (keel never empties it yet: FILE keeps its "
+                "clusters, with the same content as before)");
   sub->add_flag("-p", a->progress, "Show progress as '    (NN.NN/100%)'");
   sub->add_flag("-q", a->quiet, "Quiet: no progress and no 'Image committed.'");
   sub->add_option("-r", a->rate, "Rate limit in bytes per second (accepted; keel does not throttle)");

@@ -9,7 +9,6 @@
 // Crash safety: the copied data reads the same as what FILE showed before, so an interruption
 // during the copy changes nothing visible; the header change is one engine amend.
 #include <algorithm>
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -117,11 +116,6 @@ Status copy_differences(Image& top, ChainReader& old_chain, ChainReader& new_cha
   return top.flush();
 }
 
-std::string real_path(const std::string& path) {
-  char buf[PATH_MAX];
-  return realpath(path.c_str(), buf) ? std::string(buf) : std::string();
-}
-
 int run_rebase(const RebaseArgs& a) {
   if (a.files.size() != 1) {
     report_usage_error("Expecting one image file name");
@@ -143,7 +137,9 @@ int run_rebase(const RebaseArgs& a) {
   tf.format = a.format;
   tf.cache = a.cache;
   tf.read_only = false;
-  tf.no_backing = true;
+  // Safe mode writes into FILE with its old backing chain attached, so that a write of part of
+  // a cluster is completed (copy-on-write) from the old chain, as FILE showed it.
+  tf.no_backing = a.unsafe;
   auto top = open_image_or_report(file, tf, CacheMode::kWriteback);
   if (!top) return 1;
   std::vector<std::unique_ptr<ChainReader>> readers;
@@ -179,8 +175,6 @@ int run_rebase(const RebaseArgs& a) {
     std::unique_ptr<Image> new_image;
     if (!a.backing.empty()) {
       std::string new_path = path_combine(file, a.backing);
-      if (real_path(new_path) == real_path(file))
-        return fail(fmt::format("Could not open new backing file '{}': it is the image being rebased", a.backing));
       OpenFlags nf;
       nf.format = a.backing_format;
       nf.cache = a.src_cache;

@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "cli/command.h"
 #include "cli/util.h"
@@ -24,7 +26,10 @@ struct ResizeArgs {
   bool shrink = false;
   std::string preallocation;
   bool quiet = false;
-  std::vector<std::string> args;  // FILE SIZE
+  std::string file;
+  std::string size;
+  CLI::Option* size_opt = nullptr;
+  std::vector<std::string> extra;
 };
 
 // qemu's QEMU_OPT_SIZE parser messages for the "size" parameter.
@@ -55,16 +60,16 @@ Status preallocate_range(Image& image, uint64_t from, uint64_t to) {
 }
 
 int run_resize(const ResizeArgs& a) {
-  if (a.args.size() < 2) {
+  if (a.size_opt->count() == 0) {
     report_usage_error("Not enough arguments");
     return 1;
   }
-  if (a.args.size() > 2) {
+  if (!a.extra.empty()) {
     report_usage_error("Expecting image file name and size");
     return 1;
   }
-  const std::string& file = a.args[0];
-  std::string size_text = a.args[1];
+  const std::string& file = a.file;
+  std::string size_text = a.size;
   int relative = 0;
   if (!size_text.empty() && size_text[0] == '+') relative = 1, size_text.erase(0, 1);
   else if (!size_text.empty() && size_text[0] == '-') relative = -1, size_text.erase(0, 1);
@@ -92,6 +97,10 @@ int run_resize(const ResizeArgs& a) {
     (void)image->close();
     return 1;
   };
+  auto fail_closed = [&](const std::string& msg) {
+    print_error(msg);
+    return 1;
+  };
   if (total <= 0) return fail("New image size must be positive");
   if (total_u <= current && prealloc != "off")
     return fail("Preallocation can only be used for growing images");
@@ -114,9 +123,28 @@ int run_resize(const ResizeArgs& a) {
     return fail("Unsupported preallocation mode: metadata");
   }
   Status st = image->resize(total_u, a.shrink);
-  if (st.is_ok() && prealloc != "off") st = preallocate_range(*image, current, total_u);
-  if (!st.is_ok()) return fail(st.message());
-  st = image->close();
+  if (st.code() == Code::kUnsupported && image->format() == "raw") {
+    // The raw driver has no resize yet: a raw image is its file, so the file is truncated
+    // while the image (and its lock) is held, and reopened for preallocation.
+    st = Status::ok();
+    if (::truncate(file.c_str(), static_cast<off_t>(total_u)) != 0)
+      st = io_error(errno, fmt::format("Could not resize file: {}", std::strerror(errno)));
+    Status cs = image->close();
+    if (st.is_ok()) st = cs;
+    if (!st.is_ok()) return fail_closed(st.message());
+    image.reset();  // releases the file and its locks before the reopen
+    if (prealloc != "off") {
+      image = open_image_or_report(file, f, CacheMode::kWriteback);
+      if (!image) return 1;
+      st = preallocate_range(*image, current, total_u);
+      if (!st.is_ok()) return fail(st.message());
+      st = image->close();
+    }
+  } else {
+    if (st.is_ok() && prealloc != "off") st = preallocate_range(*image, current, total_u);
+    if (!st.is_ok()) return fail(st.message());
+    st = image->close();
+  }
   if (!st.is_ok()) {
     print_error(fmt::format("error while closing '{}': {}", file, st.message()));
     return 1;
@@ -134,9 +162,11 @@ std::function<int()> setup_resize(CLI::App* sub) {
                   "How to allocate the added area: off (default), metadata, falloc or full "
                   "(keel writes zeros for metadata, falloc and full; raw images take no metadata)");
   sub->add_flag("-q", a->quiet, "Quiet: do not print 'Image resized.'");
-  sub->add_option("ARGS", a->args,
-                  "FILE then SIZE: the new size in bytes (suffixes k, M, G, T, P, E), or +SIZE / "
-                  "-SIZE relative to the current size (\"--\" before a negative size is optional)");
+  sub->add_option("FILE", a->file, "The image to resize");
+  a->size_opt = sub->add_option("SIZE", a->size,
+                                "The new size in bytes (suffixes k, M, G, T, P, E), or +SIZE / -SIZE "
+                                "relative to the current size (\"--\" before a negative size is optional)");
+  sub->add_option("EXTRA", a->extra, "(nothing more is accepted)");
   sub->footer("qcow2 sizes must be multiples of 512.\n"
               "Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");
   return [a] { return run_resize(*a); };

@@ -1,6 +1,7 @@
 // keel snapshot: list, create, apply and delete internal snapshots, like qemu-img snapshot.
 //   keel snapshot [-U] [-q] [-l | -a NAME | -c NAME | -d NAME] FILE
-// Without an action the snapshots are listed. Like qemu-img 7.2: -a finds a snapshot by ID first
+// Without an action the image is opened read-write and closed (qemu-img 7.2 does nothing else
+// either). Like qemu-img 7.2: -a finds a snapshot by ID first
 // and then by name, -d by name only (the first match), -c allows duplicate names, and -U is only
 // valid for listing.
 #include <cerrno>
@@ -30,7 +31,7 @@ struct SnapshotArgs {
   std::vector<std::string> files;
 };
 
-enum class Action { kList, kApply, kCreate, kDelete };
+enum class Action { kNone, kList, kApply, kCreate, kDelete };
 
 int list_snapshots(Image& image) {
   ImageInfo info = image.info();
@@ -54,7 +55,7 @@ int run_snapshot(const SnapshotArgs& a) {
     report_usage_error("Cannot mix '-l', '-a', '-c', '-d'");
     return 1;
   }
-  Action action = Action::kList;
+  Action action = a.list ? Action::kList : Action::kNone;
   std::string name;
   if (a.apply_opt->count()) action = Action::kApply, name = a.apply;
   if (a.create_opt->count()) action = Action::kCreate, name = a.create;
@@ -76,6 +77,8 @@ int run_snapshot(const SnapshotArgs& a) {
 
   int rc = 0;
   switch (action) {
+    case Action::kNone:
+      break;
     case Action::kList:
       rc = list_snapshots(*image);
       break;
@@ -131,8 +134,8 @@ int run_snapshot(const SnapshotArgs& a) {
 
 std::function<int()> setup_snapshot(CLI::App* sub) {
   auto a = std::make_shared<SnapshotArgs>();
-  sub->add_flag("-l", a->list, "List the snapshots (the default action): ID, TAG, VM SIZE, DATE, "
-                               "VM CLOCK and ICOUNT, as qemu-img prints them");
+  sub->add_flag("-l", a->list, "List the snapshots: ID, TAG, VM SIZE, DATE, VM CLOCK and ICOUNT, "
+                               "as qemu-img prints them");
   a->apply_opt = sub->add_option("-a", a->apply,
                                  "Apply (revert the disk to) the snapshot with this ID or, failing "
                                  "that, this name");
@@ -144,7 +147,7 @@ std::function<int()> setup_snapshot(CLI::App* sub) {
                 "Open without taking image locks (only allowed with -l)");
   sub->add_flag("-q", a->quiet, "Quiet (accepted; snapshot prints nothing but the list)");
   sub->add_option("FILE", a->files, "Image file (qcow2; raw images have no snapshots)");
-  sub->footer("Only one of -l, -a, -c, -d may be given.\n"
+  sub->footer("Only one of -l, -a, -c, -d may be given; with none, the image is only opened.\n"
               "Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");
   return [a] { return run_snapshot(*a); };
 }
