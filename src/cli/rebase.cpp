@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include "cli/command.h"
 #include "cli/util.h"
@@ -116,6 +117,12 @@ Status copy_differences(Image& top, ChainReader& old_chain, ChainReader& new_cha
   return top.flush();
 }
 
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 int run_rebase(const RebaseArgs& a) {
   if (a.files.size() != 1) {
     report_usage_error("Expecting one image file name");
@@ -181,9 +188,14 @@ int run_rebase(const RebaseArgs& a) {
       nf.force_share = a.force_share;
       auto opts = make_open_options(nf, CacheMode::kWriteback);
       auto img = opts ? Image::open(new_path, *opts) : Result<std::unique_ptr<Image>>(error(opts.error()));
-      if (!img)
+      if (!img) {
+        // qemu-img shows a lock conflict as it is and other failures as "Could not open".
+        const Status& e = img.error();
         return fail(fmt::format("Could not open new backing file '{}': {}", a.backing,
-                                open_error_message(new_path, img.error())));
+                                e.code() == Code::kBusy ? e.message() : open_error_message(new_path, e)));
+      }
+      if (same_file(new_path, file))  // possible with -U; qemu-img would write a loop
+        return fail(fmt::format("Backing file '{}' creates an infinite loop.", a.backing));
       new_image = std::move(*img);
     }
     readers.push_back(std::make_unique<ChainReader>(std::move(new_image)));

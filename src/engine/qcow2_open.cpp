@@ -296,7 +296,10 @@ ImageInfo Qcow2Image::info() {
 Status Qcow2Image::close() {
   if (closed_) return Status::ok();
   Status s = Status::ok();
-  if (!read_only_ && !latched_) {
+  if (!read_only_ && latched_) {
+    // Nothing since the failure is durable: say so rather than report a clean close.
+    s = Status(Code::kIo, "image is read-only after an error: " + latch_reason_, EIO);
+  } else if (!read_only_) {
     s = flush();
     std::lock_guard<std::mutex> lk(mu_);
     if (s.is_ok() && freed_unsynced_) s = latch(file_->sync());
