@@ -263,19 +263,23 @@ int run_measure(const MeasureArgs& a) {
 
 std::function<int()> setup_measure(CLI::App* sub) {
   auto a = std::make_shared<MeasureArgs>();
+  // Like getopt in qemu-img: a repeated option takes its last value (-o accumulates).
+  sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   sub->add_option("--output", a->output, "Output format: human (default) or json");
   sub->add_option("-O", a->out_format, "Target format: qcow2 or raw (default raw)");
   sub->add_option("-o", a->options,
                   "Target creation options as for 'keel create' (cluster_size, refcount_bits, "
                   "extended_l2, compat, preallocation, backing_file...); repeat to merge")
-      ->allow_extra_args(false);
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   a->size_opt = sub->add_option("--size", a->size,
                                 "Measure a new empty image of this virtual size (suffixes k, M, G, "
                                 "T, P, E) instead of FILE");
   sub->add_option("-f", a->format, "Format of FILE: qcow2 or raw (default: probe)");
   sub->add_option("-l", a->snapshot, "Measure this internal snapshot of FILE (ID or name)");
   sub->add_flag("-U,--force-share", a->force_share, "Open FILE without taking image locks");
-  sub->add_option("FILE", a->files, "The image whose content would be copied (as by convert)");
+  sub->add_option("FILE", a->files, "The image whose content would be copied (as by convert)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   sub->footer("Output: 'required size: N', 'fully allocated size: N' and, for a qcow2 source and "
               "v3 target, 'bitmaps size: N'; JSON keys required, fully-allocated, bitmaps.\n"
               "Exit status: 0 on success, 1 on any error.");
