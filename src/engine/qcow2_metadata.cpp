@@ -229,6 +229,9 @@ Status Qcow2Image::change_refcount(uint64_t ci, int64_t delta) {
   format::set_refcount(b->bytes, ci % rb_entries_, rc_bits_, nv);
   b->dirty = true;
   if (nv == 0 && ci < free_hint_) free_hint_ = ci;
+  // A freed cluster may next be handed out for normal data: compressed packing must not
+  // continue into it (that would share a COPIED data cluster and overwrite its bytes).
+  if (nv == 0 && compressed_cursor_ % cs_ != 0 && compressed_cursor_ / cs_ == ci) compressed_cursor_ = 0;
   return Status::ok();
 }
 
