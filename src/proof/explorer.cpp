@@ -111,8 +111,7 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
 bool is_durability_point(const WorkloadSpec& s, const GuestMark& m) {
   if (!m.end || !m.ok) return false;
   if (m.op >= s.ops.size()) return true;  // close
-  auto k = s.ops[m.op].kind;
-  return k == GuestOpKind::kFlush || k == GuestOpKind::kReopen;
+  return makes_durable(s.ops[m.op].kind);
 }
 
 bool is_data_event(int e) {
@@ -136,7 +135,7 @@ std::map<std::string, PhaseCost> measure_cost(const Recorded& r, uint32_t image_
     if (!close) {
       auto k = r.spec.ops[a.op].kind;
       if (k == GuestOpKind::kFlush) pc.guest_flushes++;
-      else if (k != GuestOpKind::kReopen) pc.guest_writes++;
+      else if (!makes_durable(k)) pc.guest_writes++;
     }
     for (uint64_t p = a.position; p < b.position && p < ops.size(); ++p) {
       phase_of[p] = phase;
