@@ -1,5 +1,6 @@
 # Keel — the two commands: `make run` and `make test`. Each installs missing Debian packages first.
 JOBS ?= 2
+SHELL := /bin/bash
 
 .PHONY: all deps build run test test-asan clean
 
@@ -16,7 +17,8 @@ run: build
 	@bash scripts/demo.sh
 
 test: build
-	ctest --preset release
+	@set -o pipefail; ctest --preset release 2>&1 | tee build/ctest.out; rc=$$?; \
+	  bash scripts/test-summary.sh build; echo; tail -n 3 build/ctest.out; exit $$rc
 
 test-asan: deps
 	cmake --preset asan-ubsan >/dev/null
