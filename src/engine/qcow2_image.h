@@ -171,6 +171,7 @@ class Qcow2Image final : public Image {
   uint64_t rb_entries_ = 0;
   uint64_t size_ = 0;
   bool writethrough_ = false;
+  bool direct_io_ = false;  // cache=none/directsync: the file is opened O_DIRECT
   CompressionType compression_ = CompressionType::kZlib;
   std::string snapshot_name_;
 

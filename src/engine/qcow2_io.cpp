@@ -188,6 +188,16 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   } else {
     KEEL_ASSIGN(host, alloc_clusters(1));
   }
+  // A new cluster that lies wholly past the end of the file has never been written: what the
+  // guest does not write of it reads as zeros without being written (a crash leaves a hole or a
+  // shorter file there, and both read as zeros).
+  bool fresh = false;
+  if (!reuse) {
+    auto fsize = file_->size();
+    fresh = fsize && *fsize <= host;
+  }
+  const bool cow_is_zero = m.type == ClusterType::kZeroPlain ||
+                           (m.type == ClusterType::kUnallocated && (!backing_ || backing_->size() <= gc * cs_));
   auto undo = [&] {
     if (!reuse) (void)change_refcount(host / cs_, -1);
   };
@@ -203,9 +213,12 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   bool full_cow = !ext_l2_ || m.type == ClusterType::kCompressed || (m.type == ClusterType::kNormal && !m.copied());
   if (ext_l2_ && reuse && !external) full_cow = false;
   if (full_cow) {
-    if (in == 0 && d.size() == cs_) {
+    if ((in == 0 && d.size() == cs_) || (fresh && cow_is_zero)) {
+      // With O_DIRECT the file system serializes writes that extend the file: extend it by the
+      // whole cluster first (QEMU zeroes new clusters the same way), then write inside it.
+      if (fresh && direct_io_ && d.size() < cs_) st = data_->allocate(host, cs_);
       notify(Event::kDataWrite);
-      st = data_->write_at(host, d);
+      if (st.is_ok()) st = data_->write_at(host + in, d);
     } else {
       std::vector<uint8_t> buf(cs_);
       notify(Event::kCowRead);

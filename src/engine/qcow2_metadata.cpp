@@ -247,6 +247,9 @@ Result<uint64_t> Qcow2Image::alloc_clusters(uint64_t count) {
         if (++run == count) break;
       } else {
         run = 0;
+        // Every cluster below free_hint_ is in use: step over the used ones at its front, or
+        // each allocation would rescan the whole image.
+        if (i == free_hint_) free_hint_ = i + 1;
       }
     }
     // Make sure refcount blocks exist; creating one may take clusters from the run.

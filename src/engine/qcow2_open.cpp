@@ -56,6 +56,7 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
   img->observer_ = opts.observer;
   img->read_only_ = opts.read_only;
   img->writethrough_ = opts.cache == CacheMode::kWritethrough || opts.cache == CacheMode::kDirectsync;
+  img->direct_io_ = opts.cache == CacheMode::kNone || opts.cache == CacheMode::kDirectsync;
   KEEL_TRY_R(img->open_tables(opts, depth).with_context(fmt::format("Could not open '{}'", path)));
   img->closed_ = false;
   return std::unique_ptr<Image>(std::move(img));

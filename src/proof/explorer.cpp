@@ -98,6 +98,7 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
   OpenOptions oo;
   oo.format = "qcow2";
   oo.file_opener = opener;
+  oo.cache = s.cache;
   oo.observer = rec.get();
   WorkloadRunner runner(s, [&] { return Image::open(image_path, oo); }, [&] { return rec->op_count(); });
   out.status = runner.open().with_context("open");

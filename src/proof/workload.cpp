@@ -87,6 +87,7 @@ WorkloadSpec base(const std::string& name, const std::string& what, uint64_t siz
 // Allocating writes: whole clusters, partial clusters (COW against zeros), cluster-spanning.
 WorkloadSpec alloc(uint64_t seed) {
   WorkloadSpec s = base("alloc", "allocating writes: whole, partial and spanning clusters", 2 * MiB, 64 * KiB);
+  s.cache = CacheMode::kNone;  // new clusters are extended with allocate() before the write
   Gen g(s, seed);
   uint64_t c = s.create.cluster_size, n = s.create.size / c;
   for (int i = 0; i < 14; ++i) {
@@ -306,6 +307,7 @@ WorkloadSpec compressed(uint64_t seed) {
 // Everything at once over a backing file.
 WorkloadSpec mixed(uint64_t seed) {
   WorkloadSpec s = base("mixed", "random mix of every operation over a backing file", 2 * MiB, 64 * KiB);
+  s.cache = CacheMode::kNone;
   s.backing_bytes = 1 * MiB;
   Gen g(s, seed);
   uint64_t c = s.create.cluster_size, n = s.create.size / c;

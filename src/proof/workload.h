@@ -45,6 +45,7 @@ struct WorkloadSpec {
   std::string name;
   std::string description;
   CreateOptions create;        // format qcow2; file_opener and backing are set by the runner
+  CacheMode cache = CacheMode::kWriteback;  // how the runner opens the image
   uint64_t backing_bytes = 0;  // > 0: a raw backing file of this size holding version 1
   std::vector<GuestOp> ops;
   // Ops before this one are setup (e.g. filling the image up to a refcount-block boundary): they
