@@ -2,7 +2,7 @@
 JOBS ?= 2
 SHELL := /bin/bash
 
-.PHONY: all deps build run test test-asan clean
+.PHONY: all deps build run test test-asan bench-deps bench clean
 
 all: build
 
@@ -18,12 +18,20 @@ run: build
 
 test: build
 	@set -o pipefail; ctest --preset release 2>&1 | tee build/ctest.out; rc=$$?; \
-	  bash scripts/test-summary.sh build; echo; tail -n 3 build/ctest.out; exit $$rc
+	  bash scripts/test-summary.sh build; echo; \
+	  grep -E 'tests passed|tests failed out of|Total Test time' build/ctest.out | tail -n 2; exit $$rc
 
 test-asan: deps
 	cmake --preset asan-ubsan >/dev/null
 	cmake --build --preset asan-ubsan -j $(JOBS)
 	ctest --preset asan-ubsan
+
+# Benchmarks, Keel vs QEMU (bench/, docs/performance.md): ~17 min, never part of make test.
+bench-deps: deps
+	@bash scripts/install-deps.sh bench
+
+bench: build bench-deps
+	bash bench/run_all.sh build/keel
 
 clean:
 	rm -rf build build-*

@@ -1,6 +1,8 @@
 // Snapshot table decode/encode (see snapshot_table.h).
 #include "format/snapshot_table.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "format/endian.h"
@@ -71,9 +73,10 @@ std::vector<uint8_t> encode_snapshot_table(const std::vector<SnapshotEntry>& ent
     put_be64(p + 24, e.vm_clock_nsec);
     put_be32(p + 32, e.vm_state_size > UINT32_MAX ? 0 : static_cast<uint32_t>(e.vm_state_size));
     put_be32(p + 36, static_cast<uint32_t>(extra.size()));
-    std::memcpy(p + 40, extra.data(), extra.size());
-    std::memcpy(p + 40 + extra.size(), e.id.data(), e.id.size());
-    std::memcpy(p + 40 + extra.size() + e.id.size(), e.name.data(), e.name.size());
+    // std::copy: an empty field has no data() to memcpy from (UBSan found it).
+    std::copy(extra.begin(), extra.end(), p + 40);
+    std::copy(e.id.begin(), e.id.end(), p + 40 + extra.size());
+    std::copy(e.name.begin(), e.name.end(), p + 40 + extra.size() + e.id.size());
   }
   return t;
 }
