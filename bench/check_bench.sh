@@ -8,7 +8,9 @@
 # Environment: BENCH_DIR (where the image is kept; default /tmp/keel-check-bench),
 #   BENCH_EXTENTS (number of 1 MiB extents; default 4096 = 4 GiB allocated),
 #   BENCH_VIRTUAL (virtual size; default 1T), BENCH_COLD=1 (drop the page cache before each run;
-#   needs root, and slows down everything else on the machine).
+#   needs root, and slows down everything else on the machine), BENCH_CSV (also append one line
+#   per run, "check_bench,<workload>,<round>,<tool>,<seconds>," — the format of the other bench/
+#   scripts; bench/convert_check_bench.sh uses it).
 # Both tools read the image from the page cache unless BENCH_COLD=1: the numbers then measure
 # the checking work itself, not the disk.
 set -euo pipefail
@@ -45,6 +47,9 @@ measure() {  # tool label, command...
   local label=$1; shift
   if [ "${BENCH_COLD:-0}" = 1 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi
   /usr/bin/time -f "$label %e %U %S %M" -a -o "$TIMES" "$@" >/dev/null 2>&1
+  if [ -n "${BENCH_CSV:-}" ]; then
+    echo "check_bench,check $VIRTUAL/$EXTENTS MiB,$r,$label,$(tail -1 "$TIMES" | cut -d' ' -f2)," >>"$BENCH_CSV"
+  fi
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do

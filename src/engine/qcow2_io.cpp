@@ -44,13 +44,16 @@ Status Qcow2Image::before_write() {
   std::unique_lock<std::mutex> lk(mu_);
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   if (autoclear_pending_) {
-    // The spec: unknown autoclear bits (and the bitmaps bit, whose bitmaps we do not update)
-    // must be cleared before the first write.
-    header_.autoclear &= kAutoclearDataFileRaw;
-    uint8_t b[8];
-    put_be64(b, header_.autoclear);
-    KEEL_TRY(write_header_field(kOffsetAutoclear, b));
-    KEEL_TRY(latch(file_->sync()));
+    // The spec: unknown autoclear bits must be cleared before the first write; a bitmaps
+    // extension left stale by a program without bitmap support is dropped, as QEMU does.
+    if (stale_bitmaps_ext_) KEEL_TRY(drop_stale_bitmaps_extension());
+    if (header_.version >= 3 && (header_.autoclear & ~kAutoclearKnown)) {
+      header_.autoclear &= kAutoclearKnown;
+      uint8_t b[8];
+      put_be64(b, header_.autoclear);
+      KEEL_TRY(write_header_field(kOffsetAutoclear, b));
+      KEEL_TRY(latch(file_->sync()));
+    }
     autoclear_pending_ = false;
   }
   bool too_dirty = dirty_bytes() > limits::kMaxDirtyMetadataBytes;
@@ -139,6 +142,7 @@ Status Qcow2Image::write(uint64_t offset, std::span<const uint8_t> buf, bool fua
   KEEL_TRY(before_write());
   {
     SharedGate g(gate_);
+    KEEL_TRY(note_guest_write(offset, buf.size()));
     for (uint64_t pos = 0; pos < buf.size();) {
       uint64_t off = offset + pos;
       uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - (off & (cs_ - 1)));
@@ -188,6 +192,16 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   } else {
     KEEL_ASSIGN(host, alloc_clusters(1));
   }
+  // A new cluster that lies wholly past the end of the file has never been written: what the
+  // guest does not write of it reads as zeros without being written (a crash leaves a hole or a
+  // shorter file there, and both read as zeros).
+  bool fresh = false;
+  if (!reuse) {
+    auto fsize = file_->size();
+    fresh = fsize && *fsize <= host;
+  }
+  const bool cow_is_zero = m.type == ClusterType::kZeroPlain ||
+                           (m.type == ClusterType::kUnallocated && (!backing_ || backing_->size() <= gc * cs_));
   auto undo = [&] {
     if (!reuse) (void)change_refcount(host / cs_, -1);
   };
@@ -203,9 +217,12 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   bool full_cow = !ext_l2_ || m.type == ClusterType::kCompressed || (m.type == ClusterType::kNormal && !m.copied());
   if (ext_l2_ && reuse && !external) full_cow = false;
   if (full_cow) {
-    if (in == 0 && d.size() == cs_) {
+    if ((in == 0 && d.size() == cs_) || (fresh && cow_is_zero)) {
+      // With O_DIRECT the file system serializes writes that extend the file: extend it by the
+      // whole cluster first (QEMU zeroes new clusters the same way), then write inside it.
+      if (fresh && direct_io_ && d.size() < cs_) st = data_->allocate(host, cs_);
       notify(Event::kDataWrite);
-      st = data_->write_at(host, d);
+      if (st.is_ok()) st = data_->write_at(host + in, d);
     } else {
       std::vector<uint8_t> buf(cs_);
       notify(Event::kCowRead);
@@ -300,6 +317,7 @@ Status Qcow2Image::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flag
   KEEL_TRY(before_write());
   {
     SharedGate g(gate_);
+    KEEL_TRY(note_guest_write(offset, length));
     std::vector<uint8_t> zeros;
     for (uint64_t pos = 0; pos < length;) {
       uint64_t off = offset + pos;
@@ -327,6 +345,7 @@ Status Qcow2Image::discard(uint64_t offset, uint64_t length) {
   uint64_t end = offset + length == size_ ? (size_ + cs_ - 1) / cs_ : (offset + length) / cs_;
   {
     SharedGate g(gate_);
+    KEEL_TRY(note_guest_write(offset, length));
     for (uint64_t gc = first; gc < end; ++gc) KEEL_TRY(zero_or_discard_cluster(gc, true, true));
   }
   return writethrough_ ? flush() : Status::ok();
@@ -343,6 +362,7 @@ Status Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> cl
   if (!packed) return write(offset, cluster, false);
   KEEL_TRY(before_write());
   SharedGate g(gate_);
+  KEEL_TRY(note_guest_write(offset, cluster.size()));
   uint64_t gc = offset >> cbits_;
   std::unique_lock<std::mutex> lk(mu_);
   inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });

@@ -1,5 +1,6 @@
 // Snapshot table decode/encode (see snapshot_table.h).
 #include "format/snapshot_table.h"
+#include <algorithm>
 
 #include <fmt/format.h>
 
@@ -36,7 +37,9 @@ Result<std::vector<SnapshotEntry>> decode_snapshot_table(std::span<const uint8_t
       return error(corrupt(fmt::format("snapshot {} l1_size = {} exceeds the 32 MiB L1 limit", i, e.l1_size)));
     uint64_t len = 40ull + extra + id_len + name_len;
     if (off + len > t.size())
-      return error(corrupt(fmt::format("snapshot table entry {} at offset {} runs past the table", i, off)));
+      return error(corrupt(fmt::format(
+          "snapshot table entry {} at offset {} runs past the table (extra_data_size = {}, id_str_size = {}, "
+          "name_size = {})", i, off, extra, id_len, name_len)));
     e.extra.assign(p + 40, p + 40 + extra);
     if (extra >= 8) e.vm_state_size = get_be64(p + 40);
     if (extra >= 16) e.disk_size = get_be64(p + 48);
@@ -71,9 +74,9 @@ std::vector<uint8_t> encode_snapshot_table(const std::vector<SnapshotEntry>& ent
     put_be64(p + 24, e.vm_clock_nsec);
     put_be32(p + 32, e.vm_state_size > UINT32_MAX ? 0 : static_cast<uint32_t>(e.vm_state_size));
     put_be32(p + 36, static_cast<uint32_t>(extra.size()));
-    std::memcpy(p + 40, extra.data(), extra.size());
-    std::memcpy(p + 40 + extra.size(), e.id.data(), e.id.size());
-    std::memcpy(p + 40 + extra.size() + e.id.size(), e.name.data(), e.name.size());
+    std::copy(extra.begin(), extra.end(), p + 40);
+    std::copy(e.id.begin(), e.id.end(), p + 40 + extra.size());
+    std::copy(e.name.begin(), e.name.end(), p + 40 + extra.size() + e.id.size());
   }
   return t;
 }

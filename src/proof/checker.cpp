@@ -101,6 +101,45 @@ void judge_keel_check(BlockFile& file, const char* when, uint64_t leak_bound, St
   }
 }
 
+// Every snapshot the image lists must be one the model knows, read as it did when it was taken;
+// every snapshot whose creation completed (and whose deletion did not start) must be listed.
+void check_snapshots(MemoryFs& fs, const GuestModel& model, StateVerdict& v, uint32_t md) {
+  OpenOptions oo;
+  oo.format = "qcow2";
+  oo.read_only = true;
+  oo.file_opener = fs.opener();
+  auto img = Image::open(MemoryFs::path(kImageName), oo);
+  if (!img) {
+    v.add(Guarantee::kG1, "read-only open after close failed: " + img.error().message(), md);
+    return;
+  }
+  std::vector<SnapshotInfo> listed = (*img)->info().snapshots;
+  img->reset();
+  const auto& known = model.snapshots();
+  for (const auto& [name, snap] : known) {
+    bool found = std::any_of(listed.begin(), listed.end(), [&](const SnapshotInfo& i) { return i.name == name; });
+    if (!found && snap.must_exist) v.add(Guarantee::kG3, "snapshot '" + name + "' was created and is gone", md);
+  }
+  for (const SnapshotInfo& info : listed) {
+    auto it = known.find(info.name);
+    if (it == known.end()) {
+      v.add(Guarantee::kG3, "snapshot '" + info.name + "' is listed but was never created or its deletion completed", md);
+      continue;
+    }
+    oo.snapshot = info.name;
+    auto snap = Image::open(MemoryFs::path(kImageName), oo);
+    if (!snap) {
+      v.add(Guarantee::kG1, "opening snapshot '" + info.name + "' failed: " + snap.error().message(), md);
+      continue;
+    }
+    if ((*snap)->size() != it->second.size_bytes)
+      v.add(Guarantee::kG3, "snapshot '" + info.name + "' is " + std::to_string((*snap)->size()) + " bytes, taken at " +
+                                std::to_string(it->second.size_bytes), md);
+    std::string who = "snapshot '" + info.name + "' read";
+    check_guest_reads(**snap, *it->second.content, v, md, who.c_str());
+  }
+}
+
 }  // namespace
 
 const char* guarantee_name(Guarantee g) {
@@ -133,7 +172,7 @@ bool qcow2_dirty(const std::vector<uint8_t>& image) {
 
 void check_guest_reads(Image& img, const GuestModel& model, StateVerdict& v, uint32_t max_details,
                        const char* who, std::optional<Guarantee> as, std::vector<uint32_t>* observed) {
-  uint64_t total = model.sector_count() * kGuestSector;
+  uint64_t total = std::min(model.sector_count() * kGuestSector, img.size());
   if (observed) observed->assign(model.sector_count(), kUnknownVersion);
   std::vector<uint8_t> buf(kReadChunk);
   for (uint64_t off = 0; off < total; off += kReadChunk) {
@@ -162,11 +201,11 @@ void check_raw_guest(const std::vector<uint8_t>& raw, const GuestModel& model, S
   std::vector<uint8_t> padded;
   const std::vector<uint8_t>* disk = &raw;
   uint64_t want = model.sector_count() * kGuestSector;
-  if (raw.size() != want) {
-    v.add(Guarantee::kG3, std::string(who) + ": guest disk is " + std::to_string(raw.size()) + " bytes, expected " +
-                              std::to_string(want), max_details);
-    padded = raw;
-    padded.resize(want, 0);
+  if (!model.size_allowed(raw.size()))
+    v.add(Guarantee::kG3, std::string(who) + ": guest disk is " + std::to_string(raw.size()) + " bytes; model: " +
+                              model.describe_sizes(), max_details);
+  if (raw.size() > want) {
+    padded.assign(raw.begin(), raw.begin() + static_cast<std::ptrdiff_t>(want));
     disk = &padded;
   }
   judge_range(0, *disk, model, v, max_details, who, std::nullopt);
@@ -218,6 +257,8 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
     v.add(Guarantee::kG1, "image opened read-only", md);
   } else {
     std::vector<uint32_t> observed;
+    if (!model.size_allowed((*img)->size()))
+      v.add(Guarantee::kG3, "virtual size is " + std::to_string((*img)->size()) + "; model: " + model.describe_sizes(), md);
     check_guest_reads(**img, model, v, md, "keel read", std::nullopt, opts.probe_write ? &observed : nullptr);
     if (opts.probe_write) {
       // Allocate after the crash: a refcount that undercounts would hand out a live cluster.
@@ -226,7 +267,7 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
       for (uint64_t s = 0; s < observed.size(); ++s)
         if (observed[s] != kUnknownVersion) after.settle(s, observed[s]);
       std::mt19937_64 rng(opts.probe_seed);
-      uint64_t cluster = spec.create.cluster_size, clusters = spec.create.size / cluster;
+      uint64_t cluster = spec.create.cluster_size, clusters = (*img)->size() / cluster;
       uint64_t count = std::min<uint64_t>(clusters, 2);
       uint64_t first = (rng() % (clusters - count + 1)) * cluster;
       std::vector<uint8_t> data(count * cluster);
@@ -246,6 +287,7 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
     if (!cs.is_ok()) v.add(Guarantee::kG1, "close after open failed: " + cs.message(), md);
     img->reset();
     if (opts.keel_check) judge_keel_check(*fs.handle(kImageName), "after keel open+close", opts.leak_bound, v, md);
+    check_snapshots(fs, model, v, md);
     if (tmp && tmp->ok()) {
       Status w = tmp->write(kImageName, fs.bytes(kImageName));
       if (w.is_ok()) judge_qemu_check(qemu_img_check(tmp->file(kImageName)), "after keel open+close", opts.leak_bound, v, md);

@@ -98,6 +98,7 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
   OpenOptions oo;
   oo.format = "qcow2";
   oo.file_opener = opener;
+  oo.cache = s.cache;
   oo.observer = rec.get();
   WorkloadRunner runner(s, [&] { return Image::open(image_path, oo); }, [&] { return rec->op_count(); });
   out.status = runner.open().with_context("open");
@@ -111,8 +112,7 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
 bool is_durability_point(const WorkloadSpec& s, const GuestMark& m) {
   if (!m.end || !m.ok) return false;
   if (m.op >= s.ops.size()) return true;  // close
-  auto k = s.ops[m.op].kind;
-  return k == GuestOpKind::kFlush || k == GuestOpKind::kReopen;
+  return makes_durable(s.ops[m.op].kind);
 }
 
 bool is_data_event(int e) {
@@ -136,7 +136,7 @@ std::map<std::string, PhaseCost> measure_cost(const Recorded& r, uint32_t image_
     if (!close) {
       auto k = r.spec.ops[a.op].kind;
       if (k == GuestOpKind::kFlush) pc.guest_flushes++;
-      else if (k != GuestOpKind::kReopen) pc.guest_writes++;
+      else if (!makes_durable(k)) pc.guest_writes++;
     }
     for (uint64_t p = a.position; p < b.position && p < ops.size(); ++p) {
       phase_of[p] = phase;
@@ -259,8 +259,16 @@ WorkloadReport explore_workload(const std::string& name, const ExploreConfig& co
   if (config.qemu_samples && qemu_img_available() && expected > 0)
     qemu_every = std::max<uint64_t>(1, static_cast<uint64_t>(expected / config.qemu_samples));
   uint64_t qemu_offset = qemu_every ? config.seed % qemu_every : 0;
-  std::mt19937_64 pick(config.seed ^ 0x5eed5eed5eedull);
-  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  // Whether state `si` of crash point `cp` is in the sample: a hash of (seed, cp, si), so
+  // replaying one crash point checks exactly the states the full run checked there.
+  auto sampled = [&](uint64_t cp, uint64_t si) {
+    if (keep >= 1.0) return true;
+    uint64_t x = config.seed * 0x9e3779b97f4a7c15ull ^ (cp << 20) ^ si;
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 29;
+    return static_cast<double>(x >> 11) * 0x1.0p-53 < keep;
+  };
 
   GuestModel model = initial_model(r.spec);
   size_t next_mark = 0;
@@ -274,7 +282,7 @@ WorkloadReport explore_workload(const std::string& name, const ExploreConfig& co
     auto states = enumerate_states(cursor, *r.rec, config.enumeration, config.seed);
     uint64_t bound = leak_bound(r.spec, r.marks, *r.rec, static_cast<uint32_t>(image_id), cp);
     for (size_t si = 0; si < states.size(); ++si) {
-      if (keep < 1.0 && unit(pick) >= keep) continue;
+      if (!sampled(cp, si)) continue;
       if (config.max_seconds > 0 &&
           std::chrono::duration<double>(Clock::now() - started).count() > config.max_seconds) {
         report.stopped_early = true;

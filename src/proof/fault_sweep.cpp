@@ -102,6 +102,7 @@ Run run_with(const Prepared& p, const std::optional<FaultRule>& rule, bool qemu,
   Fanout fan(rec.get(), inj.get());
   OpenOptions oo;
   oo.format = "qcow2";
+  oo.cache = spec.cache;
   oo.observer = &fan;
   oo.file_opener = fs.opener([rec, inj](std::unique_ptr<BlockFile> inner, const std::string& name,
                                         const FileOptions&) -> Result<std::unique_ptr<BlockFile>> {

@@ -16,8 +16,11 @@ bool contains(const std::vector<uint32_t>& v, uint32_t x) {
 }
 }  // namespace
 
-GuestModel::GuestModel(uint64_t size_bytes, uint64_t backing_sectors)
-    : sectors_(size_bytes / kGuestSector), backing_sectors_(backing_sectors) {
+GuestModel::GuestModel(uint64_t capacity_bytes, uint64_t backing_sectors, uint64_t size_bytes)
+    : sectors_(capacity_bytes / kGuestSector),
+      backing_sectors_(backing_sectors),
+      durable_size_(size_bytes ? size_bytes : capacity_bytes),
+      outcome_size_(durable_size_) {
   for (uint64_t s = 0; s < sectors_.size(); ++s) {
     uint32_t v = s < backing_sectors_ ? kBackingVersion : kZeroVersion;
     sectors_[s].durable = {v};
@@ -53,6 +56,8 @@ void GuestModel::discard(uint64_t first, uint64_t count, bool certain) {
 }
 
 void GuestModel::flush() {
+  durable_size_ = outcome_size_;
+  pending_sizes_.clear();
   for (Sector& sec : sectors_) {
     if (sec.pending.empty() && sec.outcome == sec.durable) continue;
     sec.durable = sec.outcome;
@@ -105,6 +110,53 @@ uint64_t GuestModel::touched_sectors() const {
            sectors_[s].pending.empty());
   }
   return n;
+}
+
+void GuestModel::resize(uint64_t bytes, bool certain) {
+  if (bytes < outcome_size_) issue(bytes / kGuestSector, (outcome_size_ - bytes) / kGuestSector, {kZeroVersion}, certain);
+  if (std::find(pending_sizes_.begin(), pending_sizes_.end(), bytes) == pending_sizes_.end()) pending_sizes_.push_back(bytes);
+  if (certain) outcome_size_ = bytes;
+}
+
+bool GuestModel::size_allowed(uint64_t bytes) const {
+  return bytes == durable_size_ || std::find(pending_sizes_.begin(), pending_sizes_.end(), bytes) != pending_sizes_.end();
+}
+
+std::string GuestModel::describe_sizes() const {
+  std::ostringstream o;
+  o << "durable " << durable_size_ << " pending {";
+  for (size_t i = 0; i < pending_sizes_.size(); ++i) o << (i ? "," : "") << pending_sizes_[i];
+  o << "}";
+  return o.str();
+}
+
+void GuestModel::snapshot_create(const std::string& name, bool certain) {
+  if (!certain) {
+    // The snapshot captures what the operations before it left (they completed: the create
+    // flushes first), so each sector's outcome.
+    auto content = std::make_shared<GuestModel>(*this);
+    content->snapshots_.clear();
+    content->flush();
+    snapshots_[name] = Snapshot{std::move(content), outcome_size_, false};
+  } else if (auto it = snapshots_.find(name); it != snapshots_.end()) {
+    it->second.must_exist = true;
+  }
+}
+
+void GuestModel::snapshot_delete(const std::string& name, bool certain) {
+  auto it = snapshots_.find(name);
+  if (it == snapshots_.end()) return;
+  if (certain) snapshots_.erase(it);
+  else it->second.must_exist = false;
+}
+
+void GuestModel::snapshot_apply(const std::string& name, bool certain) {
+  auto it = snapshots_.find(name);
+  if (it == snapshots_.end()) return;
+  const Snapshot& snap = it->second;
+  resize(snap.size_bytes, certain);
+  uint64_t n = std::min<uint64_t>(snap.size_bytes / kGuestSector, sectors_.size());
+  for (uint64_t s = 0; s < n; ++s) issue(s, 1, snap.content->sectors_[s].durable, certain);
 }
 
 }  // namespace keel::proof

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,8 +19,11 @@ namespace keel::proof {
 class GuestModel {
  public:
   // `backing_sectors` sectors at the start read from the backing file (version 1) at first.
-  GuestModel(uint64_t size_bytes, uint64_t backing_sectors);
+  // `capacity_bytes` is the largest size the disk takes in the workload; it starts at
+  // `size_bytes` (0 = the capacity).
+  GuestModel(uint64_t capacity_bytes, uint64_t backing_sectors, uint64_t size_bytes = 0);
 
+  // Sectors the model tracks (the capacity); the disk's size now is one of allowed sizes.
   uint64_t sector_count() const { return sectors_.size(); }
   bool has_backing() const { return backing_sectors_ > 0; }
 
@@ -45,6 +50,25 @@ class GuestModel {
   // Sectors whose durable content is not what they held at the start.
   uint64_t touched_sectors() const;
 
+  // A resize to `bytes` issued (shrinking drops the tail: if it grows back it reads zeros).
+  void resize(uint64_t bytes, bool certain);
+  // Whether the virtual disk may be `bytes` long now.
+  bool size_allowed(uint64_t bytes) const;
+  std::string describe_sizes() const;
+
+  // Internal snapshots: what each one must read as, and whether a crash may have lost it (its
+  // creation or deletion was in progress).
+  struct Snapshot {
+    std::shared_ptr<const GuestModel> content;  // settled: durable only
+    uint64_t size_bytes = 0;
+    bool must_exist = false;
+  };
+  void snapshot_create(const std::string& name, bool certain);
+  void snapshot_delete(const std::string& name, bool certain);
+  // Reverting to snapshot `name`: every sector may now read as the snapshot's content.
+  void snapshot_apply(const std::string& name, bool certain);
+  const std::map<std::string, Snapshot>& snapshots() const { return snapshots_; }
+
  private:
   struct Sector {
     std::vector<uint32_t> durable;  // what a crash must preserve (any one of)
@@ -55,6 +79,10 @@ class GuestModel {
 
   std::vector<Sector> sectors_;
   uint64_t backing_sectors_;
+  uint64_t durable_size_ = 0;
+  uint64_t outcome_size_ = 0;
+  std::vector<uint64_t> pending_sizes_;
+  std::map<std::string, Snapshot> snapshots_;
 };
 
 }  // namespace keel::proof

@@ -30,6 +30,18 @@ class Gen {
   void discard(uint64_t off, uint64_t len) { add(GuestOpKind::kDiscard, off, len, false); }
   void compressed(uint64_t off, uint64_t len) { add(GuestOpKind::kWriteCompressed, off, len, false); }
   void flush() { add(GuestOpKind::kFlush, 0, 0, false); }
+  void snapshot(GuestOpKind k, std::string name) {
+    add(k, 0, 0, false);
+    spec_.ops.back().name = std::move(name);
+  }
+  void resize(uint64_t bytes) {
+    add(GuestOpKind::kResize, 0, 0, false);
+    spec_.ops.back().new_size = bytes;
+  }
+  void amend(AmendOptions o) {
+    add(GuestOpKind::kAmend, 0, 0, false);
+    spec_.ops.back().amend = o;
+  }
   void reopen() { add(GuestOpKind::kReopen, 0, 0, false); }
   // Flushes after every `every`..`every+1` data operations (called after each one).
   void maybe_flush(int every) {
@@ -75,6 +87,7 @@ WorkloadSpec base(const std::string& name, const std::string& what, uint64_t siz
 // Allocating writes: whole clusters, partial clusters (COW against zeros), cluster-spanning.
 WorkloadSpec alloc(uint64_t seed) {
   WorkloadSpec s = base("alloc", "allocating writes: whole, partial and spanning clusters", 2 * MiB, 64 * KiB);
+  s.cache = CacheMode::kNone;  // new clusters are extended with allocate() before the write
   Gen g(s, seed);
   uint64_t c = s.create.cluster_size, n = s.create.size / c;
   for (int i = 0; i < 14; ++i) {
@@ -294,6 +307,7 @@ WorkloadSpec compressed(uint64_t seed) {
 // Everything at once over a backing file.
 WorkloadSpec mixed(uint64_t seed) {
   WorkloadSpec s = base("mixed", "random mix of every operation over a backing file", 2 * MiB, 64 * KiB);
+  s.cache = CacheMode::kNone;
   s.backing_bytes = 1 * MiB;
   Gen g(s, seed);
   uint64_t c = s.create.cluster_size, n = s.create.size / c;
@@ -314,7 +328,138 @@ WorkloadSpec mixed(uint64_t seed) {
   return s;
 }
 
+// Internal snapshots: create, delete and apply between writes that COW out of shared clusters.
+WorkloadSpec snapshots(uint64_t seed) {
+  WorkloadSpec s = base("snapshots", "snapshot create, delete and apply between writes", 1 * MiB, 64 * KiB);
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  auto some_writes = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      uint64_t k = g.pick(n);
+      if (g.chance(15)) {
+        g.discard(k * c, c);
+      } else {
+        auto [off, len] = g.partial(k, c);
+        g.write(off, len);
+      }
+    }
+  };
+  g.phase("fill");
+  some_writes(5);
+  g.phase("snapshot");
+  g.snapshot(GuestOpKind::kSnapshotCreate, "s1");
+  g.phase("cow");
+  some_writes(4);
+  g.phase("snapshot");
+  g.snapshot(GuestOpKind::kSnapshotCreate, "s2");
+  g.phase("cow");
+  some_writes(3);
+  g.flush();
+  g.phase("snapshot");
+  if (g.chance(50)) {
+    g.snapshot(GuestOpKind::kSnapshotApply, "s1");
+    g.snapshot(GuestOpKind::kSnapshotDelete, "s2");
+  } else {
+    g.snapshot(GuestOpKind::kSnapshotDelete, "s1");
+    g.snapshot(GuestOpKind::kSnapshotApply, "s2");
+  }
+  g.phase("cow");
+  some_writes(3);
+  g.flush();
+  return s;
+}
+
+// Resize: growth that needs a new L1 table (512-byte clusters: one L1 cluster maps 2 MiB),
+// writes past the old end, a shrink, and growth again over the dropped range.
+WorkloadSpec resizes(uint64_t seed) {
+  WorkloadSpec s = base("resize", "resize up (new L1 table) and down between writes", 1 * MiB, 512);
+  Gen g(s, seed);
+  uint64_t size = s.create.size;
+  auto some_writes = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      uint64_t len = 512 * (1 + g.pick(8));
+      uint64_t off = 512 * g.pick((size - len) / 512 + 1);
+      g.write(off, len);
+      g.maybe_flush(3);
+    }
+  };
+  g.phase("fill");
+  some_writes(4);
+  g.phase("resize");
+  size = 3 * MiB + 512 * g.pick(64);
+  g.resize(size);
+  g.phase("write");
+  some_writes(4);
+  g.phase("resize");
+  size = 1 * MiB + 512 * g.pick(2048);
+  g.resize(size);
+  g.phase("write");
+  some_writes(3);
+  g.phase("resize");
+  size = 4 * MiB;
+  g.resize(size);
+  g.phase("write");
+  some_writes(3);
+  g.flush();
+  return s;
+}
+
+// Amend: compat 1.1 -> 0.10 (zero clusters expanded) -> 1.1 with lazy refcounts -> off.
+WorkloadSpec amends(uint64_t seed) {
+  WorkloadSpec s = base("amend", "amend compat and lazy_refcounts both ways between writes", 1 * MiB, 64 * KiB);
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  auto some_writes = [&](int count, bool zeroes) {
+    for (int i = 0; i < count; ++i) {
+      uint64_t k = g.pick(n);
+      auto [off, len] = g.partial(k, c);
+      if (zeroes && g.chance(30)) g.zeroes(k * c, c, g.chance(50));
+      else if (zeroes && g.chance(20)) g.discard(k * c, c);
+      else g.write(off, len);
+    }
+  };
+  auto amend = [&](std::optional<int> version, std::optional<bool> lazy) {
+    AmendOptions o;
+    o.version = version;
+    o.lazy_refcounts = lazy;
+    g.phase("amend");
+    g.amend(o);
+    g.phase("write");
+  };
+  g.phase("write");
+  some_writes(6, true);
+  amend(2, std::nullopt);
+  some_writes(3, false);
+  g.flush();
+  amend(3, true);
+  some_writes(3, true);
+  amend(std::nullopt, false);
+  some_writes(2, true);
+  g.flush();
+  return s;
+}
+
 }  // namespace
+
+bool makes_durable(GuestOpKind k) {
+  switch (k) {
+    case GuestOpKind::kFlush:
+    case GuestOpKind::kReopen:
+    case GuestOpKind::kSnapshotCreate:
+    case GuestOpKind::kSnapshotDelete:
+    case GuestOpKind::kSnapshotApply:
+    case GuestOpKind::kResize:
+    case GuestOpKind::kAmend: return true;
+    default: return false;
+  }
+}
+
+uint64_t max_size(const WorkloadSpec& spec) {
+  uint64_t m = spec.create.size;
+  for (const auto& op : spec.ops)
+    if (op.kind == GuestOpKind::kResize) m = std::max(m, op.new_size);
+  return m;
+}
 
 std::string GuestOp::describe() const {
   std::ostringstream o;
@@ -325,6 +470,15 @@ std::string GuestOp::describe() const {
     case GuestOpKind::kFlush: return "flush";
     case GuestOpKind::kWriteCompressed: o << "write_compressed"; break;
     case GuestOpKind::kReopen: return "reopen";
+    case GuestOpKind::kSnapshotCreate: return "snapshot create " + name;
+    case GuestOpKind::kSnapshotDelete: return "snapshot delete " + name;
+    case GuestOpKind::kSnapshotApply: return "snapshot apply " + name;
+    case GuestOpKind::kResize: return "resize " + std::to_string(new_size);
+    case GuestOpKind::kAmend:
+      o << "amend";
+      if (amend.version) o << " compat=" << (*amend.version == 2 ? "0.10" : "1.1");
+      if (amend.lazy_refcounts) o << " lazy_refcounts=" << (*amend.lazy_refcounts ? "on" : "off");
+      return o.str();
   }
   o << " [0x" << std::hex << offset << "+0x" << length << ")";
   return o.str();
@@ -333,7 +487,8 @@ std::string GuestOp::describe() const {
 const std::vector<std::string>& workload_names() {
   static const std::vector<std::string> names = {
       "alloc",         "overwrite",      "backing-cow",    "discard-reuse", "l2-tables",
-      "refblock-1bit", "reftable-grow", "lazy-refcounts", "compressed",    "mixed"};
+      "refblock-1bit", "reftable-grow", "lazy-refcounts", "compressed",    "mixed",
+      "snapshots",     "resize",         "amend"};
   return names;
 }
 
@@ -348,6 +503,9 @@ Result<WorkloadSpec> make_workload(const std::string& name, uint64_t seed) {
   if (name == "lazy-refcounts") return lazy_refcounts(seed);
   if (name == "compressed") return compressed(seed);
   if (name == "mixed") return mixed(seed);
+  if (name == "snapshots") return snapshots(seed);
+  if (name == "resize") return resizes(seed);
+  if (name == "amend") return amends(seed);
   return error(invalid("unknown workload '" + name + "'"));
 }
 
@@ -358,7 +516,7 @@ std::vector<uint8_t> backing_content(const WorkloadSpec& spec) {
 }
 
 GuestModel initial_model(const WorkloadSpec& spec) {
-  return GuestModel(spec.create.size, spec.backing_bytes / kGuestSector);
+  return GuestModel(max_size(spec), spec.backing_bytes / kGuestSector, spec.create.size);
 }
 
 void apply_mark(GuestModel& model, const WorkloadSpec& spec, const GuestMark& mark) {
@@ -382,9 +540,14 @@ void apply_mark(GuestModel& model, const WorkloadSpec& spec, const GuestMark& ma
     case GuestOpKind::kDiscard: model.discard(first, count, certain); break;
     case GuestOpKind::kFlush:
     case GuestOpKind::kReopen:
-      if (mark.end) model.flush();
       break;
+    case GuestOpKind::kSnapshotCreate: model.snapshot_create(op.name, certain); break;
+    case GuestOpKind::kSnapshotDelete: model.snapshot_delete(op.name, certain); break;
+    case GuestOpKind::kSnapshotApply: model.snapshot_apply(op.name, certain); break;
+    case GuestOpKind::kResize: model.resize(op.new_size, certain); break;
+    case GuestOpKind::kAmend: break;
   }
+  if (mark.end && makes_durable(op.kind)) model.flush();
 }
 
 Status WorkloadRunner::open() {
@@ -410,6 +573,11 @@ Status WorkloadRunner::execute(const GuestOp& op, uint32_t version) {
     }
     case GuestOpKind::kDiscard: return image_->discard(op.offset, op.length);
     case GuestOpKind::kFlush: return image_->flush();
+    case GuestOpKind::kSnapshotCreate: return image_->snapshot_create(op.name);
+    case GuestOpKind::kSnapshotDelete: return image_->snapshot_delete(op.name);
+    case GuestOpKind::kSnapshotApply: return image_->snapshot_apply(op.name);
+    case GuestOpKind::kResize: return image_->resize(op.new_size, op.new_size < image_->size());
+    case GuestOpKind::kAmend: return image_->amend(op.amend);
     case GuestOpKind::kReopen: {
       Status s = image_->close();
       image_.reset();

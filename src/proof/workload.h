@@ -22,7 +22,11 @@ namespace keel::proof {
 inline constexpr const char* kImageName = "top.qcow2";
 inline constexpr const char* kBackingName = "base.raw";
 
-enum class GuestOpKind { kWrite, kWriteZeroes, kDiscard, kFlush, kWriteCompressed, kReopen };
+enum class GuestOpKind {
+  kWrite, kWriteZeroes, kDiscard, kFlush, kWriteCompressed, kReopen,
+  // Image-level operations (qemu-img snapshot / resize / amend through the engine's API).
+  kSnapshotCreate, kSnapshotDelete, kSnapshotApply, kResize, kAmend
+};
 
 struct GuestOp {
   GuestOpKind kind = GuestOpKind::kWrite;
@@ -30,6 +34,9 @@ struct GuestOp {
   uint64_t length = 0;  // bytes, 512-aligned
   bool fua = false;
   bool may_unmap = false;  // write-zeroes
+  std::string name;        // snapshot ops: the snapshot's name
+  uint64_t new_size = 0;   // resize: the new virtual size in bytes
+  AmendOptions amend;      // amend
   std::string phase;       // a label for cost reports ("fill", "overwrite"...)
   std::string describe() const;
 };
@@ -38,12 +45,18 @@ struct WorkloadSpec {
   std::string name;
   std::string description;
   CreateOptions create;        // format qcow2; file_opener and backing are set by the runner
+  CacheMode cache = CacheMode::kWriteback;  // how the runner opens the image
   uint64_t backing_bytes = 0;  // > 0: a raw backing file of this size holding version 1
   std::vector<GuestOp> ops;
   // Ops before this one are setup (e.g. filling the image up to a refcount-block boundary): they
   // run and enter the model, but crash points start where op `explore_from` starts.
   size_t explore_from = 0;
 };
+
+// Whether a successful end of an operation of this kind makes everything before it durable.
+bool makes_durable(GuestOpKind k);
+// The largest virtual size the workload's disk takes.
+uint64_t max_size(const WorkloadSpec& spec);
 
 // Every workload name, in the order the explorer runs them.
 const std::vector<std::string>& workload_names();

@@ -31,6 +31,11 @@ TEST_P(Faults, ErrorPathsBackOut) {
               w.c_str(), static_cast<unsigned long long>(c.seed), static_cast<unsigned long long>(c.seed), w.c_str());
   FaultSweepReport r = sweep_faults(w, c);
   std::printf("%s\n", format_fault_report(r).c_str());
+  std::printf("PROOF faults %s seed %llu runs %llu violations", w.c_str(), static_cast<unsigned long long>(c.seed),
+              static_cast<unsigned long long>(r.runs));
+  for (size_t g = 0; g < kGuarantees; ++g)
+    std::printf(" %s=%llu", guarantee_name(static_cast<Guarantee>(g)), static_cast<unsigned long long>(r.violations[g]));
+  std::printf("\n");
   ASSERT_TRUE(r.run_status.is_ok()) << r.run_status.message();
   EXPECT_GT(r.runs, 0u);
   EXPECT_GT(r.faults_injected, 0u);

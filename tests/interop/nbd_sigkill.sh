@@ -228,4 +228,4 @@ if ! timeout 1200 "$PY" "$T/kill.py" "$KEEL" "$IMG" "$T" "$KILLS" "$SEED"; then
   [ -s "$T/serve.log" ] && tail -30 "$T/serve.log" | sed 's/^/  serve.log: /' >&2
   exit 1
 fi
-echo PASS
+echo "nbd_sigkill: $KILLS kills through keel serve, 0 corrupted, 0 with lost flushed writes (PASS)"
