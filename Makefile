@@ -2,7 +2,7 @@
 JOBS ?= 2
 SHELL := /bin/bash
 
-.PHONY: all deps build run test test-asan bench-deps bench clean
+.PHONY: all deps build run test test-asan fuzz-build fuzz fuzz-ci bench-deps bench clean
 
 all: build
 
@@ -25,6 +25,21 @@ test-asan: deps
 	cmake --preset asan-ubsan >/dev/null
 	cmake --build --preset asan-ubsan -j $(JOBS)
 	ctest --preset asan-ubsan
+
+# libFuzzer targets (clang, ASan+UBSan; docs/security.md). `make fuzz FUZZ_SECONDS=600` runs each
+# target that long; fuzz-ci is the short bounded pass CI runs (fails on any finding).
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 20
+
+fuzz-build: deps
+	cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz -j $(JOBS)
+
+fuzz: fuzz-build
+	bash tests/fuzz/run_fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+fuzz-ci: fuzz-build
+	bash tests/fuzz/run_fuzz.sh build-fuzz $(FUZZ_CI_SECONDS)
 
 # Benchmarks, Keel vs QEMU (bench/, docs/performance.md): ~17 min, never part of make test.
 bench-deps: deps

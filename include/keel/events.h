@@ -27,6 +27,8 @@ enum class Event {
   kFlushMeta,         // second sync of a flush: links (L2 entries, L1, reftable) durable
   kCompressedWrite,   // a compressed cluster written
   kRepair,            // open-time repair of a dirty (lazy refcounts) image
+  kBitmapWrite,       // persistent bitmap data, tables or directory written to fresh clusters
+  kBitmapFlags,       // bitmap directory flags (in_use, auto) rewritten in place
   kCount
 };
 

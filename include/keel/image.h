@@ -74,6 +74,19 @@ struct BitmapInfo {
   std::vector<std::string> flags;  // "in-use", "auto"
 };
 
+// The contents of a persistent dirty bitmap: bit i is set when guest bytes
+// [i * granularity, (i + 1) * granularity) were written while the bitmap was enabled.
+struct BitmapData {
+  uint32_t granularity = 0;
+  uint64_t virtual_size = 0;  // of the image the bitmap belongs to
+  std::vector<uint8_t> bits;  // bit i is bits[i / 8] >> (i % 8) & 1; length a multiple of 8
+
+  uint64_t bit_count() const { return (virtual_size + granularity - 1) / granularity; }
+  bool test(uint64_t i) const { return bits[i / 8] >> (i % 8) & 1; }
+  // Whether any byte of [offset, offset + length) is marked dirty.
+  bool dirty(uint64_t offset, uint64_t length) const;
+};
+
 struct ImageInfo {
   std::string filename;
   std::string format;
@@ -138,9 +151,35 @@ class Image {
   virtual Status snapshot_apply(const std::string& id_or_name);
   // Changes the virtual size. Shrinking discards the data past the new end and needs `shrink`.
   virtual Status resize(uint64_t new_size, bool shrink);
+  // Deallocates every cluster of this layer, so the image reads as its backing chain again
+  // (qemu-img commit's last step), and gives the freed space back where it can.
+  virtual Status make_empty() { return unsupported("Format does not support emptying the image"); }
 
   // qemu-img amend / rebase -u: header-level changes (qcow2). Fields left empty stay as they are.
   virtual Status amend(const struct AmendOptions& opts);
+
+  // Persistent dirty bitmaps (qcow2 v3; other formats return kUnsupported). info().bitmaps lists
+  // them. Each change below is durable and crash-safe when it returns: new tables and directory go
+  // to fresh clusters, the header switches to them in one sector write, and only then are the old
+  // clusters freed. An enabled ("auto") bitmap tracks guest writes: the first write after open
+  // marks it in-use on disk, and close() stores it and clears in-use; a bitmap found in-use at open
+  // is inconsistent (a crash while it was tracking) and can only be removed.
+  // Errors carry QEMU's messages: kNotFound "Dirty bitmap 'x' not found"; kInvalidArgument for
+  // a bad name or granularity, an existing name, or an inconsistent bitmap ("Bitmap 'x' is
+  // inconsistent and cannot be used"); kUnsupported for v2 images and other formats.
+  //   granularity: bytes per bit, a power of two >= 512; 0 = QEMU's default (cluster size clamped
+  //   to 4 KiB..64 KiB). `disabled` adds it without the auto flag.
+  virtual Status bitmap_add(const std::string& name, uint32_t granularity = 0, bool disabled = false);
+  virtual Status bitmap_remove(const std::string& name);
+  virtual Status bitmap_clear(const std::string& name);    // every bit clean
+  virtual Status bitmap_enable(const std::string& name);   // sets the auto flag
+  virtual Status bitmap_disable(const std::string& name);  // clears it
+  // The bitmap's bits as they would be stored now (tracked writes included).
+  virtual Result<BitmapData> bitmap_read(const std::string& name);
+  // ORs `source` (any granularity, same virtual size) into bitmap `target`.
+  virtual Status bitmap_merge(const std::string& target, const BitmapData& source);
+  // Merges bitmap `source_name` of `source` (which may be this image) into `target`.
+  Status bitmap_merge_from(const std::string& target, Image& source, const std::string& source_name);
 
   virtual ImageInfo info() = 0;
   // The backing image, or nullptr.
@@ -156,6 +195,7 @@ struct AmendOptions {
   std::optional<bool> lazy_refcounts;
   std::optional<std::string> backing_file;    // "" removes the backing file
   std::optional<std::string> backing_format;
+  std::optional<uint32_t> refcount_bits;      // 1..64, a power of two (compat=1.1 only)
 };
 
 enum class Preallocation { kOff, kMetadata, kFalloc, kFull };

@@ -25,6 +25,9 @@ inline constexpr uint32_t kMaxBitmapNameSize = 1023;         // qemu
 inline constexpr uint64_t kMaxBitmapTableEntries = 0x8000000;  // qemu BME_MAX_TABLE_SIZE
 inline constexpr uint32_t kMinBitmapGranularityBits = 9;      // qemu
 inline constexpr uint32_t kMaxBitmapGranularityBits = 31;     // qemu
+inline constexpr uint64_t kMaxBitmapPhysBytes = 512ull << 20; // qemu BME_MAX_PHYS_SIZE: data per bitmap
+inline constexpr uint32_t kMinDefaultBitmapGranularity = 4096;   // qemu: the default granularity is
+inline constexpr uint32_t kMaxDefaultBitmapGranularity = 65536;  // the cluster size clamped to these
 inline constexpr uint64_t kMaxVirtualSize = 1ull << 62;      // ours: keeps offset+len in int64
 inline constexpr uint32_t kMaxFeatureTableEntries = 192;     // ours: 3 bitmaps x 64 bits
 inline constexpr int kMaxBackingDepth = 256;                 // ours: clouds keep chains of hundreds;
@@ -43,5 +46,10 @@ static_assert(kMinClusterBits <= kMinExtL2ClusterBits && kMinExtL2ClusterBits <=
 static_assert(kMaxL1Bytes % 8 == 0 && kMaxReftableBytes % 8 == 0);
 static_assert(kMaxRequestBytes <= (1ull << 31), "NBD lengths are u32");
 static_assert(kMaxSnapshotExtraData < kMaxSnapshotTableBytes);
+static_assert(kMaxBitmapDirectoryBytes >= uint64_t(kMaxBitmaps) * 32, "room for every bitmap with a short name");
+static_assert(kMaxBitmapPhysBytes / (1ull << kMinClusterBits) <= kMaxBitmapTableEntries,
+              "the 512 MiB data bound also bounds every bitmap table, whatever the cluster size");
+static_assert((1ull << kMinBitmapGranularityBits) <= kMinDefaultBitmapGranularity &&
+              kMaxDefaultBitmapGranularity <= (1ull << kMaxBitmapGranularityBits));
 
 }  // namespace keel::limits

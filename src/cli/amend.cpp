@@ -1,10 +1,10 @@
 // keel amend: change qcow2 header options of an existing image, like qemu-img amend.
 //   keel amend [-f fmt] [-t cache] [-p] [-q] [--force] -o options FILE
-// Supported: compat (v2 <-> v3), lazy_refcounts, size (grow or shrink, like resize --shrink),
-// and the options that must keep their value: refcount_bits, backing_file, backing_fmt,
-// data_file, data_file_raw. As in qemu-img 7.2, the backing file cannot be changed here
-// ("qemu-img rebase" / "keel rebase -u" does it). Changing the refcount width is not supported
-// yet and is refused before anything is written.
+// Supported: compat (v2 <-> v3), lazy_refcounts, refcount_bits (the refcount structures are
+// rebuilt at the new width), size (grow or shrink, like resize --shrink), and the options that
+// must keep their value: backing_file, backing_fmt, data_file, data_file_raw. As in qemu-img
+// 7.2, the backing file cannot be changed here ("qemu-img rebase" / "keel rebase -u" does it).
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -146,8 +146,11 @@ Result<bool> has_compressed_clusters(Image& image) {
   return false;
 }
 
-// Stage 2 and the work, in qcow2_amend_options' order: upgrade, refcount width, backing file,
-// lazy refcounts, size, and the downgrade last.
+// Stage 2 and the work, in qcow2_amend_options' order: upgrade, refcount width, lazy
+// refcounts, size, and the downgrade last. Every refusal qemu-img makes on the options and the
+// image's header is checked before anything is written (qemu-img would apply the earlier steps
+// first); only "a refcount does not fit the new width" is found during the work, after an
+// upgrade, as in qemu-img.
 int amend(Image& image, const Request& r, bool progress_on) {
   ImageInfo info = image.info();
   const int old_version = info.compat == "0.10" ? 2 : 3;
@@ -175,6 +178,11 @@ int amend(Image& image, const Request& r, bool progress_on) {
     print_error("data-file-raw cannot be set on existing images");
     return 1;
   }
+  const bool new_width = r.refcount_bits && *r.refcount_bits != info.refcount_bits;
+  if (new_width && new_version < 3 && *r.refcount_bits != 16) {
+    print_error("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)");
+    return 1;
+  }
   if (r.backing_file || r.backing_fmt) {
     auto current = [](const std::string& s) { return s.empty() ? std::optional<std::string>() : s; };
     if (r.backing_file != current(info.backing_filename) || r.backing_fmt != current(info.backing_format)) {
@@ -182,12 +190,6 @@ int amend(Image& image, const Request& r, bool progress_on) {
       std::fprintf(stderr, "You can use 'qemu-img rebase' instead.\n");
       return 1;
     }
-  }
-  if (r.refcount_bits && *r.refcount_bits != info.refcount_bits) {
-    print_error(fmt::format("Changing refcount_bits is not supported yet by keel (the image has "
-                            "refcount_bits={})",
-                            info.refcount_bits));
-    return 1;
   }
   if (r.data_file && *r.data_file != info.data_file) {
     print_error("Changing the external data file name is not supported yet by keel");
@@ -203,25 +205,32 @@ int amend(Image& image, const Request& r, bool progress_on) {
     return 1;
   }
   const bool resizing = r.size && *r.size != 0 && *r.size != image.size();
+  const uint64_t final_size = resizing ? *r.size : image.size();
   if (resizing) {
     if (*r.size % 512 != 0) {
       print_error("The new size must be a multiple of 512");
       return 1;
     }
-    if (!info.snapshots.empty() && new_version < 3) {
+    if (!info.snapshots.empty() && old_version < 3) {
       print_error("Can't resize a v2 image which has snapshots");
       return 1;
     }
   }
   if (new_version < old_version) {
-    // qcow2_downgrade's refusals, checked before anything changes.
-    if (info.refcount_bits != 16) {
+    // qcow2_downgrade's refusals, in its order.
+    if (r.refcount_bits.value_or(info.refcount_bits) != 16) {
       print_error("compat=0.10 requires refcount_bits=16");
       return 1;
     }
     if (!info.data_file.empty()) {
       print_error("Cannot downgrade an image with a data file");
       return 1;
+    }
+    for (const auto& s : info.snapshots) {
+      if (s.vm_state_size > UINT32_MAX || (s.disk_size != 0 && s.disk_size != final_size)) {
+        print_error("Internal snapshots prevent downgrade of image");
+        return 1;
+      }
     }
     if (info.extended_l2) {
       print_error("Cannot downgrade an image with incompatible features 0x10 set");
@@ -241,30 +250,45 @@ int amend(Image& image, const Request& r, bool progress_on) {
   }
 
   Progress progress(progress_on);
-  auto fail = [&](const Status& st) {
-    progress.finish();
-    print_error(st.message());
-    return 1;
+  auto step = [&](const AmendOptions& o) {
+    Status st = image.amend(o);
+    if (!st.is_ok()) {
+      progress.finish();
+      print_error(st.message());
+    }
+    return st.is_ok();
   };
-  // Upgrade and lazy refcounts first, the size next, the downgrade last.
-  if (new_version >= old_version && (new_version != old_version || lazy != info.lazy_refcounts)) {
+  if (new_version > old_version) {
     AmendOptions o;
     o.version = new_version;
-    o.lazy_refcounts = lazy;
-    Status st = image.amend(o);
-    if (!st.is_ok()) return fail(st);
+    if (!step(o)) return 1;
+  }
+  progress.update(25);
+  if (new_width) {
+    AmendOptions o;
+    o.refcount_bits = static_cast<uint32_t>(*r.refcount_bits);
+    if (!step(o)) return 1;
   }
   progress.update(50);
+  if (lazy != info.lazy_refcounts && new_version >= 3) {
+    AmendOptions o;
+    o.lazy_refcounts = lazy;
+    if (!step(o)) return 1;
+  }
   if (resizing) {
     Status st = image.resize(*r.size, true);
-    if (!st.is_ok()) return fail(st);
+    if (!st.is_ok()) {
+      progress.finish();
+      print_error(st.message());
+      return 1;
+    }
   }
+  progress.update(75);
   if (new_version < old_version) {
     AmendOptions o;
     o.version = new_version;
     o.lazy_refcounts = false;  // compatible features are dropped by a downgrade
-    Status st = image.amend(o);
-    if (!st.is_ok()) return fail(st);
+    if (!step(o)) return 1;
   }
   progress.finish();
   return 0;
@@ -311,9 +335,9 @@ std::function<int()> setup_amend(CLI::App* sub) {
   auto a = std::make_shared<AmendArgs>();
   sub->add_option("-o", a->options,
                   "Options as key=value[,...] (repeat to merge; '-o help' lists them): "
-                  "compat=0.10|v2|1.1|v3, lazy_refcounts=on|off, size=SIZE (grows or shrinks); "
-                  "refcount_bits, backing_file, backing_fmt, data_file and data_file_raw are "
-                  "accepted only with their current values")
+                  "compat=0.10|v2|1.1|v3, lazy_refcounts=on|off, refcount_bits=1|2|4|...|64 "
+                  "(compat=1.1), size=SIZE (grows or shrinks); backing_file, backing_fmt, "
+                  "data_file and data_file_raw are accepted only with their current values")
       ->allow_extra_args(false);
   sub->add_option("-f", a->format, "Image format (qcow2; default: probe)");
   sub->add_option("-t", a->cache,

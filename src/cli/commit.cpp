@@ -4,14 +4,13 @@
 // the base: data as data, zero clusters as zeroes. The base is opened on its own, read-write,
 // and grown first if it is smaller than FILE.
 //
-// Emptying FILE (qemu-img does it without -b and -d) needs an engine operation that
-// deallocates clusters so they read through to the backing file again; Image::discard turns
-// them into zero clusters instead, which would hide the committed data. Until the engine offers
-// that, FILE keeps its clusters: its guest content is the same either way (the base now holds
-// the same bytes), only the space is not given back.
+// Then, without -b and -d, FILE is emptied as qemu-img empties it: every cluster of FILE is
+// deallocated (Image::make_empty), so FILE reads through to the base again, and the file's
+// free tail is cut off.
 //
-// Crash safety: FILE is never written, and the base only receives bytes FILE already shows, so
-// an interruption leaves FILE's guest content unchanged.
+// Crash safety: the base only receives bytes FILE already shows, and it is flushed and closed
+// before FILE is touched. Emptying then only unmaps clusters whose bytes the base holds
+// durably, through the engine's ordered write-back, so FILE's guest content never changes.
 #include <algorithm>
 #include <climits>
 #include <cstdio>
@@ -103,7 +102,7 @@ int run_commit(const CommitArgs& a) {
   Progress progress(a.progress && !a.quiet);
 
   // FILE itself, read-write and without its chain: this takes its locks (nothing else may
-  // write FILE during the commit) and would be the handle that empties it.
+  // write FILE during the commit) and is the handle that empties it.
   OpenFlags tf;
   tf.format = a.format;
   tf.cache = a.cache;
@@ -188,7 +187,16 @@ int run_commit(const CommitArgs& a) {
   (void)chain->close();
   if (!st.is_ok()) return fail(fmt::format("error while writing '{}': {}", base_layer.path, st.message()));
 
-  // Without -b and -d qemu-img would empty FILE here; see the note at the top of this file.
+  // Without -b and -d, FILE is emptied (qemu-img's bdrv_make_empty): it then reads as the base.
+  if (!a.drop && a.base.empty()) {
+    st = top->make_empty();
+    if (!st.is_ok() && st.code() != Code::kUnsupported) {
+      progress.finish();
+      print_error(fmt::format("Failed to empty {}: {}", file, st.message()));
+      (void)top->close();
+      return 1;
+    }
+  }
   st = top->close();
   progress.finish();
   if (!st.is_ok()) {
@@ -209,8 +217,8 @@ std::function<int()> setup_commit(CLI::App* sub) {
                   "Commit into this image of FILE's backing chain (default: FILE's backing file); "
                   "the images in between are committed too. Implies -d");
   sub->add_flag("-d", a->drop,
-                "Do not empty FILE after the commit (keel never empties it yet: FILE keeps its "
-                "clusters, with the same content as before)");
+                "Do not empty FILE after the commit (without it, FILE's clusters are "
+                "deallocated so it reads as the base)");
   sub->add_flag("-p", a->progress, "Show progress as '    (NN.NN/100%)'");
   sub->add_flag("-q", a->quiet, "Quiet: no progress and no 'Image committed.'");
   sub->add_option("-r", a->rate, "Rate limit in bytes per second (accepted; keel does not throttle)");

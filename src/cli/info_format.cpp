@@ -91,8 +91,11 @@ std::string snapshot_row(const SnapshotInfo* sn) {
                                    static_cast<int>((secs / 60) % 60), static_cast<int>(secs % 60),
                                    static_cast<int>((sn->vm_clock_nsec / 1000000) % 1000));
   std::string icount = sn->icount != UINT64_MAX ? std::to_string(sn->icount) : "";
-  return fmt::sprintf("%-9s %-16s %8s%20s%13s%11s", sn->id, sn->name, size_to_str(sn->vm_state_size),
-                      date, clock, icount);
+  // qemu pads with C printf, which counts bytes; fmt::sprintf would count code points.
+  std::string name = sn->name;
+  if (name.size() < 16) name.append(16 - name.size(), ' ');
+  return fmt::sprintf("%-9s %s %8s%20s%13s%11s", sn->id, name, size_to_str(sn->vm_state_size), date, clock,
+                      icount);
 }
 
 std::string image_info_human(const ImageInfo& info) {

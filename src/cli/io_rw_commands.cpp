@@ -60,17 +60,9 @@ int IoSession::discard_range(uint64_t offset, uint64_t count) {
     Status st = image_->write_zeroes(offset, count, z);
     return st.is_ok() ? 0 : -io_errno_of(st);
   }
-  if (image_->format() == "qcow2") {
-    // Like qcow2 under QEMU's block layer: partial clusters are left alone, except a complete
-    // partial cluster at the end of the image.
-    uint64_t cs = image_->cluster_size();
-    uint64_t size = image_->size();
-    uint64_t last_cluster = size / cs * cs;
-    start = (offset + cs - 1) / cs * cs;
-    bool covers_partial_tail = end == size && size % cs != 0 && offset <= last_cluster;
-    end = covers_partial_tail ? size : end / cs * cs;
-    if (end <= start) return 0;
-  }
+  // qcow2: the engine leaves partial clusters alone (except a complete partial cluster at the
+  // end of the image), like qcow2 under QEMU's block layer, and marks the whole range dirty in
+  // enabled bitmaps, as QEMU does.
   Status st = image_->discard(start, end - start);
   return st.is_ok() ? 0 : -io_errno_of(st);
 }

@@ -2,8 +2,8 @@
 //   keel snapshot [-U] [-q] [-l | -a NAME | -c NAME | -d NAME] FILE
 // Without an action the image is opened read-write and closed (qemu-img 7.2 does nothing else
 // either). Like qemu-img 7.2: -a finds a snapshot by ID first
-// and then by name, -d by name only (the first match), -c allows duplicate names, and -U is only
-// valid for listing.
+// and then by name, -d by name only (the first match), -c allows duplicate and empty names and
+// cuts names to 255 bytes, and -U is only valid for listing.
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -83,7 +83,8 @@ int run_snapshot(const SnapshotArgs& a) {
       rc = list_snapshots(*image);
       break;
     case Action::kCreate: {
-      Status st = image->snapshot_create(name);
+      // qemu-img copies the name into a 256-byte buffer: longer names are cut to 255 bytes.
+      Status st = image->snapshot_create(name.substr(0, 255));
       if (!st.is_ok()) {
         print_error(fmt::format("Could not create snapshot '{}': {}", name, errno_text(st)));
         rc = 1;

@@ -10,6 +10,7 @@ constexpr std::array<std::string_view, static_cast<size_t>(Event::kCount)> kName
     "cluster_free",   "l2_load",        "l2_alloc",         "l2_update",       "l1_update",
     "refblock_load",  "refblock_alloc", "refblock_update",  "reftable_update", "reftable_grow",
     "header_update",  "flush_data",     "flush_meta",       "compressed_write", "repair",
+    "bitmap_write",   "bitmap_flags",
 };
 }  // namespace
 

@@ -14,16 +14,19 @@
 // (new refcount block, larger refcount table) is rare and synced on the spot.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "engine/alloc_gate.h"
+#include "format/bitmap.h"
 #include "format/header.h"
 #include "format/snapshot_table.h"
 #include "format/tables.h"
@@ -42,6 +45,8 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& opts);
 Status preallocate_qcow2(Image& image, Preallocation mode);
 // Resolves a backing/data file name relative to the directory of `image_path`, as QEMU does.
 std::string resolve_relative(const std::string& image_path, const std::string& name);
+// Reads an L1 table of n entries at off (host-endian).
+Result<std::vector<uint64_t>> read_l1_table(BlockFile& f, uint64_t off, uint32_t n);
 
 // What the L2 entry of one guest cluster says.
 struct Mapping {
@@ -91,14 +96,24 @@ class Qcow2Image final : public Image {
   Status snapshot_delete(const std::string& id_or_name) override;
   Status snapshot_apply(const std::string& id_or_name) override;
   Status resize(uint64_t new_size, bool shrink) override;
+  Status make_empty() override;
   Status amend(const AmendOptions& opts) override;
+
+  // Persistent dirty bitmaps (qcow2_bitmap.cpp).
+  Status bitmap_add(const std::string& name, uint32_t granularity, bool disabled) override;
+  Status bitmap_remove(const std::string& name) override;
+  Status bitmap_clear(const std::string& name) override;
+  Status bitmap_enable(const std::string& name) override;
+  Status bitmap_disable(const std::string& name) override;
+  Result<BitmapData> bitmap_read(const std::string& name) override;
+  Status bitmap_merge(const std::string& target, const BitmapData& source) override;
 
  private:
   friend Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile>, const std::string&,
                                                          const OpenOptions&, int);
   Status open_tables(const OpenOptions& opts, int depth);
   Status load_snapshot_table();
-  Status load_bitmap_directory();
+  Status load_bitmap_directory(bool check_mode);
   Status open_backing(const OpenOptions& opts, int depth);
   Status open_data_file(const OpenOptions& opts);
 
@@ -116,6 +131,8 @@ class Qcow2Image final : public Image {
   // Takes `bytes` (<= cluster) for compressed data, packing clusters; returns the host offset.
   Result<uint64_t> alloc_bytes(uint64_t bytes);
   Status create_refblock(uint64_t rt_index);
+  // The lowest free cluster at or above free_hint_ that an existing refcount block covers.
+  Result<std::optional<uint64_t>> free_covered_cluster();
   Status grow_reftable(uint64_t needed_rt_index);
   // Frees the host clusters an entry references once its unlink is durable.
   void defer_free(uint64_t entry);
@@ -137,7 +154,61 @@ class Qcow2Image final : public Image {
   Status write_new_l1(const std::vector<uint64_t>& l1);
   const format::SnapshotEntry* find_snapshot(const std::string& id_or_name) const;
   Status rewrite_header(const format::Header& h);
-  Status drop_zero_flags();
+
+  // --- resize and emptying (qcow2_resize.cpp); REQUIRE mu_, gate_ exclusive, flush_mu_ ---
+  // Unmaps every guest cluster from first_gc on (L2 entries and whole L2 tables); the frees
+  // are deferred to the flush path.
+  Status unmap_from(uint64_t first_gc);
+  // Truncates the file after its last cluster with a nonzero refcount. REQUIRES: every
+  // refcount decrement durable.
+  Status trim_file_tail();
+
+  // --- amend (qcow2_amend.cpp, qcow2_refcount_order.cpp); REQUIRE mu_, gate_ exclusive ---
+  // Downgrade to v2: rewrites every zero cluster of the active and snapshot trees.
+  Status expand_zero_clusters();
+  // The offsets of the L2 tables of the active tree (and the snapshots' trees), each once.
+  Result<std::vector<uint64_t>> distinct_l2_tables(bool snapshots_too);
+  // True if a tree (the active one, or any snapshot's too) has a compressed cluster.
+  Result<bool> has_compressed_clusters(bool snapshots_too);
+  // Rebuilds the refcount structures at new_bits per entry and switches to them.
+  Status change_refcount_order(uint32_t new_bits);
+
+  // --- persistent bitmaps (qcow2_bitmap.cpp) ---
+  // A bitmap whose bits are tracked in memory while the image is written.
+  struct TrackedBitmap {
+    size_t index = 0;            // in bitmap_dir_
+    uint32_t granularity_bits = 0;
+    uint32_t flags = 0;          // the entry's flags before in_use was set
+    std::vector<uint8_t> bits;
+  };
+  // Called by every guest write (write, write_zeroes, discard, compressed) with gate_ shared and
+  // no lock held: starts tracking on the first write (auto bitmaps marked in-use on disk, synced)
+  // and marks the range dirty in memory.
+  Status note_guest_write(uint64_t offset, uint64_t length);
+  // Stores tracked bitmaps and clears their in-use flag (close, before any bitmap change).
+  // REQUIRE mu_, gate_ exclusive.
+  Status stop_tracking();
+  Status store_bitmaps_at_close();
+  // resize and snapshot apply: REQUIRE mu_, gate_ exclusive.
+  Status bitmaps_before_resize();
+  Status bitmaps_after_resize(uint64_t new_size);
+  Status bitmaps_before_apply();
+  // REQUIRE mu_ (and gate_ exclusive for the rest).
+  Status start_tracking();                  // the auto bitmaps
+  Status start_tracking_bitmaps(bool all);  // all consistent bitmaps (resize)
+  format::BitmapGeometry bitmap_geometry();
+  Result<std::vector<uint8_t>> read_bitmap_bits(const format::BitmapDirEntry& e);
+  Status publish_bitmaps(std::vector<format::BitmapDirEntry> next,
+                         const std::vector<const std::vector<uint8_t>*>& new_bits);
+  Status free_bitmap_clusters(const format::BitmapDirEntry& e);
+  Status write_bitmap_flags(const std::vector<format::BitmapDirEntry>& next);
+  // qcow2_header_switch.cpp: REQUIRE mu_.
+  Status switch_bitmaps_extension(const std::optional<format::BitmapsExtension>& next);
+  Status rewrite_header_layout(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0);
+  Status drop_stale_bitmaps_extension();
+  Result<size_t> find_bitmap(const std::string& name, bool need_consistent);
+  Status begin_bitmap_change();
+  void refresh_bitmap_state();
 
   // --- guest I/O (qcow2_io.cpp) ---
   Status read_mapped(const Mapping& m, uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> buf);
@@ -179,7 +250,14 @@ class Qcow2Image final : public Image {
   mutable std::mutex mu_;
   format::Header header_;
   std::vector<format::SnapshotEntry> snapshots_;
-  std::vector<BitmapInfo> bitmaps_;
+  // The persistent bitmaps as the on-disk directory has them (empty when the autoclear bit says
+  // they are stale); flags include in-use while tracking.
+  std::vector<format::BitmapDirEntry> bitmap_dir_;
+  bool stale_bitmaps_ext_ = false;  // an extension without autoclear bit 0: dropped on first write
+  bool tracking_ = false;           // auto bitmaps are in-use on disk and tracked in tracked_
+  std::atomic<bool> track_writes_{false};  // some consistent auto bitmap exists (RW images)
+  std::mutex bm_mu_;                       // guards tracked_ bits (lock order: mu_ then bm_mu_)
+  std::vector<TrackedBitmap> tracked_;
   uint64_t snapshot_table_bytes_ = 0;  // on-disk length of the current snapshot table
   std::vector<uint64_t> l1_;
   uint64_t l1_offset_ = 0;

@@ -44,13 +44,16 @@ Status Qcow2Image::before_write() {
   std::unique_lock<std::mutex> lk(mu_);
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   if (autoclear_pending_) {
-    // The spec: unknown autoclear bits (and the bitmaps bit, whose bitmaps we do not update)
-    // must be cleared before the first write.
-    header_.autoclear &= kAutoclearDataFileRaw;
-    uint8_t b[8];
-    put_be64(b, header_.autoclear);
-    KEEL_TRY(write_header_field(kOffsetAutoclear, b));
-    KEEL_TRY(latch(file_->sync()));
+    // The spec: unknown autoclear bits must be cleared before the first write; a bitmaps
+    // extension left stale by a program without bitmap support is dropped, as QEMU does.
+    if (stale_bitmaps_ext_) KEEL_TRY(drop_stale_bitmaps_extension());
+    if (header_.version >= 3 && (header_.autoclear & ~kAutoclearKnown)) {
+      header_.autoclear &= kAutoclearKnown;
+      uint8_t b[8];
+      put_be64(b, header_.autoclear);
+      KEEL_TRY(write_header_field(kOffsetAutoclear, b));
+      KEEL_TRY(latch(file_->sync()));
+    }
     autoclear_pending_ = false;
   }
   bool too_dirty = dirty_bytes() > limits::kMaxDirtyMetadataBytes;
@@ -139,6 +142,7 @@ Status Qcow2Image::write(uint64_t offset, std::span<const uint8_t> buf, bool fua
   KEEL_TRY(before_write());
   {
     SharedGate g(gate_);
+    KEEL_TRY(note_guest_write(offset, buf.size()));
     for (uint64_t pos = 0; pos < buf.size();) {
       uint64_t off = offset + pos;
       uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - (off & (cs_ - 1)));
@@ -313,6 +317,7 @@ Status Qcow2Image::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flag
   KEEL_TRY(before_write());
   {
     SharedGate g(gate_);
+    KEEL_TRY(note_guest_write(offset, length));
     std::vector<uint8_t> zeros;
     for (uint64_t pos = 0; pos < length;) {
       uint64_t off = offset + pos;
@@ -340,6 +345,7 @@ Status Qcow2Image::discard(uint64_t offset, uint64_t length) {
   uint64_t end = offset + length == size_ ? (size_ + cs_ - 1) / cs_ : (offset + length) / cs_;
   {
     SharedGate g(gate_);
+    KEEL_TRY(note_guest_write(offset, length));
     for (uint64_t gc = first; gc < end; ++gc) KEEL_TRY(zero_or_discard_cluster(gc, true, true));
   }
   return writethrough_ ? flush() : Status::ok();
@@ -356,6 +362,7 @@ Status Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> cl
   if (!packed) return write(offset, cluster, false);
   KEEL_TRY(before_write());
   SharedGate g(gate_);
+  KEEL_TRY(note_guest_write(offset, cluster.size()));
   uint64_t gc = offset >> cbits_;
   std::unique_lock<std::mutex> lk(mu_);
   inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });

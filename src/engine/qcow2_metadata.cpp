@@ -219,12 +219,14 @@ Result<uint64_t> Qcow2Image::get_refcount(uint64_t ci) {
 }
 
 Status Qcow2Image::change_refcount(uint64_t ci, int64_t delta) {
-  KEEL_ASSIGN(RefBlock * b, load_refblock(ci / rb_entries_, true));
-  uint64_t v = format::get_refcount(b->bytes, ci % rb_entries_, rc_bits_);
+  // A decrement needs no new refcount block: a cluster no block covers has refcount 0.
+  KEEL_ASSIGN(RefBlock * b, load_refblock(ci / rb_entries_, delta > 0));
+  uint64_t v = b ? format::get_refcount(b->bytes, ci % rb_entries_, rc_bits_) : 0;
   if (delta < 0 && v < uint64_t(-delta))
     return mark_corrupt(fmt::format("refcount of cluster {} would drop below zero (is {})", ci, v));
   if (delta > 0 && refcount_max(rc_bits_) - v < uint64_t(delta))
     return invalid(fmt::format("refcount of cluster {} would overflow {} bits", ci, rc_bits_));
+  if (!b) return Status::ok();  // delta 0 on an uncovered cluster
   uint64_t nv = v + delta;
   format::set_refcount(b->bytes, ci % rb_entries_, rc_bits_, nv);
   b->dirty = true;
@@ -237,7 +239,10 @@ Status Qcow2Image::change_refcount(uint64_t ci, int64_t delta) {
 
 Result<uint64_t> Qcow2Image::alloc_clusters(uint64_t count) {
   const uint64_t max_cluster = limits::kMaxHostOffset / cs_;
-  for (int restart = 0; restart < 8; ++restart) {
+  // A restart follows the creation of refcount blocks (or a larger refcount table) for the run
+  // found; a long run may need several, so the bound grows with the number of ranges it spans.
+  const uint64_t max_restarts = 8 + 2 * (count / rb_entries_ + 1);
+  for (uint64_t restart = 0; restart < max_restarts; ++restart) {
     uint64_t start = free_hint_, run = 0;
     for (uint64_t i = free_hint_;; ++i) {
       if (i + count > max_cluster) return error(io_error(ENOSPC, "qcow2 host offsets exhausted"));
@@ -287,14 +292,43 @@ Result<uint64_t> Qcow2Image::alloc_bytes(uint64_t bytes) {
   return at;
 }
 
+Result<std::optional<uint64_t>> Qcow2Image::free_covered_cluster() {
+  const uint64_t covered_end = reftable_.size() * rb_entries_;
+  for (uint64_t i = free_hint_; i < covered_end;) {
+    const uint64_t rt = i / rb_entries_;
+    if ((reftable_[rt] & ~kReftableReserved) == 0) {
+      i = (rt + 1) * rb_entries_;
+      continue;
+    }
+    KEEL_ASSIGN(uint64_t rc, get_refcount(i));
+    if (rc == 0) return std::optional<uint64_t>(i);
+    ++i;
+  }
+  return std::optional<uint64_t>();
+}
+
 Status Qcow2Image::create_refblock(uint64_t rt) {
   if (rt >= reftable_.size()) return grow_reftable(rt);
-  // The block describes itself: it lives in the first cluster of its own (empty) range.
-  uint64_t off = rt * rb_entries_ * cs_;
+  // Like QEMU, the block goes into the lowest free cluster that an existing block already
+  // covers; that block, with the new block's refcount, is written and synced before the link.
+  // Only when no covered cluster is free does the block describe itself, in the first cluster
+  // of its own (empty) range. (Self-placing every block would split each free run at every
+  // range boundary, so a run longer than one range could never be allocated.)
+  KEEL_ASSIGN(std::optional<uint64_t> covered, free_covered_cluster());
   auto b = std::make_unique<RefBlock>();
   b->bytes.assign(cs_, 0);
-  format::set_refcount(b->bytes, 0, rc_bits_, 1);
+  uint64_t off = rt * rb_entries_ * cs_;
   notify(Event::kRefblockAlloc);
+  if (covered) {
+    off = *covered * cs_;
+    KEEL_TRY(change_refcount(*covered, +1));
+    const uint64_t holder_rt = *covered / rb_entries_;
+    KEEL_ASSIGN(RefBlock * holder, load_refblock(holder_rt, false));
+    KEEL_TRY(metadata_write(reftable_[holder_rt] & ~kReftableReserved, holder->bytes, "refblock"));
+    holder->dirty = false;
+  } else {
+    format::set_refcount(b->bytes, 0, rc_bits_, 1);
+  }
   KEEL_TRY(metadata_write(off, b->bytes, "refblock"));
   KEEL_TRY(latch(file_->sync()));
   uint8_t e[8];
@@ -311,6 +345,9 @@ Status Qcow2Image::create_refblock(uint64_t rt) {
 Status Qcow2Image::grow_reftable(uint64_t needed) {
   const uint64_t per_cluster = cs_ / 8;
   const uint64_t old_n = reftable_.size();
+  // A corrupt entry can name a cluster near 2^56: refuse before sizing a table for it.
+  if (needed >= limits::kMaxReftableBytes / 8)
+    return io_error(ENOSPC, fmt::format("refcount table would exceed {} bytes", limits::kMaxReftableBytes));
   uint64_t want = std::max<uint64_t>(needed + 1, old_n + old_n / 2);
   want = (want + per_cluster - 1) / per_cluster * per_cluster;
   const uint64_t area = old_n * rb_entries_;  // first cluster no refcount block covers

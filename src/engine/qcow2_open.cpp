@@ -111,7 +111,7 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
   }
 
   KEEL_TRY(load_snapshot_table());
-  KEEL_TRY(load_bitmap_directory());
+  KEEL_TRY(load_bitmap_directory(opts.check_mode));
 
   // The L1 table: the active one, or a snapshot's (read-only).
   uint64_t l1_size = header_.l1_size;
@@ -124,9 +124,11 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
         if (e.name == opts.snapshot) s = &e;
     if (!s) return Status(Code::kNotFound, fmt::format("Can't find snapshot '{}'", opts.snapshot), ENOENT);
     l1_offset_ = s->l1_table_offset;
-    l1_size = s->l1_size;
+    l1_size = s->l1_size;  // at most 4 Mi entries (decode_snapshot_table)
+    if (s->disk_size > limits::kMaxVirtualSize)
+      return corrupt(fmt::format("snapshot '{}' disk_size = {} is too large", opts.snapshot, s->disk_size));
     if (s->disk_size) size_ = s->disk_size;
-    if (l1_offset_ + l1_size * 8 > file_size)
+    if (l1_offset_ > file_size || l1_size * 8 > file_size - l1_offset_)
       return corrupt(fmt::format("snapshot '{}' L1 table at {:#x} runs past the end of the file", opts.snapshot,
                                  l1_offset_));
     snapshot_name_ = opts.snapshot;
@@ -151,7 +153,7 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
 
   if (!read_only_) {
     if (header_.autoclear & ~kAutoclearKnown) autoclear_pending_ = true;
-    if (header_.autoclear & kAutoclearBitmaps) autoclear_pending_ = true;  // we do not track bitmaps
+    if (stale_bitmaps_ext_) autoclear_pending_ = true;  // drop the stale bitmaps extension
   }
   return Status::ok();
 }
@@ -166,42 +168,6 @@ Status Qcow2Image::load_snapshot_table() {
   KEEL_ASSIGN(snapshots_, decode_snapshot_table(t, header_.nb_snapshots, cs_));
   for (const auto& e : snapshots_)
     snapshot_table_bytes_ += (40 + e.extra.size() + e.id.size() + e.name.size() + 7) / 8 * 8;
-  return Status::ok();
-}
-
-// Reads the persistent dirty bitmaps' names, flags and granularity (for info); their data is
-// not used. Entries are validated against QEMU's limits.
-Status Qcow2Image::load_bitmap_directory() {
-  if (!header_.bitmaps) return Status::ok();
-  const auto& ext = *header_.bitmaps;
-  KEEL_ASSIGN(uint64_t file_size, file_->size());
-  if (ext.directory_offset + ext.directory_size > file_size)
-    return corrupt(fmt::format("bitmap directory at {:#x} (+{}) runs past the end of the file", ext.directory_offset,
-                               ext.directory_size));
-  std::vector<uint8_t> d(ext.directory_size);
-  KEEL_TRY(file_->read_at(ext.directory_offset, d));
-  uint64_t off = 0;
-  for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
-    if (off + 24 > d.size()) return corrupt(fmt::format("bitmap directory entry {} runs past the directory", i));
-    const uint8_t* p = &d[off];
-    uint32_t flags = get_be32(p + 12);
-    uint8_t gran = p[17];
-    uint16_t name_size = get_be16(p + 18);
-    uint32_t extra = get_be32(p + 20);
-    if (name_size == 0 || name_size > limits::kMaxBitmapNameSize)
-      return corrupt(fmt::format("bitmap {} name_size = {} is out of range", i, name_size));
-    if (gran < limits::kMinBitmapGranularityBits || gran > limits::kMaxBitmapGranularityBits)
-      return corrupt(fmt::format("bitmap {} granularity_bits = {} is out of range", i, gran));
-    uint64_t len = 24ull + extra + name_size;
-    if (off + len > d.size()) return corrupt(fmt::format("bitmap directory entry {} runs past the directory", i));
-    BitmapInfo b;
-    b.name.assign(reinterpret_cast<const char*>(p + 24 + extra), name_size);
-    b.granularity = 1u << gran;
-    if (flags & 1) b.flags.push_back("in-use");
-    if (flags & 2) b.flags.push_back("auto");
-    bitmaps_.push_back(std::move(b));
-    off += (len + 7) / 8 * 8;
-  }
   return Status::ok();
 }
 
@@ -290,7 +256,14 @@ ImageInfo Qcow2Image::info() {
   i.extended_l2 = ext_l2_;
   i.data_file = header_.data_file;
   i.data_file_raw = header_.data_file_raw();
-  i.bitmaps = bitmaps_;
+  for (const auto& e : bitmap_dir_) {
+    BitmapInfo b;
+    b.name = e.name;
+    b.granularity = static_cast<uint32_t>(e.granularity());
+    if (e.in_use()) b.flags.push_back("in-use");
+    if (e.is_auto()) b.flags.push_back("auto");
+    i.bitmaps.push_back(std::move(b));
+  }
   return i;
 }
 
@@ -302,6 +275,7 @@ Status Qcow2Image::close() {
     s = Status(Code::kIo, "image is read-only after an error: " + latch_reason_, EIO);
   } else if (!read_only_) {
     s = flush();
+    if (s.is_ok()) s = store_bitmaps_at_close();  // tracked bitmaps: stored, in_use cleared
     std::lock_guard<std::mutex> lk(mu_);
     if (s.is_ok() && freed_unsynced_) s = latch(file_->sync());
     freed_unsynced_ = false;

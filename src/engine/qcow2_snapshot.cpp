@@ -1,4 +1,5 @@
-// Internal snapshots (create, delete, apply) and resize of a qcow2 image.
+// Internal snapshots (create, delete, apply) of a qcow2 image; the table-switching helpers
+// (new L1, new snapshot table) are shared with resize (qcow2_resize.cpp).
 //
 // Ordering: refcounts go up (durably) before any new reference is published; a reference is
 // removed (durably) before refcounts go down. Publishing is one small header write inside one
@@ -161,20 +162,20 @@ Status Qcow2Image::write_new_l1(const std::vector<uint64_t>& l1) {
   return Status::ok();
 }
 
-namespace {
-Result<std::vector<uint64_t>> read_l1(BlockFile& f, uint64_t off, uint32_t n) {
+Result<std::vector<uint64_t>> read_l1_table(BlockFile& f, uint64_t off, uint32_t n) {
   std::vector<uint8_t> b(uint64_t(n) * 8);
   if (!b.empty()) KEEL_TRY_R(f.read_at(off, b));
   std::vector<uint64_t> l1(n);
   for (uint32_t i = 0; i < n; ++i) l1[i] = get_be64(&b[i * 8]);
   return l1;
 }
-}  // namespace
 
 Status Qcow2Image::snapshot_create(const std::string& name) {
   if (read_only_) return Status(Code::kReadOnly, "image is opened read-only", EPERM);
   if (has_external_data()) return unsupported("internal snapshots are not supported with an external data file");
-  if (name.empty() || name.size() > 1024) return invalid("snapshot name must be 1..1024 bytes");
+  // Empty names are allowed, as in QEMU (the on-disk name length is 16 bits; qemu-img cuts
+  // names to 255 bytes before they get here).
+  if (name.size() > 1024) return invalid("snapshot name must be at most 1024 bytes");
   if (snapshots_.size() >= limits::kMaxSnapshots) return invalid("too many snapshots");
   KEEL_TRY(flush());
   std::lock_guard<std::mutex> fl(flush_mu_);
@@ -201,11 +202,14 @@ Status Qcow2Image::snapshot_create(const std::string& name) {
   struct timespec ts {};
   clock_gettime(CLOCK_REALTIME, &ts);
   e.date_sec = static_cast<uint32_t>(ts.tv_sec);
-  e.date_nsec = static_cast<uint32_t>(ts.tv_nsec);
+  e.date_nsec = static_cast<uint32_t>(ts.tv_nsec / 1000 * 1000);  // qemu-img: microseconds
   e.l1_table_offset = copy_off;
   e.l1_size = static_cast<uint32_t>(l1_.size());
   e.disk_size = size_;
-  e.icount = UINT64_MAX;
+  // What qemu-img records: icount 0, and the 24 bytes of extra data (vm_state_size_large,
+  // disk_size, icount) on v2 images too.
+  e.icount = 0;
+  e.extra.assign(24, 0);
   auto entries = snapshots_;
   entries.push_back(e);
   KEEL_TRY(write_snapshot_table(entries));
@@ -223,7 +227,7 @@ Status Qcow2Image::snapshot_delete(const std::string& key) {
   const SnapshotEntry* s = find_snapshot(key);
   if (!s) return Status(Code::kNotFound, fmt::format("Can't find the snapshot '{}'", key), ENOENT);
   SnapshotEntry victim = *s;
-  KEEL_ASSIGN(auto snap_l1, read_l1(*file_, victim.l1_table_offset, victim.l1_size));
+  KEEL_ASSIGN(auto snap_l1, read_l1_table(*file_, victim.l1_table_offset, victim.l1_size));
   KEEL_TRY(set_dirty_bit(true));
   std::vector<SnapshotEntry> entries;
   for (const auto& e : snapshots_)
@@ -245,8 +249,10 @@ Status Qcow2Image::snapshot_apply(const std::string& key) {
   std::lock_guard<std::mutex> lk(mu_);
   const SnapshotEntry* s = find_snapshot(key);
   if (!s) return Status(Code::kNotFound, fmt::format("Can't find the snapshot '{}'", key), ENOENT);
+  KEEL_TRY(bitmaps_before_apply());  // enabled bitmaps: the whole disk is about to change
+  s = find_snapshot(key);
   SnapshotEntry snap = *s;
-  KEEL_ASSIGN(auto snap_l1, read_l1(*file_, snap.l1_table_offset, snap.l1_size));
+  KEEL_ASSIGN(auto snap_l1, read_l1_table(*file_, snap.l1_table_offset, snap.l1_size));
   for (uint64_t e : snap_l1)
     if ((e & kOffsetMask) % cs_)
       return mark_corrupt(fmt::format("snapshot '{}' has a misaligned L1 entry {:#x}", key, e));
@@ -271,37 +277,6 @@ Status Qcow2Image::snapshot_apply(const std::string& key) {
   }
   KEEL_TRY(flush_metadata());
   return set_dirty_bit(false);
-}
-
-Status Qcow2Image::resize(uint64_t new_size, bool shrink) {
-  if (read_only_) return Status(Code::kReadOnly, "image is opened read-only", EPERM);
-  if (new_size > limits::kMaxVirtualSize) return invalid(fmt::format("size {} is too large", new_size));
-  if (new_size < size_ && !shrink) return invalid("Use the --shrink option to perform a shrink operation.");
-  if (new_size < size_ && !snapshots_.empty()) return unsupported("Can't shrink an image which has snapshots");
-  if (new_size < size_) {
-    // Drop the data past the new end; the partial last cluster's tail is zeroed.
-    uint64_t tail = new_size % cs_ ? std::min<uint64_t>(cs_ - new_size % cs_, size_ - new_size) : 0;
-    if (tail) KEEL_TRY(write_zeroes(new_size, tail, ZeroFlags{}));
-    KEEL_TRY(discard(new_size + tail, size_ - new_size - tail));
-  }
-  KEEL_TRY(flush());
-  std::lock_guard<std::mutex> fl(flush_mu_);
-  ExclusiveGate g(gate_);
-  std::lock_guard<std::mutex> lk(mu_);
-  uint64_t need = header_.l1_entries_for(new_size);
-  if (need > l1_.size()) {
-    std::vector<uint64_t> l1 = l1_;
-    l1.resize(need, 0);
-    KEEL_TRY(write_new_l1(l1));
-  }
-  if (header_.data_file_raw()) KEEL_TRY(data_->truncate(new_size));
-  uint8_t b[8];
-  put_be64(b, new_size);
-  KEEL_TRY(write_header_field(24, b));
-  KEEL_TRY(latch(file_->sync()));
-  size_ = new_size;
-  header_.size = new_size;
-  return flush_metadata();
 }
 
 }  // namespace keel

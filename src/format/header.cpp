@@ -82,6 +82,12 @@ Status parse_extensions(Header& h, std::span<const uint8_t> c0, uint64_t end) {
         uint32_t reserved = get_be32(d + 4);
         b.directory_size = get_be64(d + 8);
         b.directory_offset = get_be64(d + 16);
+        if (!(h.autoclear & kAutoclearBitmaps)) {
+          // Stale (written over by a program without bitmap support): QEMU checks only the
+          // length and ignores the rest; so does Keel (see load_bitmap_directory).
+          h.bitmaps = b;
+          break;
+        }
         if (reserved != 0) return bad("bitmaps_extension.reserved", reserved, "must be zero");
         if (b.nb_bitmaps == 0 || b.nb_bitmaps > limits::kMaxBitmaps)
           return bad("nb_bitmaps", b.nb_bitmaps, "must be 1..65535");

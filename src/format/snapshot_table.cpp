@@ -1,6 +1,5 @@
 // Snapshot table decode/encode (see snapshot_table.h).
 #include "format/snapshot_table.h"
-
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -38,7 +37,9 @@ Result<std::vector<SnapshotEntry>> decode_snapshot_table(std::span<const uint8_t
       return error(corrupt(fmt::format("snapshot {} l1_size = {} exceeds the 32 MiB L1 limit", i, e.l1_size)));
     uint64_t len = 40ull + extra + id_len + name_len;
     if (off + len > t.size())
-      return error(corrupt(fmt::format("snapshot table entry {} at offset {} runs past the table", i, off)));
+      return error(corrupt(fmt::format(
+          "snapshot table entry {} at offset {} runs past the table (extra_data_size = {}, id_str_size = {}, "
+          "name_size = {})", i, off, extra, id_len, name_len)));
     e.extra.assign(p + 40, p + 40 + extra);
     if (extra >= 8) e.vm_state_size = get_be64(p + 40);
     if (extra >= 16) e.disk_size = get_be64(p + 48);

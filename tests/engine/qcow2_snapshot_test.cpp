@@ -1,6 +1,7 @@
-// Proves internal snapshot create/apply/delete and resize leave images that qemu-img check calls
-// clean and that read as QEMU expects (qemu-img snapshot -l, qemu-io pattern reads), on images
-// made by keel and by qemu-img.
+// Proves internal snapshot create/apply/delete, resize (also 512-byte clusters to 2G, shrink with
+// snapshots), make_empty and amend (compat both ways with zero-cluster expansion, refcount
+// width changes) leave images that qemu-img check calls clean and that read as QEMU expects
+// (qemu-img snapshot -l / info / map, qemu-io pattern reads), on images made by keel and qemu-img.
 #include <gtest/gtest.h>
 
 #include "engine/engine_util.h"
@@ -171,10 +172,15 @@ TEST(Amend, CompatLazyRefcountsAndBacking) {
     AmendOptions o;
     o.lazy_refcounts = false;
     o.version = 2;
-    // Zero clusters with a backing file cannot be expressed in v2.
-    EXPECT_EQ(im->amend(o).code(), Code::kUnsupported);
+    // v2 has no zero clusters: over a backing file they become clusters of zeros (QEMU's
+    // qcow2_expand_zero_clusters).
+    ASSERT_TRUE(im->amend(o).is_ok());
     ASSERT_TRUE(im->close().is_ok());
   }
+  expect_ok(qemu_check(img));
+  info = run("qemu-img info " + q(img));
+  EXPECT_NE(info.output.find("compat: 0.10"), std::string::npos) << info.output;
+  expect_reads(img, "-c 'read -P 1 0 64k' -c 'read -P 0 1M 64k' -c 'read -P 9 2M 64k'");
   std::string solo = d.path("solo.qcow2");
   expect_ok(run("qemu-img create -f qcow2 " + q(solo) + " 4M && qemu-io -c 'write -P 5 0 128k' -c 'write -z 64k 64k' " + q(solo)));
   {
@@ -188,6 +194,131 @@ TEST(Amend, CompatLazyRefcountsAndBacking) {
   info = run("qemu-img info " + q(solo));
   EXPECT_NE(info.output.find("compat: 0.10"), std::string::npos) << info.output;
   expect_reads(solo, "-c 'read -P 5 0 64k' -c 'read -P 0 64k 64k'");
+}
+
+}  // namespace
+}  // namespace keel::test
+
+namespace keel::test {
+namespace {
+
+// Growing a 512-byte-cluster image to 2G writes a 512 KiB L1 table: a run of 1024 clusters that
+// spans several refcount blocks' ranges (once "cluster allocation did not converge").
+TEST(Resize, Grow512ByteClustersTo2G) {
+  for (uint32_t bits : {1u, 16u, 64u}) {
+    TempDir d;
+    std::string img = d.path("c512.qcow2");
+    CreateOptions co;
+    co.size = 1 << 20;
+    co.cluster_size = 512;
+    co.refcount_bits = bits;
+    ASSERT_TRUE(create_image(img, co).is_ok());
+    {
+      auto im = open_rw(img);
+      fill(*im, 0, 256 << 10, 0x31);
+      ASSERT_TRUE(im->resize(2048ull << 20, false).is_ok()) << bits;
+      fill(*im, (2048ull << 20) - 65536, 65536, 0x32);
+      ASSERT_TRUE(im->resize(4096ull << 20, false).is_ok()) << bits;
+      fill(*im, 3ull << 30, 4096, 0x33);
+      ASSERT_TRUE(im->close().is_ok());
+    }
+    expect_ok(qemu_check(img));
+    expect_reads(img, "-c 'read -P 0x31 0 256k' -c 'read -P 0x32 2097088k 64k' -c 'read -P 0x33 3G 4k' -c 'read -P 0 1M 1M'");
+  }
+}
+
+// As in qemu-img 7.2, a v3 image with snapshots can shrink; the snapshot keeps its data and
+// size, and the clusters past the new end are deallocated.
+TEST(Resize, ShrinkWithSnapshots) {
+  TempDir d;
+  std::string img = d.path("s.qcow2");
+  CreateOptions co;
+  co.size = 4 << 20;
+  ASSERT_TRUE(create_image(img, co).is_ok());
+  {
+    auto im = open_rw(img);
+    fill(*im, 0, 4 << 20, 0x41);
+    ASSERT_TRUE(im->snapshot_create("s1").is_ok());
+    fill(*im, 3 << 20, 65536, 0x42);
+    ASSERT_TRUE(im->resize(1 << 20, true).is_ok());
+    ASSERT_TRUE(im->resize(3 << 20, false).is_ok());
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(img));
+  expect_reads(img, "-c 'read -P 0x41 0 1M' -c 'read -P 0 1M 2M'");
+  auto map = run("qemu-img map --output=json " + q(img));
+  EXPECT_NE(map.output.find("\"start\": 1048576, \"length\": 2097152, \"depth\": 0, \"present\": false"), std::string::npos)
+      << map.output;
+  expect_ok(run("qemu-img snapshot -a s1 " + q(img)));
+  expect_ok(qemu_check(img));
+  expect_reads(img, "-c 'read -P 0x41 0 4M'");
+}
+
+// make_empty deallocates every cluster of an overlay: it reads its backing file again, and
+// the file keeps only header, refcount table and block, and L1 table.
+TEST(MakeEmpty, OverlayReadsItsBackingFile) {
+  TempDir d;
+  std::string base = d.path("base.qcow2"), top = d.path("top.qcow2");
+  expect_ok(run("qemu-img create -q -f qcow2 " + q(base) + " 4M && qemu-io -c 'write -P 0x51 0 4M' " + q(base)));
+  CreateOptions co;
+  co.size = 4 << 20;
+  co.backing_file = base;
+  co.backing_format = "qcow2";
+  ASSERT_TRUE(create_image(top, co).is_ok());
+  {
+    auto im = open_rw(top);
+    fill(*im, 0, 1 << 20, 0x52);
+    ASSERT_TRUE(im->write_zeroes(2 << 20, 65536, ZeroFlags{}).is_ok());
+    ASSERT_TRUE(im->make_empty().is_ok());
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(top));
+  expect_reads(top, "-c 'read -P 0x51 0 4M'");
+  auto map = run("qemu-img map --output=json " + q(top));
+  EXPECT_EQ(map.output.find("\"depth\": 0"), std::string::npos) << map.output;
+  auto size = run("stat -c %s " + q(top));
+  EXPECT_EQ(std::stoull(size.output), 4u * 65536) << size.output;
+}
+
+// refcount_bits is rebuilt at every width; a width too narrow for a refcount is refused before
+// anything changes; QEMU then reads, checks and writes the image.
+TEST(Amend, RefcountBitsEveryWidth) {
+  TempDir d;
+  std::string img = d.path("rc.qcow2");
+  CreateOptions co;
+  co.size = 8 << 20;
+  co.cluster_size = 4096;
+  ASSERT_TRUE(create_image(img, co).is_ok());
+  {
+    auto im = open_rw(img);
+    fill(*im, 0, 2 << 20, 0x61);
+    ASSERT_TRUE(im->snapshot_create("s").is_ok());
+    fill(*im, 1 << 20, 65536, 0x62);
+    for (uint32_t bits : {64u, 2u, 8u, 32u, 4u}) {
+      AmendOptions o;
+      o.refcount_bits = bits;
+      ASSERT_TRUE(im->amend(o).is_ok()) << bits;
+      EXPECT_EQ(im->info().refcount_bits, bits);
+      fill(*im, (4 << 20) + bits * 8192, 8192, static_cast<uint8_t>(bits));
+      ASSERT_TRUE(im->flush().is_ok());
+    }
+    AmendOptions one;
+    one.refcount_bits = 1;  // the snapshot's clusters have refcount 2
+    Status st = im->amend(one);
+    EXPECT_EQ(st.code(), Code::kInvalidArgument);
+    EXPECT_NE(st.message().find("Cannot decrease refcount entry width to 1 bits"), std::string::npos) << st.message();
+    EXPECT_EQ(im->info().refcount_bits, 4u);
+    ASSERT_TRUE(im->close().is_ok());
+  }
+  expect_ok(qemu_check(img));
+  auto info = run("qemu-img info " + q(img));
+  EXPECT_NE(info.output.find("refcount bits: 4"), std::string::npos) << info.output;
+  expect_reads(img, "-c 'read -P 0x61 0 1M' -c 'read -P 0x62 1M 64k' -c 'read -P 64 4608k 8k' -c 'read -P 2 4112k 8k'");
+  expect_ok(run("qemu-io -c 'write -P 0x63 6M 1M' " + q(img)));
+  expect_ok(qemu_check(img));
+  expect_ok(run("qemu-img snapshot -a s " + q(img)));
+  expect_ok(qemu_check(img));
+  expect_reads(img, "-c 'read -P 0x61 0 2M'");
 }
 
 }  // namespace

@@ -77,15 +77,52 @@ both_do() {
 }
 
 # info_norm IMAGE: qemu-img info --output=json without what depends on timing or on where
-# clusters landed: actual-size, snapshot dates, and icount (qemu-img records 0, keel records
-# "none", see docs/cli.md).
+# clusters landed: actual-size and the snapshot dates.
 info_norm() {
-  qemu-img info -U --output=json "$@" | grep -v -E '"(actual-size|date-sec|date-nsec|icount)":'
+  qemu-img info -U --output=json "$@" | grep -v -E '"(actual-size|date-sec|date-nsec)":'
 }
 
-# snaptable_norm: a snapshot table (stdin) with the DATE and ICOUNT columns blanked.
+# snaptable_norm: a snapshot table (stdin) with the DATE column blanked.
 snaptable_norm() {
-  sed -E 's/ [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(.{13}).{11}$/ <date>\1/'
+  sed -E 's/ [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}/ <date>/'
+}
+
+# map_norm IMAGE: qemu-img map --output=json without the host offsets (they depend on where
+# clusters landed) and without "zero" for allocated data (whether the host file has a hole
+# there, not what the image says).
+map_norm() {
+  qemu-img map -U --output=json "$1" | python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    e.pop("offset", None)
+    if e["data"]:
+        e.pop("zero", None)
+    key = {k: v for k, v in e.items() if k not in ("start", "length")}
+    if out and out[-1][1] == key and out[-1][0]["start"] + out[-1][0]["length"] == e["start"]:
+        out[-1][0]["length"] += e["length"]
+    else:
+        out.append((e, key))
+for e, _ in out:
+    print(json.dumps(e, sort_keys=True))
+'
+}
+
+# same_map DESC IMAGE: qemu-img map of q/IMAGE and k/IMAGE agree (normalized): the same ranges
+# are allocated, zero, or read from the same layer of the chain.
+same_map() {
+  (cd "$T/q" && map_norm "$2") >"$T/q.map" 2>&1 || fail "$1: qemu-img map q/$2 failed"
+  (cd "$T/k" && map_norm "$2") >"$T/k.map" 2>&1 || fail "$1: qemu-img map k/$2 failed"
+  same_file "$1: qemu-img map --output=json of $2" "$T/q.map" "$T/k.map"
+}
+
+# same_layer_map DESC IMAGE: like same_map, for the qcow2 IMAGE alone (its backing file not
+# opened): what the image itself stores.
+same_layer_map() {
+  local alone="json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"$2\"},\"backing\":null}"
+  (cd "$T/q" && map_norm "$alone") >"$T/q.map" 2>&1 || fail "$1: qemu-img map q/$2 failed"
+  (cd "$T/k" && map_norm "$alone") >"$T/k.map" 2>&1 || fail "$1: qemu-img map k/$2 failed"
+  same_file "$1: qemu-img map --output=json of $2 alone" "$T/q.map" "$T/k.map"
 }
 
 # snaplist_norm IMAGE: qemu-img snapshot -l, normalized by snaptable_norm.

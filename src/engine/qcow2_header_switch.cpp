@@ -1,0 +1,126 @@
+// Switching the persistent-bitmaps header extension in cluster 0 without ever leaving a header
+// that a power cut can tear into something QEMU or Keel cannot open (see rewrite_header_layout).
+#include <algorithm>
+#include <cstring>
+
+#include "engine/qcow2_image.h"
+#include "format/endian.h"
+
+namespace keel {
+
+using namespace format;
+
+namespace {
+constexpr uint64_t kSector = 512;
+uint64_t round8(uint64_t a) { return (a + 7) / 8 * 8; }
+}  // namespace
+
+// Sets the bitmaps extension (and autoclear bit 0) to `next`, or removes both. When the new
+// header differs from the old in one sector only — the usual case once the extension exists —
+// that is one write. Otherwise rewrite_header_layout() moves through states QEMU and Keel both
+// open. Synced.
+Status Qcow2Image::switch_bitmaps_extension(const std::optional<BitmapsExtension>& next) {
+  Header h = header_;
+  h.bitmaps = next;
+  h.autoclear &= kAutoclearKnown;
+  if (next) h.autoclear |= kAutoclearBitmaps;
+  else h.autoclear &= ~kAutoclearBitmaps;
+  KEEL_ASSIGN(auto new_c0, encode_header(h));
+  std::vector<uint8_t> old_c0(cs_);
+  KEEL_TRY(file_->read_at(0, old_c0));
+  uint64_t first = cs_, last = 0;
+  for (uint64_t i = 0; i < cs_; ++i) {
+    if (old_c0[i] == new_c0[i]) continue;
+    first = std::min(first, i);
+    last = i;
+  }
+  if (first < cs_ && first / kSector == last / kSector) {
+    KEEL_TRY(write_header_field(first, std::span<const uint8_t>(new_c0).subspan(first, last - first + 1)));
+    KEEL_TRY(latch(file_->sync()));
+  } else if (first < cs_) {
+    KEEL_TRY(rewrite_header_layout(old_c0, new_c0));
+  }
+  h.backing_file_offset = get_be64(&new_c0[8]);
+  header_ = h;
+  return Status::ok();
+}
+
+// Turns cluster 0 from `old_c0` into `new_c0` (which differ in the header extensions, the position
+// of the backing file name, the backing name offset and the autoclear bits) so that every state a
+// power cut can leave — each step's writes partly done, torn at sectors — is a valid header:
+//   1. autoclear bit 0 off (8 bytes): a torn bitmaps extension is then ignored, as QEMU does;
+//   2. the backing file name copied past both layouts, then its offset switched (8 bytes);
+//   3. the extension chain cut at E, the first slot that changes, with an end marker (8 bytes);
+//   4. the new chain's tail written behind the cut (nothing reads it yet);
+//   5. the new slot at E linked (8 bytes);
+//   6. sector 0 with the final backing offset and autoclear bits (one sector).
+// Each step is synced. A power cut between 1 and 6 loses the bitmaps (QEMU: "a program lacking
+// bitmap support modified this file"; their clusters leak), never the image. Layouts this cannot
+// handle (a changed header length, a changed backing or data file extension) fall back to
+// writing the cluster at once, like qemu's header update.
+Status Qcow2Image::rewrite_header_layout(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0) {
+  auto write = [&](uint64_t off, std::span<const uint8_t> bytes) -> Status {
+    KEEL_TRY(write_header_field(off, bytes));
+    return latch(file_->sync());
+  };
+  auto whole = [&] { return write(0, new_c0); };
+  const bool v3 = header_.version >= 3;
+  const uint64_t hlen = v3 ? get_be32(&old_c0[100]) : kV2HeaderLength;
+  if (v3 && get_be32(&new_c0[100]) != hlen) return whole();
+  for (uint64_t i = 0; i < hlen; ++i)
+    if (old_c0[i] != new_c0[i] && !(i >= 8 && i < 20) && !(i >= kOffsetAutoclear && i < kOffsetAutoclear + 8))
+      return whole();
+  const uint64_t old_boff = get_be64(&old_c0[8]), new_boff = get_be64(&new_c0[8]);
+  const uint32_t bsize = get_be32(&old_c0[16]);
+  if ((old_boff == 0) != (new_boff == 0) || get_be32(&new_c0[16]) != bsize) return whole();
+  const uint64_t ext_end = old_boff ? old_boff : cs_;
+  uint64_t d = hlen;
+  while (d < cs_ && old_c0[d] == new_c0[d]) ++d;
+  // E: the old slot holding the first changed byte (or the end marker before it).
+  uint64_t e = hlen;
+  for (uint32_t n = 0;; ++n) {
+    if (e + 8 > ext_end || n > 4096) return whole();
+    const uint32_t type = get_be32(&old_c0[e]);
+    if (type == kExtEnd) break;
+    const uint64_t next = e + 8 + round8(get_be32(&old_c0[e + 4]));
+    if (d < next) {
+      if (type == kExtBackingFormat || type == kExtDataFile || type == kExtCrypto) return whole();
+      break;
+    }
+    e = next;
+  }
+  // 1.
+  if (v3) {
+    const uint64_t ac = get_be64(&old_c0[kOffsetAutoclear]);
+    if (ac & kAutoclearBitmaps) {
+      uint8_t b[8];
+      put_be64(b, ac & ~uint64_t(kAutoclearBitmaps));
+      KEEL_TRY(write(kOffsetAutoclear, b));
+    }
+  }
+  // 2.
+  uint64_t limit = cs_;
+  if (old_boff) {
+    const uint64_t x = round8(std::max(old_boff, new_boff) + bsize);
+    if (x + bsize > cs_) return whole();
+    KEEL_TRY(write(x, old_c0.subspan(old_boff, bsize)));
+    uint8_t b[8];
+    put_be64(b, x);
+    KEEL_TRY(write(8, b));
+    limit = x;
+  }
+  // 3.
+  static constexpr uint8_t kEnd[8] = {};
+  if (std::memcmp(&old_c0[e], kEnd, 8) != 0) KEEL_TRY(write(e, kEnd));
+  // 4.
+  if (e + 8 < limit) KEEL_TRY(write(e + 8, new_c0.subspan(e + 8, limit - e - 8)));
+  // 5.
+  KEEL_TRY(write(e, new_c0.subspan(e, 8)));
+  // 6.
+  KEEL_TRY(write(0, new_c0.first(kSector)));
+  // The scratch copy of the name is not referenced any more; clear it like the rest of cluster 0.
+  if (limit < cs_) KEEL_TRY(write_header_field(limit, new_c0.subspan(limit)));
+  return Status::ok();
+}
+
+}  // namespace keel

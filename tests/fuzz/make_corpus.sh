@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Writes the seed corpora of the fuzz targets into OUT/<target>/: small qcow2 images made with
+# qemu-img and qemu-io (512 B to 16 KiB clusters, v2 and v3, every refcount width class, extended
+# L2, zstd, compressed clusters, snapshots, bitmaps, a backing file, lazy refcounts, a dirty
+# image, an external data file), the write target's images with an operation script appended,
+# and NBD client transcripts (handshakes, options and requests). Nothing here is committed: the
+# seeds are rebuilt at fuzz time.
+# Usage: make_corpus.sh OUT
+set -euo pipefail
+OUT=$(realpath -m "${1:?usage: $0 OUT}")
+HERE=$(dirname "$(realpath "$0")")
+W=$(mktemp -d /tmp/keel-corpus.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+cd "$W"
+mkdir -p "$OUT"/{open_info,check,read,write,nbd}
+
+img() {  # img NAME SIZE CREATE-OPTIONS [qemu-io commands...]
+  local name=$1 size=$2 opts=$3; shift 3
+  qemu-img create -q -f qcow2 -o "$opts" "$name.qcow2" "$size"
+  local c args=()
+  for c in "$@"; do args+=(-c "$c"); done
+  [ ${#args[@]} -eq 0 ] || qemu-io -f qcow2 "${args[@]}" "$name.qcow2" >/dev/null
+}
+fill="write -P 0x11 0 3k"
+more="write -P 0x22 40k 2k"
+img v3_512 1M cluster_size=512 "$fill" "$more" "discard 1k 512" "write -z 2k 512"
+img v2_512 1M cluster_size=512,compat=0.10 "$fill" "$more" "write -z 40k 512"
+img v3_4k 2M cluster_size=4096 "$fill" "$more" "write -P 0x33 1M 8k"
+img rc1 1M cluster_size=512,refcount_bits=1 "$fill" "$more"
+img rc8 1M cluster_size=1024,refcount_bits=8 "$fill"
+img rc64 1M cluster_size=512,refcount_bits=64 "$fill" "$more"
+img lazy 1M cluster_size=512,lazy_refcounts=on "$fill"
+img extl2 1M cluster_size=16k,extended_l2=on "write -P 0x44 0 3k" "write -P 0x55 20k 1k" "write -z 24k 2k"
+img zstd 1M cluster_size=4096,compression_type=zstd "write -c -P 0x66 0 4k" "$more"
+img zlib 1M cluster_size=4096 "write -c -P 0x77 0 4k" "write -c -P 0x78 8k 4k" "$more"
+img empty 64k cluster_size=512
+img big_l1 64M cluster_size=512 "write -P 0x12 63M 1k"
+head -c 65536 /dev/zero | tr '\0' '\1' >base.raw
+qemu-img create -q -f qcow2 -o cluster_size=512 -b base.raw -F raw backed.qcow2 64k
+qemu-io -f qcow2 -c "write -P 0x21 1k 1k" backed.qcow2 >/dev/null
+img snap 1M cluster_size=512 "$fill"
+qemu-img snapshot -c first snap.qcow2
+qemu-io -f qcow2 -c "write -P 0x31 0 1k" snap.qcow2 >/dev/null
+qemu-img snapshot -c second snap.qcow2
+img bitmap 1M cluster_size=4096 "$fill"
+qemu-img bitmap --add bitmap.qcow2 b0
+qemu-img bitmap --add -g 65536 bitmap.qcow2 b1
+qemu-img create -q -f qcow2 -o cluster_size=4096,data_file=base.raw datafile.qcow2 64k
+qemu-io -f qcow2 -c "write -P 0x41 0 4k" datafile.qcow2 >/dev/null
+# A dirty image: lazy refcounts and a write that was never flushed on close.
+img dirty 1M cluster_size=512,lazy_refcounts=on
+(qemu-io -f qcow2 -c "write -P 0x51 0 2k" -c "abort" dirty.qcow2 >/dev/null 2>&1 || true) 2>/dev/null
+# A leaked cluster and a bad refcount, for check.
+cp v3_512.qcow2 leak.qcow2
+python3 - leak.qcow2 <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(0, 2); f.write(b"\0" * 512)   # a cluster nobody references
+PY
+
+for f in *.qcow2; do
+  for t in open_info check read; do cp "$f" "$OUT/$t/$f"; done
+  # The write target: the image followed by 32 bytes of operations (kind, length, u16 position).
+  for s in 1 2; do
+    { cat "$f"; python3 -c "
+import os, random, sys
+r = random.Random('$f$s')
+sys.stdout.buffer.write(bytes(r.randrange(256) for _ in range(32)))"; } >"$OUT/write/$f.$s"
+  done
+done
+
+python3 "$HERE/nbd_seeds.py" "$OUT/nbd"
+echo "corpus: $(find "$OUT" -type f | wc -l) files in $OUT"

@@ -1,0 +1,96 @@
+// The NBD fuzz harness (harness.h): the input is the client's side of one connection. One
+// thread sends it into a socketpair and then half-closes; another reads and throws away every
+// reply; the server's Connection serves the other end on the calling thread, as `keel serve`
+// does, over a qcow2 image in memory.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <thread>
+#include <vector>
+
+#include "harness.h"
+#include "keel/image.h"
+#include "nbd/connection.h"
+#include "nbd/log.h"
+#include "proof/memory_fs.h"
+
+namespace keel::fuzz {
+namespace {
+
+constexpr uint64_t kExportBytes = 4ull << 20;
+constexpr const char* kImage = "export.qcow2";
+
+// The bytes of a fresh, empty 4 MiB qcow2 image with 4 KiB clusters (made once).
+const std::vector<uint8_t>& template_image() {
+  static const std::vector<uint8_t> bytes = [] {
+    proof::MemoryFs fs;
+    CreateOptions co;
+    co.size = kExportBytes;
+    co.cluster_size = 4096;
+    co.file_opener = fs.opener();
+    Status s = create_image(proof::MemoryFs::path(kImage), co);
+    if (!s.is_ok()) __builtin_trap();
+    return fs.bytes(kImage);
+  }();
+  return bytes;
+}
+
+nbd::WorkerPool& pool() {
+  static nbd::WorkerPool p(2);
+  return p;
+}
+
+void send_all(int fd, std::span<const uint8_t> bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the server closed its end
+    bytes = bytes.subspan(static_cast<size_t>(n));
+  }
+  ::shutdown(fd, SHUT_WR);
+}
+
+void drain(int fd) {
+  uint8_t buf[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+  }
+}
+
+}  // namespace
+
+Status nbd(std::span<const uint8_t> client_bytes) {
+  nbd::set_verbose(false);
+  proof::MemoryFs fs;
+  fs.put(kImage, template_image());
+  OpenOptions o;
+  o.format = "qcow2";
+  o.force_share = true;
+  o.file_opener = fs.opener();
+  auto img = Image::open(proof::MemoryFs::path(kImage), o);
+  if (!img) return img.error();
+
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return io_error(errno, "socketpair");
+  nbd::ConnectionConfig cfg;
+  cfg.export_cfg.size = (*img)->size();
+  cfg.export_cfg.description = "fuzz";
+  cfg.handshake_limit = std::chrono::milliseconds(0);
+  cfg.policy.discard = nbd::DiscardMode::kUnmap;
+  cfg.policy.detect_zeroes = nbd::DetectZeroes::kUnmap;
+  std::thread feeder(send_all, sv[1], client_bytes);
+  std::thread drainer(drain, sv[1]);
+  {
+    nbd::Connection conn(sv[0], 1, **img, cfg, pool());  // owns sv[0]
+    conn.serve();
+  }
+  feeder.join();
+  drainer.join();
+  ::close(sv[1]);
+  return (*img)->close();
+}
+
+}  // namespace keel::fuzz

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs the libFuzzer targets one after another, each for SECONDS, and prints one line per target
+# (runs, executions, exec/s, corpus size, findings). Exits non-zero if any target found a crash,
+# a leak, a timeout or an out-of-memory input; the inputs are kept in BUILD/findings/<target>/.
+# The working corpus BUILD/corpus/<target>/ grows across runs; it starts from the seeds of
+# make_corpus.sh and the saved findings in tests/fuzz/regress/<target>/. Every run is appended
+# to BUILD/fuzz-stats.tsv (the totals in docs/security.md come from there).
+# Usage: run_fuzz.sh BUILD SECONDS [TARGET...]   (default: every target)
+set -uo pipefail
+BUILD=$(realpath "${1:?usage: $0 BUILD SECONDS [TARGET...]}")
+SECONDS_PER_TARGET=${2:?usage: $0 BUILD SECONDS [TARGET...]}
+shift 2
+HERE=$(dirname "$(realpath "$0")")
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(open_info check read write nbd)
+STATS=$BUILD/fuzz-stats.tsv
+[ -f "$STATS" ] || printf 'date\ttarget\tseconds\texecs\tstatus\tfindings\n' >"$STATS"
+
+if [ ! -d "$BUILD/corpus/seeds" ]; then
+  bash "$HERE/make_corpus.sh" "$BUILD/corpus/seeds.tmp" >/dev/null && mv "$BUILD/corpus/seeds.tmp" "$BUILD/corpus/seeds"
+fi
+
+failed=0
+summary=()
+for t in "${TARGETS[@]}"; do
+  bin=$BUILD/tests/fuzz/fuzz_$t
+  [ -x "$bin" ] || { echo "run_fuzz: $bin not built (cmake --build --preset fuzz)" >&2; exit 2; }
+  corpus=$BUILD/corpus/$t findings=$BUILD/findings/$t log=$BUILD/fuzz-$t.log
+  mkdir -p "$corpus" "$findings"
+  dirs=("$corpus" "$BUILD/corpus/seeds/$t")
+  [ -d "$HERE/regress/$t" ] && dirs+=("$HERE/regress/$t")
+  dict=$HERE/qcow2.dict; [ "$t" = nbd ] && dict=$HERE/nbd.dict
+  before=$(find "$findings" -type f | wc -l)
+  # -close_fd_mask=2: the NBD server logs every client error on stderr; libFuzzer keeps its own
+  # output and the sanitizer reports on a duplicate of stderr.
+  start=$(date +%s)
+  nice -n 10 "$bin" -max_total_time="$SECONDS_PER_TARGET" -timeout=30 -rss_limit_mb=2560 \
+    -print_final_stats=1 -dict="$dict" -artifact_prefix="$findings/" -close_fd_mask=2 \
+    "${dirs[@]}" >"$log" 2>&1
+  rc=$?
+  secs=$(( $(date +%s) - start ))
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+  found=$(( $(find "$findings" -type f | wc -l) - before ))
+  size=$(find "$corpus" -type f | wc -l)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "$secs" "${execs:-0}" "$rc" "$found" >>"$STATS"
+  line=$(printf '%-10s %5ss  %10s execs  %6s exec/s  corpus %5s  findings %s' "$t" "$secs" "${execs:-0}" \
+    "${rate:-0}" "$size" "$found")
+  if [ $rc -ne 0 ] || [ "$found" -ne 0 ]; then
+    failed=1
+    line="$line  FAILED (exit $rc, see $log and $findings)"
+    grep -E '^(==[0-9]+==ERROR|SUMMARY:|.*runtime error:)' "$log" | head -5 | sed 's/^/    /'
+  fi
+  echo "$line"
+  summary+=("$line")
+done
+echo "== fuzz summary ($SECONDS_PER_TARGET s per target)"
+printf '%s\n' "${summary[@]}"
+exit $failed
