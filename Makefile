@@ -2,7 +2,7 @@
 JOBS ?= 2
 SHELL := /bin/bash
 
-.PHONY: all deps build run test test-asan fuzz-build fuzz fuzz-ci bench-deps bench clean
+.PHONY: all deps build run test asan-build test-asan test-tsan fuzz-build fuzz fuzz-ci ci bench-deps bench clean
 
 all: build
 
@@ -21,25 +21,41 @@ test: build
 	  bash scripts/test-summary.sh build; echo; \
 	  grep -E 'tests passed|tests failed out of|Total Test time' build/ctest.out | tail -n 2; exit $$rc
 
-test-asan: deps
+# The suite under ASan+UBSan (clang 14, build-asan/; the same build holds the libFuzzer
+# targets), and the threaded code's tests (label "threads": NBD server, engine) under TSan
+# (build-tsan/). The crash explorer, fault sweep and kill tests run at a smaller size there;
+# make test runs them at full size. `make ci` is what CI runs (.ci/run).
+SAN_ENV = KEEL_CRASH_STATES=1500 KEEL_CRASH_QEMU=2 KEEL_FAULT_INDICES=60 KEEL_KILLS=40 \
+          KEEL_NBD_KILLS=20 KEEL_MUTATION_ITERS=100
+
+asan-build: deps
 	cmake --preset asan-ubsan >/dev/null
 	cmake --build --preset asan-ubsan -j $(JOBS)
-	ctest --preset asan-ubsan
 
-# libFuzzer targets (clang, ASan+UBSan; docs/security.md). `make fuzz FUZZ_SECONDS=600` runs each
-# target that long; fuzz-ci is the short bounded pass CI runs (fails on any finding).
+test-asan: asan-build
+	$(SAN_ENV) ctest --preset asan-ubsan
+
+test-tsan: deps
+	cmake --preset tsan >/dev/null
+	cmake --build --preset tsan -j $(JOBS)
+	$(SAN_ENV) ctest --preset tsan
+
+# libFuzzer targets (docs/security.md), built in build-asan/. `make fuzz FUZZ_SECONDS=1800` runs
+# each target that long; fuzz-ci is the short bounded pass CI runs (fails on any finding).
 FUZZ_SECONDS ?= 60
 FUZZ_CI_SECONDS ?= 20
 
 fuzz-build: deps
-	cmake --preset fuzz >/dev/null
-	cmake --build --preset fuzz -j $(JOBS)
+	cmake --preset asan-ubsan >/dev/null
+	cmake --build --preset asan-ubsan -j $(JOBS) --target fuzzers
 
 fuzz: fuzz-build
-	bash tests/fuzz/run_fuzz.sh build-fuzz $(FUZZ_SECONDS)
+	bash tests/fuzz/run_fuzz.sh build-asan $(FUZZ_SECONDS)
 
 fuzz-ci: fuzz-build
-	bash tests/fuzz/run_fuzz.sh build-fuzz $(FUZZ_CI_SECONDS)
+	bash tests/fuzz/run_fuzz.sh build-asan $(FUZZ_CI_SECONDS)
+
+ci: test test-asan fuzz-ci test-tsan
 
 # Benchmarks, Keel vs QEMU (bench/, docs/performance.md): ~17 min, never part of make test.
 bench-deps: deps

@@ -116,7 +116,9 @@ void check_snapshots(MemoryFs& fs, const GuestModel& model, StateVerdict& v, uin
   std::vector<SnapshotInfo> listed = (*img)->info().snapshots;
   img->reset();
   const auto& known = model.snapshots();
-  for (const auto& [name, snap] : known) {
+  for (const auto& [snap_name, snap] : known) {
+    // (clang 14 cannot capture a structured binding in a lambda: copy the name.)
+    const std::string& name = snap_name;
     bool found = std::any_of(listed.begin(), listed.end(), [&](const SnapshotInfo& i) { return i.name == name; });
     if (!found && snap.must_exist) v.add(Guarantee::kG3, "snapshot '" + name + "' was created and is gone", md);
   }
