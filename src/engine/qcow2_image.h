@@ -205,6 +205,7 @@ class Qcow2Image final : public Image {
   // qcow2_header_switch.cpp: REQUIRE mu_.
   Status switch_bitmaps_extension(const std::optional<format::BitmapsExtension>& next);
   Status rewrite_header_layout(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0);
+  Status write_cluster0(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0);
   Status drop_stale_bitmaps_extension();
   Result<size_t> find_bitmap(const std::string& name, bool need_consistent);
   Status begin_bitmap_change();

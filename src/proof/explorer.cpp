@@ -193,6 +193,7 @@ uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& mark
   uint64_t from = durable.size() >= 2 ? durable[durable.size() - 2] : 0;
   const uint64_t cs = spec.create.cluster_size;
   std::set<uint64_t> host, guest;
+  uint64_t l2_tables = 0;
   const auto& ops = rec.ops();
   for (uint64_t i = from; i < crash_point && i < ops.size(); ++i) {
     const FileOp& op = ops[i];
@@ -202,10 +203,18 @@ uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& mark
   for (const auto& m : marks) {
     if (m.end || m.position < from || m.position > crash_point || m.op >= spec.ops.size()) continue;
     const GuestOp& g = spec.ops[m.op];
-    if (g.length == 0) continue;
-    for (uint64_t c = g.offset / cs; c <= (g.offset + g.length - 1) / cs; ++c) guest.insert(c);
+    uint64_t offset = g.offset, length = g.length;
+    if (g.kind == GuestOpKind::kCommit && !g.keep_top) {
+      // Emptying the top unlinks every cluster of it and its L2 tables; like a discard's, their
+      // decrements become durable only after the unlink's sync.
+      offset = 0;
+      length = max_size(spec);
+      l2_tables = (length + cs * (cs / 8) - 1) / (cs * (cs / 8));
+    }
+    if (length == 0) continue;
+    for (uint64_t c = offset / cs; c <= (offset + length - 1) / cs; ++c) guest.insert(c);
   }
-  return host.size() + guest.size() + 2;
+  return host.size() + guest.size() + l2_tables + 2;
 }
 
 uint64_t WorkloadReport::total_violations() const {
