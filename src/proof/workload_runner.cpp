@@ -156,7 +156,9 @@ Status WorkloadRunner::reopen() {
 
 // qemu-img commit as `keel commit` does it (keel/chain_ops.h), with the image as the chain: the
 // base is opened read-write through the same file layer, so its writes are part of the crash
-// states, and the top is emptied only after commit_into_base returned (the base is durable).
+// states, and the top is emptied once commit_into_base returned. The base is closed (which
+// syncs it) only after that, so the order proven is the one commit_into_base promises by
+// itself: the base is durable before the top gives anything up.
 Status WorkloadRunner::commit(const GuestOp& op) {
   if (!layers_) return invalid("commit: the runner has no layer opener");
   auto base = layers_(kBackingName, true);
@@ -164,10 +166,10 @@ Status WorkloadRunner::commit(const GuestOp& op) {
   CommitOptions co;
   co.base_name = kBackingName;
   Status st = commit_into_base(*image_, **base, co);
+  if (st.is_ok() && !op.keep_top) st = image_->make_empty();
   Status cs = (*base)->close();
   KEEL_TRY(st);
-  KEEL_TRY(cs);
-  return op.keep_top ? Status::ok() : image_->make_empty();
+  return cs;
 }
 
 // A safe qemu-img rebase as `keel rebase` does it, with the image's own backing file as the old
