@@ -200,6 +200,8 @@ class Qcow2Image final : public Image {
   Result<std::vector<uint8_t>> read_bitmap_bits(const format::BitmapDirEntry& e);
   Status publish_bitmaps(std::vector<format::BitmapDirEntry> next,
                          const std::vector<const std::vector<uint8_t>*>& new_bits);
+  Status write_and_switch_bitmaps(std::vector<format::BitmapDirEntry> next,
+                                  const std::vector<const std::vector<uint8_t>*>& new_bits);
   Status free_bitmap_clusters(const format::BitmapDirEntry& e);
   Status write_bitmap_flags(const std::vector<format::BitmapDirEntry>& next);
   // qcow2_header_switch.cpp: REQUIRE mu_.
