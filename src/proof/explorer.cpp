@@ -112,6 +112,9 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
     OpenOptions lo;
     lo.format = "raw";
     lo.read_only = !writable;
+    // The open image holds the backing file's lock (--dir: real OFD locks); the commit writes
+    // the base from inside the same process, as qemu-img commit's block job does.
+    lo.force_share = true;
     lo.file_opener = opener;
     lo.observer = rec.get();
     return Image::open(dir + "/" + name, lo);
