@@ -24,11 +24,10 @@
 
 #include "cli/command.h"
 #include "cli/util.h"
+#include "keel/chain_ops.h"
 
 namespace keel::cli {
 namespace {
-
-constexpr uint64_t kChunkBytes = 2u << 20;
 
 struct CommitArgs {
   std::string format;
@@ -153,37 +152,15 @@ int run_commit(const CommitArgs& a) {
     return fail(msg);
   };
 
-  const uint64_t size = chain->size();
-  if (base->size() < size) {
-    Status st = base->resize(size, false);
-    if (!st.is_ok()) return fail_all(fmt::format("Could not resize '{}': {}", base_layer.path, st.message()));
-  }
-  std::vector<uint8_t> buf(kChunkBytes);
-  for (uint64_t off = 0; off < size;) {
-    auto ext = chain->block_status(off, size - off);
-    if (!ext) return fail_all(fmt::format("error while reading image metadata: {}", ext.error().message()));
-    const uint64_t len = std::min(std::max<uint64_t>(ext->length, 1), size - off);
-    const bool above_base = ext->depth >= 1 && ext->depth < base_depth;
-    if (above_base && ext->zero && !ext->data) {
-      Status st = base->write_zeroes(off, len, ZeroFlags{});
-      if (!st.is_ok()) return fail_all(fmt::format("error while writing at byte {}: {}", off, st.message()));
-    } else if (above_base) {
-      for (uint64_t pos = off; pos < off + len;) {
-        uint64_t n = std::min<uint64_t>(off + len - pos, kChunkBytes);
-        Status st = chain->read(pos, {buf.data(), n});
-        if (!st.is_ok()) return fail_all(fmt::format("error while reading at byte {}: {}", pos, st.message()));
-        st = base->write(pos, {buf.data(), n});
-        if (!st.is_ok()) return fail_all(fmt::format("error while writing at byte {}: {}", pos, st.message()));
-        pos += n;
-      }
-    }
-    off += len;
-    progress.update(static_cast<double>(off) * 100.0 / static_cast<double>(size));
-  }
-  // The base must hold everything durably before FILE gives anything up.
-  Status st = base->flush();
-  if (st.is_ok()) st = base->close();
-  else (void)base->close();
+  // The copy into the base, flushed there (libkeel: keel/chain_ops.h, shared with the crash
+  // proof's commit workload).
+  CommitOptions co;
+  co.base_depth = base_depth;
+  co.base_name = base_layer.path;
+  co.progress = [&](double percent) { progress.update(percent); };
+  Status st = commit_into_base(*chain, *base, co);
+  if (!st.is_ok()) return fail_all(st.message());
+  st = base->close();
   (void)chain->close();
   if (!st.is_ok()) return fail(fmt::format("error while writing '{}': {}", base_layer.path, st.message()));
 

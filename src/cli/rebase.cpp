@@ -21,12 +21,10 @@
 
 #include "cli/command.h"
 #include "cli/util.h"
+#include "keel/chain_ops.h"
 
 namespace keel::cli {
 namespace {
-
-constexpr uint64_t kChunkBytes = 2u << 20;
-constexpr uint64_t kSector = 512;
 
 struct RebaseArgs {
   std::string format;
@@ -41,81 +39,6 @@ struct RebaseArgs {
   std::string backing_format;
   std::vector<std::string> files;
 };
-
-// A read-only view of a backing chain that may be absent (reads as zeros) or shorter than FILE
-// (zeros past its end).
-class ChainReader {
- public:
-  explicit ChainReader(std::unique_ptr<Image> image) : image_(std::move(image)) {}
-  uint64_t size() const { return image_ ? image_->size() : 0; }
-  // Fills buf with the chain's bytes at off; `zero` is set when all of it is past the end.
-  Status read(uint64_t off, std::span<uint8_t> buf, bool* zero) {
-    *zero = off >= size();
-    uint64_t n = *zero ? 0 : std::min<uint64_t>(buf.size(), size() - off);
-    if (n) KEEL_TRY(image_->read(off, buf.first(n)));
-    std::memset(buf.data() + n, 0, buf.size() - n);
-    return Status::ok();
-  }
-  void close() {
-    if (image_) (void)image_->close();
-  }
-
- private:
-  std::unique_ptr<Image> image_;
-};
-
-// Copies the old chain's bytes into `top` wherever top is unallocated and the chains differ.
-Status copy_differences(Image& top, ChainReader& old_chain, ChainReader& new_chain, Progress& progress,
-                        std::string* what) {
-  const uint64_t size = top.size();
-  std::vector<uint8_t> old_buf(kChunkBytes), new_buf(kChunkBytes);
-  for (uint64_t off = 0; off < size;) {
-    auto ext = top.block_status(off, std::min<uint64_t>(size - off, kChunkBytes));
-    if (!ext) {
-      *what = "error while reading image metadata: ";
-      return ext.error();
-    }
-    uint64_t n = std::min(std::max<uint64_t>(ext->length, 1), size - off);
-    if (ext->depth == 1) {  // FILE stores this range itself
-      off += n;
-      progress.update(static_cast<double>(off) * 100.0 / static_cast<double>(size));
-      continue;
-    }
-    bool old_zero = false, new_zero = false;
-    Status st = old_chain.read(off, {old_buf.data(), n}, &old_zero);
-    if (!st.is_ok()) {
-      *what = "error while reading from old backing file: ";
-      return st;
-    }
-    st = new_chain.read(off, {new_buf.data(), n}, &new_zero);
-    if (!st.is_ok()) {
-      *what = "error while reading from new backing file: ";
-      return st;
-    }
-    // Runs of sectors that differ (or not), written as runs.
-    for (uint64_t pos = 0; pos < n;) {
-      auto sector_differs = [&](uint64_t p) {
-        uint64_t len = std::min(kSector, n - p);
-        return std::memcmp(old_buf.data() + p, new_buf.data() + p, len) != 0;
-      };
-      bool differs = sector_differs(pos);
-      uint64_t end = pos + std::min(kSector, n - pos);
-      while (end < n && sector_differs(end) == differs) end += std::min(kSector, n - end);
-      if (differs) {
-        if (old_zero) st = top.write_zeroes(off + pos, end - pos, ZeroFlags{});
-        else st = top.write(off + pos, {old_buf.data() + pos, end - pos});
-        if (!st.is_ok()) {
-          *what = "Error while writing to COW image: ";
-          return st;
-        }
-      }
-      pos = end;
-    }
-    off += n;
-    progress.update(static_cast<double>(off) * 100.0 / static_cast<double>(size));
-  }
-  return top.flush();
-}
 
 bool same_file(const std::string& a, const std::string& b) {
   struct stat sa {}, sb {};
@@ -149,11 +72,16 @@ int run_rebase(const RebaseArgs& a) {
   tf.no_backing = a.unsafe;
   auto top = open_image_or_report(file, tf, CacheMode::kWriteback);
   if (!top) return 1;
-  std::vector<std::unique_ptr<ChainReader>> readers;
+  // The old and the new backing chain (safe mode; nullptr: none).
+  std::unique_ptr<Image> old_image, new_image;
+  auto close_chains = [&] {
+    if (old_image) (void)old_image->close();
+    if (new_image) (void)new_image->close();
+  };
   auto fail = [&](const std::string& msg) {
     progress.finish();
     print_error(msg);
-    for (auto& r : readers) r->close();
+    close_chains();
     (void)top->close();
     return 1;
   };
@@ -163,7 +91,6 @@ int run_rebase(const RebaseArgs& a) {
 
   if (!a.unsafe) {
     // The old chain: FILE's current backing file with its own chain.
-    std::unique_ptr<Image> old_image;
     if (!info.backing_filename.empty()) {
       OpenFlags of;
       of.format = info.backing_format;
@@ -177,9 +104,7 @@ int run_rebase(const RebaseArgs& a) {
                                 open_error_message(old_path, img.error())));
       old_image = std::move(*img);
     }
-    readers.push_back(std::make_unique<ChainReader>(std::move(old_image)));
     // The new chain, named relative to FILE's directory like every backing file.
-    std::unique_ptr<Image> new_image;
     if (!a.backing.empty()) {
       std::string new_path = path_combine(file, a.backing);
       OpenFlags nf;
@@ -198,7 +123,6 @@ int run_rebase(const RebaseArgs& a) {
         return fail(fmt::format("Backing file '{}' creates an infinite loop.", a.backing));
       new_image = std::move(*img);
     }
-    readers.push_back(std::make_unique<ChainReader>(std::move(new_image)));
   }
   // Refusals qemu-img reports when it changes the header, checked before any data is written.
   if (top->format() != "qcow2")
@@ -206,17 +130,16 @@ int run_rebase(const RebaseArgs& a) {
   if (!a.backing.empty() && a.backing_format.empty())
     return fail(fmt::format("Could not change the backing file to '{}': backing format must be specified", a.backing));
 
-  if (!a.unsafe) {
-    std::string what;
-    Status st = copy_differences(*top, *readers[0], *readers[1], progress, &what);
-    if (!st.is_ok()) return fail(what + st.message());
-  }
-  AmendOptions o;
-  o.backing_file = a.backing;
-  o.backing_format = a.backing.empty() ? std::string() : a.backing_format;
-  Status st = top->amend(o);
-  if (!st.is_ok()) return fail(fmt::format("Could not change the backing file to '{}': {}", a.backing, st.message()));
-  for (auto& r : readers) r->close();
+  // The copy (safe mode) and the header switch (libkeel: keel/chain_ops.h, shared with the
+  // crash proof's rebase workload).
+  RebaseOptions ro;
+  ro.backing_file = a.backing;
+  ro.backing_format = a.backing_format;
+  ro.unsafe = a.unsafe;
+  ro.progress = [&](double percent) { progress.update(percent); };
+  Status st = rebase_image(*top, old_image.get(), new_image.get(), ro);
+  if (!st.is_ok()) return fail(st.message());
+  close_chains();
   st = top->close();
   progress.finish();
   if (!st.is_ok()) {

@@ -1,9 +1,9 @@
 // qemu-img amend and rebase -u for qcow2: compat level (with the zero-cluster expansion a
 // downgrade needs), lazy refcounts, refcount width (qcow2_refcount_order.cpp), backing file
 // name and format. Header changes rewrite cluster 0: the new header is encoded whole and
-// written, then synced.
-// (Like QEMU's qcow2_update_header, a torn write of a header longer than one sector is the
-// remaining risk; the fields that switch tables never change here.)
+// written through write_cluster0 (qcow2_header_switch.cpp), which never leaves a torn mix of the
+// two headers (QEMU's qcow2_update_header writes the cluster at once: a power cut can leave
+// sector 0 of the new header with the backing file name of the old one).
 #include <fmt/format.h>
 
 #include <set>
@@ -18,8 +18,9 @@ using namespace format;
 
 Status Qcow2Image::rewrite_header(const Header& h) {
   KEEL_ASSIGN(auto c0, encode_header(h));
-  KEEL_TRY(write_header_field(0, c0));
-  KEEL_TRY(latch(file_->sync()));
+  std::vector<uint8_t> old_c0(cs_);
+  KEEL_TRY(file_->read_at(0, old_c0));
+  KEEL_TRY(write_cluster0(old_c0, c0));  // synced; torn-write safe (qcow2_header_switch.cpp)
   header_ = h;
   return Status::ok();
 }

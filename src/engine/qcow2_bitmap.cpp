@@ -138,6 +138,17 @@ Status Qcow2Image::publish_bitmaps(std::vector<BitmapDirEntry> next,
     auto fits = encode_header(probe);
     if (!fits) return fits.error();
   }
+  // From the first allocation on, a failure (a read error included) leaves clusters counted in
+  // memory that no directory references, or after the switch old ones not yet freed. Latch:
+  // later writes would make that leak permanent, past the epoch a power cut here would leave it
+  // in (integrity contract G2, G6).
+  Status s = write_and_switch_bitmaps(std::move(next), new_bits);
+  if (!s.is_ok()) (void)latch(s);
+  return s;
+}
+
+Status Qcow2Image::write_and_switch_bitmaps(std::vector<BitmapDirEntry> next,
+                                            const std::vector<const std::vector<uint8_t>*>& new_bits) {
   bool announced = false;
   auto announce = [&] {
     if (!announced) notify(Event::kBitmapWrite);
@@ -172,7 +183,7 @@ Status Qcow2Image::publish_bitmaps(std::vector<BitmapDirEntry> next,
   }
   std::optional<BitmapsExtension> ext;
   if (!next.empty()) {
-    dir = encode_bitmap_directory(next);
+    std::vector<uint8_t> dir = encode_bitmap_directory(next);
     const uint64_t dir_bytes = dir.size();
     dir.resize(div_up(dir.size(), cs_) * cs_, 0);
     KEEL_ASSIGN(uint64_t dir_off, alloc_clusters(dir.size() / cs_));

@@ -1,5 +1,7 @@
-// Switching the persistent-bitmaps header extension in cluster 0 without ever leaving a header
-// that a power cut can tear into something QEMU or Keel cannot open (see rewrite_header_layout).
+// Changing cluster 0 (the header, its extensions and the backing file name) without ever leaving
+// a header that a power cut can tear into something QEMU or Keel cannot open, or that means
+// something else: a whole new header (write_cluster0, for amend and rebase) and the
+// persistent-bitmaps extension (see rewrite_header_layout).
 #include <algorithm>
 #include <cstring>
 
@@ -13,7 +15,95 @@ using namespace format;
 namespace {
 constexpr uint64_t kSector = 512;
 uint64_t round8(uint64_t a) { return (a + 7) / 8 * 8; }
+
+// Where the header extension chain of `c0` ends: read from the header length up to the backing
+// file name (or the end of the cluster), as QEMU reads it; bounded by the cluster.
+uint64_t chain_end(std::span<const uint8_t> c0, uint64_t hlen) {
+  const uint64_t boff = get_be64(&c0[8]);
+  const uint64_t ext_end = boff ? std::min<uint64_t>(boff, c0.size()) : c0.size();
+  uint64_t e = hlen;
+  while (e + 8 <= ext_end) {  // each step moves on by at least 8 bytes
+    const uint32_t type = get_be32(&c0[e]);
+    if (type == kExtEnd) return e + 8;
+    e += 8 + round8(get_be32(&c0[e + 4]));
+  }
+  return std::min<uint64_t>(e, c0.size());
+}
+
+uint64_t header_length(std::span<const uint8_t> c0) {
+  return get_be32(&c0[4]) >= 3 ? get_be32(&c0[100]) : kV2HeaderLength;
+}
+
+// The end of the bytes the header in `c0` references: its extensions and its backing file name.
+uint64_t used_end(std::span<const uint8_t> c0) {
+  const uint64_t boff = get_be64(&c0[8]);
+  const uint64_t name_end = boff ? boff + get_be32(&c0[16]) : 0;
+  return std::max(chain_end(c0, header_length(c0)), name_end);
+}
+
+// `c0` without its feature-name table, which is informational only (names for the feature bits):
+// the same header in fewer bytes. Empty if the chain does not parse.
+std::vector<uint8_t> without_feature_table(std::span<const uint8_t> c0) {
+  const uint64_t hlen = header_length(c0), cs = c0.size();
+  const uint64_t boff = get_be64(&c0[8]), bsize = get_be32(&c0[16]);
+  if (hlen > cs || (boff && boff + bsize > cs)) return {};
+  std::vector<uint8_t> out(cs, 0);
+  std::memcpy(out.data(), c0.data(), hlen);
+  const uint64_t ext_end = boff ? boff : cs;
+  uint64_t e = hlen, o = hlen;
+  for (;;) {
+    if (e + 8 > ext_end) return {};
+    const uint32_t type = get_be32(&c0[e]);
+    if (type == kExtEnd) break;
+    const uint64_t len = 8 + round8(get_be32(&c0[e + 4]));
+    if (e + len > ext_end) return {};
+    if (type != kExtFeatureTable) {
+      std::memcpy(&out[o], &c0[e], len);
+      o += len;
+    }
+    e += len;
+  }
+  o += 8;  // the end marker (zeros)
+  if (boff) {
+    if (o + bsize > cs) return {};
+    std::memcpy(&out[o], &c0[boff], bsize);
+    put_be64(&out[8], o);
+  }
+  return out;
+}
 }  // namespace
+
+// Replaces cluster 0, now `old_c0`, by `new_c0` so that every state a power cut can leave (any
+// step's write torn at sectors) opens as the old header or as the new one:
+//   - when the two differ inside one sector: that one write;
+//   - else, (1) if the old header references bytes past sector 0 (with 64 KiB clusters the
+//     feature-name table alone takes ~400 bytes, so the backing file name lies in sector 1),
+//     sector 0 is rewritten as the same header without the feature-name table, which fits in
+//     it; (2) the new cluster past sector 0, which nothing references now; (3) the new sector 0,
+//     which switches to it.
+// Each step is synced. A header whose compact form does not fit in one sector (very long backing
+// or data file names) falls back to writing the cluster at once, as QEMU always does.
+Status Qcow2Image::write_cluster0(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0) {
+  auto write = [&](uint64_t off, std::span<const uint8_t> bytes) -> Status {
+    KEEL_TRY(write_header_field(off, bytes));
+    return latch(file_->sync());
+  };
+  uint64_t first = cs_, last = 0;
+  for (uint64_t i = 0; i < cs_; ++i) {
+    if (old_c0[i] == new_c0[i]) continue;
+    first = std::min(first, i);
+    last = i;
+  }
+  if (first == cs_) return Status::ok();
+  if (first / kSector == last / kSector) return write(first, new_c0.subspan(first, last - first + 1));
+  if (used_end(old_c0) > kSector) {
+    std::vector<uint8_t> compact = without_feature_table(old_c0);
+    if (compact.empty() || used_end(compact) > kSector) return write(0, new_c0);
+    KEEL_TRY(write(0, std::span<const uint8_t>(compact).first(kSector)));
+  }
+  KEEL_TRY(write(kSector, new_c0.subspan(kSector)));
+  return write(0, new_c0.first(kSector));
+}
 
 // Sets the bitmaps extension (and autoclear bit 0) to `next`, or removes both. When the new
 // header differs from the old in one sector only — the usual case once the extension exists —
@@ -57,13 +147,13 @@ Status Qcow2Image::switch_bitmaps_extension(const std::optional<BitmapsExtension
 // Each step is synced. A power cut between 1 and 6 loses the bitmaps (QEMU: "a program lacking
 // bitmap support modified this file"; their clusters leak), never the image. Layouts this cannot
 // handle (a changed header length, a changed backing or data file extension) fall back to
-// writing the cluster at once, like qemu's header update.
+// write_cluster0.
 Status Qcow2Image::rewrite_header_layout(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0) {
   auto write = [&](uint64_t off, std::span<const uint8_t> bytes) -> Status {
     KEEL_TRY(write_header_field(off, bytes));
     return latch(file_->sync());
   };
-  auto whole = [&] { return write(0, new_c0); };
+  auto whole = [&] { return write_cluster0(old_c0, new_c0); };
   const bool v3 = header_.version >= 3;
   const uint64_t hlen = v3 ? get_be32(&old_c0[100]) : kV2HeaderLength;
   if (v3 && get_be32(&new_c0[100]) != hlen) return whole();

@@ -200,11 +200,14 @@ class Qcow2Image final : public Image {
   Result<std::vector<uint8_t>> read_bitmap_bits(const format::BitmapDirEntry& e);
   Status publish_bitmaps(std::vector<format::BitmapDirEntry> next,
                          const std::vector<const std::vector<uint8_t>*>& new_bits);
+  Status write_and_switch_bitmaps(std::vector<format::BitmapDirEntry> next,
+                                  const std::vector<const std::vector<uint8_t>*>& new_bits);
   Status free_bitmap_clusters(const format::BitmapDirEntry& e);
   Status write_bitmap_flags(const std::vector<format::BitmapDirEntry>& next);
   // qcow2_header_switch.cpp: REQUIRE mu_.
   Status switch_bitmaps_extension(const std::optional<format::BitmapsExtension>& next);
   Status rewrite_header_layout(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0);
+  Status write_cluster0(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0);
   Status drop_stale_bitmaps_extension();
   Result<size_t> find_bitmap(const std::string& name, bool need_consistent);
   Status begin_bitmap_change();

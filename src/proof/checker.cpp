@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "keel/check.h"
+#include "proof/bitmap_check.h"
 #include "proof/memory_fs.h"
 #include "proof/pattern.h"
 #include "proof/qemu_oracle.h"
@@ -142,6 +143,19 @@ void check_snapshots(MemoryFs& fs, const GuestModel& model, StateVerdict& v, uin
   }
 }
 
+// The backing file as the crash left it. Read-only workloads: unchanged. A commit workload
+// (spec.base_writable): unchanged until a commit starts; then, on its own, it reads as the
+// commits put it (a completed commit's content durably, G3), or as the one in progress.
+void check_base(const WorkloadSpec& spec, const std::vector<uint8_t>& backing,
+                const std::vector<uint8_t>& original, const GuestModel& model, StateVerdict& v, uint32_t md) {
+  if (spec.base_writable && model.committed_base()) {
+    check_raw_guest(backing, *model.committed_base(), v, md, "the backing file alone");
+  } else if (backing != original) {
+    v.add(Guarantee::kG5, spec.base_writable ? "backing file content changed before any commit"
+                                             : "backing file content changed", md);
+  }
+}
+
 }  // namespace
 
 const char* guarantee_name(Guarantee g) {
@@ -222,6 +236,7 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
   if (!opts.original_backing) computed_backing = backing_content(spec);
   const std::vector<uint8_t>& original_backing = opts.original_backing ? *opts.original_backing : computed_backing;
   bool has_backing = spec.backing_bytes > 0;
+  const std::vector<uint8_t> new_backing = new_backing_content(spec);  // never written
 
   // QEMU's view of the state exactly as the crash left it.
   std::optional<TempDir> tmp_holder;
@@ -231,6 +246,7 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
     v.qemu_ran = true;
     Status w = tmp->write(kImageName, image);
     if (w.is_ok() && has_backing) w = tmp->write(kBackingName, backing);
+    if (w.is_ok() && spec.new_backing_bytes) w = tmp->write(kNewBackingName, new_backing);
     if (!w.is_ok()) {
       v.add(Guarantee::kG2, "cannot write the state for qemu-img: " + w.message(), md);
     } else {
@@ -249,6 +265,7 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
   fs.put(kImageName, std::move(image));
   if (opts.keel_check && !dirty) judge_keel_check(*fs.handle(kImageName, /*read_only=*/true), "on the crash state", opts.leak_bound, v, md);
   if (has_backing) fs.put(kBackingName, backing);
+  if (spec.new_backing_bytes) fs.put(kNewBackingName, new_backing);
   OpenOptions oo;
   oo.format = "qcow2";
   oo.file_opener = fs.opener();
@@ -261,7 +278,9 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
     std::vector<uint32_t> observed;
     if (!model.size_allowed((*img)->size()))
       v.add(Guarantee::kG3, "virtual size is " + std::to_string((*img)->size()) + "; model: " + model.describe_sizes(), md);
-    check_guest_reads(**img, model, v, md, "keel read", std::nullopt, opts.probe_write ? &observed : nullptr);
+    const bool bitmaps = !model.bitmaps().empty();
+    check_guest_reads(**img, model, v, md, "keel read", std::nullopt, opts.probe_write || bitmaps ? &observed : nullptr);
+    if (bitmaps) check_bitmaps(**img, model, observed, v, md);
     if (opts.probe_write) {
       // Allocate after the crash: a refcount that undercounts would hand out a live cluster.
       // What each sector read is now its only allowed content.
@@ -296,8 +315,11 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
     }
   }
 
-  if (has_backing && (backing != original_backing || !fs.handle(kBackingName)->content_equals(original_backing)))
-    v.add(Guarantee::kG5, "backing file content changed", md);
+  if (has_backing) check_base(spec, backing, original_backing, model, v, md);
+  if (has_backing && !fs.handle(kBackingName)->content_equals(backing))
+    v.add(Guarantee::kG5, "keel's open, reads and close changed the backing file", md);
+  if (spec.new_backing_bytes && !fs.handle(kNewBackingName)->content_equals(new_backing))
+    v.add(Guarantee::kG5, "the second backing file changed", md);
   return v;
 }
 

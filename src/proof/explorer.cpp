@@ -66,8 +66,11 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
   std::string image_path;
   FileOpener opener;
   auto rec = out.rec;
+  std::string dir;
   if (config.real_dir.empty()) {
+    dir = MemoryFs::kDir;
     if (s.backing_bytes) fs.put(kBackingName, backing_content(s));
+    if (s.new_backing_bytes) fs.put(kNewBackingName, new_backing_content(s));
     CreateOptions co = s.create;
     co.file_opener = fs.opener();
     out.status = create_image(MemoryFs::path(kImageName), co);
@@ -77,12 +80,16 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
       return wrap_recording(rec, std::move(inner), name, sabotage);
     });
   } else {
+    dir = config.real_dir;
     image_path = config.real_dir + "/" + kImageName;
-    if (s.backing_bytes) {
-      auto f = open_posix_file(config.real_dir + "/" + kBackingName, FileOptions{.create = true});
+    auto put = [&](const char* name, const std::vector<uint8_t>& bytes) {
+      if (!out.status.is_ok()) return;
+      auto f = open_posix_file(config.real_dir + "/" + name, FileOptions{.create = true});
       if (!f) out.status = f.error();
-      else out.status = (*f)->write_at(0, backing_content(s));
-    }
+      else out.status = (*f)->write_at(0, bytes);
+    };
+    if (s.backing_bytes) put(kBackingName, backing_content(s));
+    if (s.new_backing_bytes) put(kNewBackingName, new_backing_content(s));
     if (out.status.is_ok()) out.status = create_image(image_path, s.create);
     Sabotage sabotage = config.sabotage;
     opener = [rec, sabotage](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
@@ -100,7 +107,19 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
   oo.file_opener = opener;
   oo.cache = s.cache;
   oo.observer = rec.get();
-  WorkloadRunner runner(s, [&] { return Image::open(image_path, oo); }, [&] { return rec->op_count(); });
+  // The backing files, opened as raw images through the same recording layer (commit, rebase).
+  auto layers = [&](const std::string& name, bool writable) {
+    OpenOptions lo;
+    lo.format = "raw";
+    lo.read_only = !writable;
+    // The open image holds the backing file's lock (--dir: real OFD locks); the commit writes
+    // the base from inside the same process, as qemu-img commit's block job does.
+    lo.force_share = true;
+    lo.file_opener = opener;
+    lo.observer = rec.get();
+    return Image::open(dir + "/" + name, lo);
+  };
+  WorkloadRunner runner(s, [&] { return Image::open(image_path, oo); }, [&] { return rec->op_count(); }, layers);
   out.status = runner.open().with_context("open");
   for (size_t i = 0; out.status.is_ok() && i < s.ops.size(); ++i)
     out.status = runner.step(i).with_context("guest op " + std::to_string(i) + " " + s.ops[i].describe());
@@ -177,6 +196,7 @@ uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& mark
   uint64_t from = durable.size() >= 2 ? durable[durable.size() - 2] : 0;
   const uint64_t cs = spec.create.cluster_size;
   std::set<uint64_t> host, guest;
+  uint64_t l2_tables = 0;
   const auto& ops = rec.ops();
   for (uint64_t i = from; i < crash_point && i < ops.size(); ++i) {
     const FileOp& op = ops[i];
@@ -186,10 +206,18 @@ uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& mark
   for (const auto& m : marks) {
     if (m.end || m.position < from || m.position > crash_point || m.op >= spec.ops.size()) continue;
     const GuestOp& g = spec.ops[m.op];
-    if (g.length == 0) continue;
-    for (uint64_t c = g.offset / cs; c <= (g.offset + g.length - 1) / cs; ++c) guest.insert(c);
+    uint64_t offset = g.offset, length = g.length;
+    if (g.kind == GuestOpKind::kCommit && !g.keep_top) {
+      // Emptying the top unlinks every cluster of it and its L2 tables; like a discard's, their
+      // decrements become durable only after the unlink's sync.
+      offset = 0;
+      length = max_size(spec);
+      l2_tables = (length + cs * (cs / 8) - 1) / (cs * (cs / 8));
+    }
+    if (length == 0) continue;
+    for (uint64_t c = offset / cs; c <= (offset + length - 1) / cs; ++c) guest.insert(c);
   }
-  return host.size() + guest.size() + 2;
+  return host.size() + guest.size() + l2_tables + 2;
 }
 
 uint64_t WorkloadReport::total_violations() const {
@@ -227,12 +255,18 @@ WorkloadReport explore_workload(const std::string& name, const ExploreConfig& co
   report.cost = measure_cost(r, static_cast<uint32_t>(image_id));
 
   const std::vector<uint8_t> original_backing = backing_content(r.spec);
+  // Only the image may be written — and the backing file by a commit workload, whose states
+  // then carry the backing file as the crash left it too.
   int backing_id = r.rec->find_file(kBackingName);
-  bool backing_written = false;
-  for (const auto& op : ops) backing_written |= backing_id >= 0 && op.file == static_cast<uint32_t>(backing_id);
-  if (backing_written) {
+  const bool backing_written = r.spec.base_writable && backing_id >= 0;
+  std::set<uint32_t> foreign_writes;
+  for (const auto& op : ops)
+    if (op.file != static_cast<uint32_t>(image_id) && !(backing_written && op.file == static_cast<uint32_t>(backing_id)))
+      foreign_writes.insert(op.file);
+  for (uint32_t f : foreign_writes) {
     report.violations[static_cast<size_t>(Guarantee::kG5)]++;
-    report.examples.push_back(name + " seed " + std::to_string(config.seed) + ": G5: the engine wrote to the backing file");
+    report.examples.push_back(name + " seed " + std::to_string(config.seed) + ": G5: the engine wrote to " +
+                              r.rec->file_name(f));
   }
 
   uint64_t explore_start = 0;

@@ -54,6 +54,7 @@ Prepared prepare(const std::string& name, uint64_t seed) {
   p.model = initial_model(p.spec);
   MemoryFs fs;
   if (p.spec.backing_bytes) fs.put(kBackingName, p.backing);
+  if (p.spec.new_backing_bytes) fs.put(kNewBackingName, new_backing_content(p.spec));
   CreateOptions co = p.spec.create;
   co.file_opener = fs.opener();
   p.status = create_image(MemoryFs::path(kImageName), co).with_context("create");
@@ -68,6 +69,7 @@ Prepared prepare(const std::string& name, uint64_t seed) {
     for (const auto& m : runner.marks()) apply_mark(p.model, p.spec, m);
   }
   p.image = fs.bytes(kImageName);
+  p.backing = fs.bytes(kBackingName);  // a setup that commits may have written it
   return p;
 }
 
@@ -96,6 +98,7 @@ Run run_with(const Prepared& p, const std::optional<FaultRule>& rule, bool qemu,
   MemoryFs fs;
   fs.put(kImageName, p.image);
   if (spec.backing_bytes) fs.put(kBackingName, p.backing);
+  if (spec.new_backing_bytes) fs.put(kNewBackingName, new_backing_content(spec));
   auto rec = std::make_shared<Recording>();
   auto inj = std::make_shared<FaultInjector>();
   if (rule) inj->add_rule(*rule);
@@ -110,8 +113,16 @@ Run run_with(const Prepared& p, const std::optional<FaultRule>& rule, bool qemu,
     if (!r) return error(r.error());
     return std::unique_ptr<BlockFile>(std::make_unique<FaultFile>(std::move(*r), inj));
   });
+  auto layers = [&](const std::string& name, bool writable) {
+    OpenOptions lo;
+    lo.format = "raw";
+    lo.read_only = !writable;
+    lo.observer = &fan;
+    lo.file_opener = oo.file_opener;
+    return Image::open(MemoryFs::path(name), lo);
+  };
   WorkloadRunner runner(spec, [&] { return Image::open(MemoryFs::path(kImageName), oo); },
-                        [&] { return rec->op_count(); });
+                        [&] { return rec->op_count(); }, layers);
   GuestModel model = p.model;
   size_t applied = 0;
   auto apply_new = [&] {
@@ -179,9 +190,16 @@ Run run_with(const Prepared& p, const std::optional<FaultRule>& rule, bool qemu,
     CrashCursor cursor(*rec);
     cursor.seek(end);
     auto synced = cursor.materialize({end, {}, {}}, static_cast<uint32_t>(image_id));
+    // A commit workload's backing file as its last completed sync left it, too.
+    std::vector<uint8_t> backing = p.backing;
+    int backing_id = rec->find_file(kBackingName);
+    if (spec.base_writable && backing_id >= 0) {
+      auto b = cursor.materialize({end, {}, {}}, static_cast<uint32_t>(backing_id));
+      if (b) backing = std::move(*b);
+    }
     if (synced) {
       so.qemu = false;
-      StateVerdict cut = check_state(spec, std::move(*synced), p.backing, model, so);
+      StateVerdict cut = check_state(spec, std::move(*synced), backing, model, so);
       merge(out.verdict, cut, "after a power cut", md);
       out.states++;
     }

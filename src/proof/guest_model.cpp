@@ -159,4 +159,15 @@ void GuestModel::snapshot_apply(const std::string& name, bool certain) {
   for (uint64_t s = 0; s < n; ++s) issue(s, 1, snap.content->sectors_[s].durable, certain);
 }
 
+void GuestModel::commit(bool certain) {
+  auto base = base_ ? std::make_shared<GuestModel>(*base_)
+                    : std::make_shared<GuestModel>(backing_sectors_ * kGuestSector, backing_sectors_);
+  // The commit writes what the disk shows; the workload flushes before it, so each sector's
+  // outcome is its one content.
+  for (uint64_t s = 0; s < base->sector_count() && s < sectors_.size(); ++s)
+    base->issue(s, 1, sectors_[s].outcome, certain);
+  if (certain) base->flush();
+  base_ = std::move(base);
+}
+
 }  // namespace keel::proof

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "proof/bitmap_model.h"
+
 namespace keel::proof {
 
 class GuestModel {
@@ -69,6 +71,17 @@ class GuestModel {
   void snapshot_apply(const std::string& name, bool certain);
   const std::map<std::string, Snapshot>& snapshots() const { return snapshots_; }
 
+  // qemu-img commit into the raw backing file started (certain = false) or completed: the backing
+  // file takes every sector's content (the disk itself reads the same before, during and after).
+  void commit(bool certain);
+  // What the backing file alone must read as, once a commit started (nullptr before): the
+  // content of the last completed commit, or (while one runs) of the one before or this one.
+  const GuestModel* committed_base() const { return base_.get(); }
+
+  // The persistent dirty bitmaps (kept up to date by apply_mark, proof/workload.h).
+  BitmapModel& bitmaps() { return bitmaps_; }
+  const BitmapModel& bitmaps() const { return bitmaps_; }
+
  private:
   struct Sector {
     std::vector<uint32_t> durable;  // what a crash must preserve (any one of)
@@ -83,6 +96,8 @@ class GuestModel {
   uint64_t outcome_size_ = 0;
   std::vector<uint64_t> pending_sizes_;
   std::map<std::string, Snapshot> snapshots_;
+  std::shared_ptr<const GuestModel> base_;  // copied on change (snapshot copies share it)
+  BitmapModel bitmaps_;
 };
 
 }  // namespace keel::proof

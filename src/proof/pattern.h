@@ -17,6 +17,9 @@ inline constexpr uint64_t kGuestSector = 512;
 inline constexpr uint32_t kZeroVersion = 0;
 inline constexpr uint32_t kBackingVersion = 1;
 inline constexpr uint32_t kFirstWriteVersion = 2;
+// The content of the `rebase` workload's second backing file where it differs from the first
+// (far above any write's version kFirstWriteVersion + op index).
+inline constexpr uint32_t kNewBackingVersion = 0xffffff00u;
 
 // Fills `out` (one sector) with the content of `version` for guest sector `sector`.
 void fill_sector(uint32_t version, uint64_t sector, std::span<uint8_t> out);

@@ -1,4 +1,6 @@
-// The integrity proof's workloads and their runner (see workload.h).
+// The integrity proof's guest I/O workloads and the registry of every workload (see workload.h;
+// the operations on other layers are in proof/workload_layers.cpp, the runner in
+// proof/workload_runner.cpp).
 #include "proof/workload.h"
 
 #include <algorithm>
@@ -8,81 +10,12 @@
 #include <sstream>
 
 #include "proof/pattern.h"
+#include "proof/workload_gen.h"
 
 namespace keel::proof {
 namespace {
 
-constexpr uint64_t KiB = 1024, MiB = 1024 * 1024;
-
-// Builds op lists with a seeded generator.
-class Gen {
- public:
-  Gen(WorkloadSpec& spec, uint64_t seed) : spec_(spec), rng_(seed) {}
-  uint64_t pick(uint64_t n) { return n ? rng_() % n : 0; }
-  bool chance(int percent) { return static_cast<int>(pick(100)) < percent; }
-  void phase(std::string p) { phase_ = std::move(p); }
-
-  void write(uint64_t off, uint64_t len, bool fua = false) { add(GuestOpKind::kWrite, off, len, fua); }
-  void zeroes(uint64_t off, uint64_t len, bool unmap) {
-    add(GuestOpKind::kWriteZeroes, off, len, false);
-    spec_.ops.back().may_unmap = unmap;
-  }
-  void discard(uint64_t off, uint64_t len) { add(GuestOpKind::kDiscard, off, len, false); }
-  void compressed(uint64_t off, uint64_t len) { add(GuestOpKind::kWriteCompressed, off, len, false); }
-  void flush() { add(GuestOpKind::kFlush, 0, 0, false); }
-  void snapshot(GuestOpKind k, std::string name) {
-    add(k, 0, 0, false);
-    spec_.ops.back().name = std::move(name);
-  }
-  void resize(uint64_t bytes) {
-    add(GuestOpKind::kResize, 0, 0, false);
-    spec_.ops.back().new_size = bytes;
-  }
-  void amend(AmendOptions o) {
-    add(GuestOpKind::kAmend, 0, 0, false);
-    spec_.ops.back().amend = o;
-  }
-  void reopen() { add(GuestOpKind::kReopen, 0, 0, false); }
-  // Flushes after every `every`..`every+1` data operations (called after each one).
-  void maybe_flush(int every) {
-    if (++since_flush_ >= every + static_cast<int>(pick(2))) {
-      flush();
-      since_flush_ = 0;
-    }
-  }
-  // A random sector-aligned range inside one cluster.
-  std::pair<uint64_t, uint64_t> partial(uint64_t cluster_index, uint64_t cluster) {
-    uint64_t sectors = cluster / kGuestSector;
-    uint64_t first = pick(sectors);
-    uint64_t count = 1 + pick(sectors - first);
-    return {cluster_index * cluster + first * kGuestSector, count * kGuestSector};
-  }
-
- private:
-  void add(GuestOpKind k, uint64_t off, uint64_t len, bool fua) {
-    GuestOp op;
-    op.kind = k;
-    op.offset = off;
-    op.length = len;
-    op.fua = fua;
-    op.phase = phase_;
-    spec_.ops.push_back(op);
-  }
-  WorkloadSpec& spec_;
-  std::mt19937_64 rng_;
-  std::string phase_ = "main";
-  int since_flush_ = 0;
-};
-
-WorkloadSpec base(const std::string& name, const std::string& what, uint64_t size, uint32_t cluster) {
-  WorkloadSpec s;
-  s.name = name;
-  s.description = what;
-  s.create.format = "qcow2";
-  s.create.size = size;
-  s.create.cluster_size = cluster;
-  return s;
-}
+using namespace gen;
 
 // Allocating writes: whole clusters, partial clusters (COW against zeros), cluster-spanning.
 WorkloadSpec alloc(uint64_t seed) {
@@ -441,54 +374,12 @@ WorkloadSpec amends(uint64_t seed) {
 
 }  // namespace
 
-bool makes_durable(GuestOpKind k) {
-  switch (k) {
-    case GuestOpKind::kFlush:
-    case GuestOpKind::kReopen:
-    case GuestOpKind::kSnapshotCreate:
-    case GuestOpKind::kSnapshotDelete:
-    case GuestOpKind::kSnapshotApply:
-    case GuestOpKind::kResize:
-    case GuestOpKind::kAmend: return true;
-    default: return false;
-  }
-}
-
-uint64_t max_size(const WorkloadSpec& spec) {
-  uint64_t m = spec.create.size;
-  for (const auto& op : spec.ops)
-    if (op.kind == GuestOpKind::kResize) m = std::max(m, op.new_size);
-  return m;
-}
-
-std::string GuestOp::describe() const {
-  std::ostringstream o;
-  switch (kind) {
-    case GuestOpKind::kWrite: o << (fua ? "write(fua)" : "write"); break;
-    case GuestOpKind::kWriteZeroes: o << (may_unmap ? "write_zeroes(unmap)" : "write_zeroes"); break;
-    case GuestOpKind::kDiscard: o << "discard"; break;
-    case GuestOpKind::kFlush: return "flush";
-    case GuestOpKind::kWriteCompressed: o << "write_compressed"; break;
-    case GuestOpKind::kReopen: return "reopen";
-    case GuestOpKind::kSnapshotCreate: return "snapshot create " + name;
-    case GuestOpKind::kSnapshotDelete: return "snapshot delete " + name;
-    case GuestOpKind::kSnapshotApply: return "snapshot apply " + name;
-    case GuestOpKind::kResize: return "resize " + std::to_string(new_size);
-    case GuestOpKind::kAmend:
-      o << "amend";
-      if (amend.version) o << " compat=" << (*amend.version == 2 ? "0.10" : "1.1");
-      if (amend.lazy_refcounts) o << " lazy_refcounts=" << (*amend.lazy_refcounts ? "on" : "off");
-      return o.str();
-  }
-  o << " [0x" << std::hex << offset << "+0x" << length << ")";
-  return o.str();
-}
-
 const std::vector<std::string>& workload_names() {
   static const std::vector<std::string> names = {
       "alloc",         "overwrite",      "backing-cow",    "discard-reuse", "l2-tables",
       "refblock-1bit", "reftable-grow", "lazy-refcounts", "compressed",    "mixed",
-      "snapshots",     "resize",         "amend"};
+      "snapshots",     "resize",         "amend",          "refcount-bits", "bitmaps",
+      "commit",        "rebase"};
   return names;
 }
 
@@ -506,6 +397,10 @@ Result<WorkloadSpec> make_workload(const std::string& name, uint64_t seed) {
   if (name == "snapshots") return snapshots(seed);
   if (name == "resize") return resizes(seed);
   if (name == "amend") return amends(seed);
+  if (name == "refcount-bits") return gen::refcount_bits(seed);
+  if (name == "bitmaps") return gen::bitmaps(seed);
+  if (name == "commit") return gen::commit(seed);
+  if (name == "rebase") return gen::rebase(seed);
   return error(invalid("unknown workload '" + name + "'"));
 }
 
@@ -515,94 +410,21 @@ std::vector<uint8_t> backing_content(const WorkloadSpec& spec) {
   return b;
 }
 
+std::vector<uint8_t> new_backing_content(const WorkloadSpec& spec) {
+  constexpr uint64_t kRun = 24;  // sectors: 12 KiB, so runs start inside 64 KiB clusters
+  std::vector<uint8_t> b(spec.new_backing_bytes);
+  const uint64_t old_sectors = spec.backing_bytes / kGuestSector;
+  for (uint64_t s = 0; s < b.size() / kGuestSector; ++s) {
+    std::span<uint8_t> sector(b.data() + s * kGuestSector, kGuestSector);
+    const uint64_t run = s / kRun;
+    if (s < old_sectors) fill_sector(run % 3 == 0 ? kNewBackingVersion : kBackingVersion, s, sector);
+    else if (run % 2 == 0) fill_sector(kNewBackingVersion, s, sector);
+  }
+  return b;
+}
+
 GuestModel initial_model(const WorkloadSpec& spec) {
   return GuestModel(max_size(spec), spec.backing_bytes / kGuestSector, spec.create.size);
-}
-
-void apply_mark(GuestModel& model, const WorkloadSpec& spec, const GuestMark& mark) {
-  if (mark.op >= spec.ops.size()) {  // the final close
-    if (mark.end && mark.ok) model.flush();
-    return;
-  }
-  const GuestOp& op = spec.ops[mark.op];
-  uint64_t first = op.offset / kGuestSector, count = op.length / kGuestSector;
-  if (mark.end && !mark.ok) return;  // a failed operation stays uncertain
-  bool certain = mark.end;
-  switch (op.kind) {
-    case GuestOpKind::kWrite:
-    case GuestOpKind::kWriteCompressed:
-      model.write(first, count, op_version(mark.op), certain);
-      if (mark.end && op.fua) model.make_durable(first, count);
-      break;
-    case GuestOpKind::kWriteZeroes:
-      model.write(first, count, kZeroVersion, certain);
-      break;
-    case GuestOpKind::kDiscard: model.discard(first, count, certain); break;
-    case GuestOpKind::kFlush:
-    case GuestOpKind::kReopen:
-      break;
-    case GuestOpKind::kSnapshotCreate: model.snapshot_create(op.name, certain); break;
-    case GuestOpKind::kSnapshotDelete: model.snapshot_delete(op.name, certain); break;
-    case GuestOpKind::kSnapshotApply: model.snapshot_apply(op.name, certain); break;
-    case GuestOpKind::kResize: model.resize(op.new_size, certain); break;
-    case GuestOpKind::kAmend: break;
-  }
-  if (mark.end && makes_durable(op.kind)) model.flush();
-}
-
-Status WorkloadRunner::open() {
-  auto img = open_();
-  if (!img) return img.error();
-  image_ = std::move(*img);
-  return Status::ok();
-}
-
-Status WorkloadRunner::execute(const GuestOp& op, uint32_t version) {
-  switch (op.kind) {
-    case GuestOpKind::kWrite:
-    case GuestOpKind::kWriteCompressed: {
-      std::vector<uint8_t> data(op.length);
-      fill_sectors(version, op.offset / kGuestSector, data);
-      if (op.kind == GuestOpKind::kWriteCompressed) return image_->write_compressed(op.offset, data);
-      return image_->write(op.offset, data, op.fua);
-    }
-    case GuestOpKind::kWriteZeroes: {
-      ZeroFlags f;
-      f.may_unmap = op.may_unmap;
-      return image_->write_zeroes(op.offset, op.length, f);
-    }
-    case GuestOpKind::kDiscard: return image_->discard(op.offset, op.length);
-    case GuestOpKind::kFlush: return image_->flush();
-    case GuestOpKind::kSnapshotCreate: return image_->snapshot_create(op.name);
-    case GuestOpKind::kSnapshotDelete: return image_->snapshot_delete(op.name);
-    case GuestOpKind::kSnapshotApply: return image_->snapshot_apply(op.name);
-    case GuestOpKind::kResize: return image_->resize(op.new_size, op.new_size < image_->size());
-    case GuestOpKind::kAmend: return image_->amend(op.amend);
-    case GuestOpKind::kReopen: {
-      Status s = image_->close();
-      image_.reset();
-      if (!s.is_ok()) return s;
-      return open();
-    }
-  }
-  return invalid("unknown guest op");
-}
-
-Status WorkloadRunner::step(size_t i) {
-  const GuestOp& op = spec_.ops.at(i);
-  marks_.push_back({static_cast<uint32_t>(i), false, position_(), true});
-  Status s = image_ ? execute(op, op_version(i)) : Status(Code::kIo, "image is not open", EIO);
-  marks_.push_back({static_cast<uint32_t>(i), true, position_(), s.is_ok()});
-  return s;
-}
-
-Status WorkloadRunner::close() {
-  uint32_t index = static_cast<uint32_t>(spec_.ops.size());
-  marks_.push_back({index, false, position_(), true});
-  Status s = image_ ? image_->close() : Status(Code::kIo, "image is not open", EIO);
-  image_.reset();
-  marks_.push_back({index, true, position_(), s.is_ok()});
-  return s;
 }
 
 }  // namespace keel::proof

@@ -21,11 +21,18 @@ namespace keel::proof {
 
 inline constexpr const char* kImageName = "top.qcow2";
 inline constexpr const char* kBackingName = "base.raw";
+// The `rebase` workload's second backing file (the new base).
+inline constexpr const char* kNewBackingName = "base-b.raw";
 
 enum class GuestOpKind {
   kWrite, kWriteZeroes, kDiscard, kFlush, kWriteCompressed, kReopen,
   // Image-level operations (qemu-img snapshot / resize / amend through the engine's API).
-  kSnapshotCreate, kSnapshotDelete, kSnapshotApply, kResize, kAmend
+  kSnapshotCreate, kSnapshotDelete, kSnapshotApply, kResize, kAmend,
+  // Persistent dirty bitmaps (qemu-img bitmap --add / --remove / --disable / --merge).
+  kBitmapAdd, kBitmapRemove, kBitmapDisable, kBitmapMerge,
+  // Backing-chain operations (keel/chain_ops.h): qemu-img commit into the backing file (then
+  // make_empty of the top unless keep_top), and a safe qemu-img rebase onto another backing file.
+  kCommit, kRebase
 };
 
 struct GuestOp {
@@ -34,7 +41,11 @@ struct GuestOp {
   uint64_t length = 0;  // bytes, 512-aligned
   bool fua = false;
   bool may_unmap = false;  // write-zeroes
-  std::string name;        // snapshot ops: the snapshot's name
+  std::string name;        // snapshot ops: the snapshot's name; bitmap ops: the bitmap (a merge's
+                           // target); rebase: the new backing file
+  std::string source;      // bitmap merge: the bitmap merged into `name`
+  uint32_t granularity = 0;  // bitmap add
+  bool keep_top = false;     // commit: do not empty the top afterwards (qemu-img commit -d)
   uint64_t new_size = 0;   // resize: the new virtual size in bytes
   AmendOptions amend;      // amend
   std::string phase;       // a label for cost reports ("fill", "overwrite"...)
@@ -47,6 +58,12 @@ struct WorkloadSpec {
   CreateOptions create;        // format qcow2; file_opener and backing are set by the runner
   CacheMode cache = CacheMode::kWriteback;  // how the runner opens the image
   uint64_t backing_bytes = 0;  // > 0: a raw backing file of this size holding version 1
+  // The backing file may be written (commit). The checker then judges its bytes against what
+  // the commits put there (GuestModel::committed_base) instead of requiring them unchanged.
+  bool base_writable = false;
+  // > 0: a second raw backing file (kNewBackingName) of this size, the target of a rebase:
+  // new_backing_content(). Never written.
+  uint64_t new_backing_bytes = 0;
   std::vector<GuestOp> ops;
   // Ops before this one are setup (e.g. filling the image up to a refcount-block boundary): they
   // run and enter the model, but crash points start where op `explore_from` starts.
@@ -68,6 +85,11 @@ inline uint32_t op_version(size_t op_index) {
 
 // The bytes of the raw backing file of `spec` (empty if none).
 std::vector<uint8_t> backing_content(const WorkloadSpec& spec);
+// The bytes of the second backing file (empty if none): the first one's content, except in
+// every third run of 24 sectors (runs that start inside clusters, so the rebase copies partial
+// clusters), which hold kNewBackingVersion; past the first file's end every other run does and
+// the rest is zeros (there the rebase writes zeroes).
+std::vector<uint8_t> new_backing_content(const WorkloadSpec& spec);
 // A model of the guest disk before the first operation.
 GuestModel initial_model(const WorkloadSpec& spec);
 
@@ -87,9 +109,12 @@ class WorkloadRunner {
  public:
   using Opener = std::function<Result<std::unique_ptr<Image>>()>;
   using Position = std::function<uint64_t()>;
+  // Opens another file of the workload (kBackingName, kNewBackingName) as a raw image through
+  // the same file layer as the image: for commit (writable) and rebase (read-only).
+  using LayerOpener = std::function<Result<std::unique_ptr<Image>>(const std::string& name, bool writable)>;
 
-  WorkloadRunner(const WorkloadSpec& spec, Opener open, Position position)
-      : spec_(spec), open_(std::move(open)), position_(std::move(position)) {}
+  WorkloadRunner(const WorkloadSpec& spec, Opener open, Position position, LayerOpener layers = {})
+      : spec_(spec), open_(std::move(open)), position_(std::move(position)), layers_(std::move(layers)) {}
 
   Status open();
   // Runs spec.ops[i] (an error is returned, and marked, but the runner stays usable).
@@ -103,10 +128,14 @@ class WorkloadRunner {
 
  private:
   Status execute(const GuestOp& op, uint32_t version);
+  Status commit(const GuestOp& op);
+  Status rebase(const GuestOp& op);
+  Status reopen();
 
   const WorkloadSpec& spec_;
   Opener open_;
   Position position_;
+  LayerOpener layers_;
   std::unique_ptr<Image> image_;
   std::vector<GuestMark> marks_;
 };
