@@ -34,7 +34,8 @@ void check_bitmaps(Image& img, const GuestModel& model, const std::vector<uint32
                    uint32_t md) {
   const auto& known = model.bitmaps().bitmaps();
   const std::vector<BitmapInfo> listed = img.info().bitmaps;
-  for (const auto& [name, b] : known) {
+  for (const auto& [bitmap_name, b] : known) {
+    const std::string& name = bitmap_name;  // clang 14 cannot capture a structured binding
     bool found = std::any_of(listed.begin(), listed.end(), [&](const BitmapInfo& i) { return i.name == name; });
     if (!found && b.must_exist) v.add(Guarantee::kG5, "bitmap '" + name + "' was added and is gone", md);
   }

@@ -24,7 +24,7 @@ failed=0
 summary=()
 for t in "${TARGETS[@]}"; do
   bin=$BUILD/tests/fuzz/fuzz_$t
-  [ -x "$bin" ] || { echo "run_fuzz: $bin not built (cmake --build --preset fuzz)" >&2; exit 2; }
+  [ -x "$bin" ] || { echo "run_fuzz: $bin not built (make fuzz-build)" >&2; exit 2; }
   corpus=$BUILD/corpus/$t findings=$BUILD/findings/$t log=$BUILD/fuzz-$t.log
   mkdir -p "$corpus" "$findings"
   dirs=("$corpus" "$BUILD/corpus/seeds/$t")
