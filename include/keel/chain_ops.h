@@ -25,7 +25,8 @@ struct CommitOptions {
   ProgressFn progress;
 };
 
-// qemu-img commit's data movement: grows `base` to the size of `chain` if it is smaller, writes
+// qemu-img commit's data movement: flushes `chain` (an error, e.g. from a latched image, stops
+// the commit before anything is copied), grows `base` to the size of `chain` if it is smaller, writes
 // into it every range a layer of `chain` above the base stores (data as data, zero clusters as
 // zeroes), and flushes it.
 // Returns OK only once the base holds all of it durably. ENSURES (the ordering commit's crash

@@ -44,6 +44,33 @@ TEST_P(Faults, ErrorPathsBackOut) {
   EXPECT_EQ(r.total_violations(), 0u) << "seed " << c.seed << "\n" << examples;
 }
 
+// Fault-sweep findings, replayed at their failing I/O index: each failed before its fix.
+TEST(FaultRegression, KnownSeeds) {
+  struct Case {
+    const char* workload;
+    uint64_t seed, index;
+    const char* what;
+  };
+  const Case cases[] = {
+      // A flush failed (the image latched), then a commit copied the top's unflushed write into
+      // the base while the top's own stale cluster kept shadowing it: commit_into_base now
+      // flushes the top first.
+      {"commit", 584981, 53, "commit of a latched top"},
+  };
+  for (const Case& k : cases) {
+    FaultSweepConfig c;
+    c.seed = k.seed;
+    c.only_index = k.index;
+    c.qemu_samples = 0;
+    FaultSweepReport r = sweep_faults(k.workload, c);
+    ASSERT_TRUE(r.run_status.is_ok()) << r.run_status.message();
+    EXPECT_GT(r.runs, 0u) << k.what;
+    std::string examples;
+    for (const auto& e : r.examples) examples += e + "\n";
+    EXPECT_EQ(r.total_violations(), 0u) << k.what << ": " << examples;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Workloads, Faults, ::testing::ValuesIn(workload_names()),
                          [](const ::testing::TestParamInfo<std::string>& i) { return testenv::test_name(i.param); });
 
