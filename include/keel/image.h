@@ -44,6 +44,10 @@ struct OpenOptions {
   FileOpener file_opener;       // for tests: replaces open_posix_file for every file opened
   EventObserver* observer = nullptr;
   int max_backing_depth = 0;    // 0 = limits.h default
+  // Metadata cache budgets in bytes, clean and dirty entries counted (QEMU's l2-cache-size and
+  // refcount-cache-size); 0 = the defaults in limits.h.
+  uint64_t l2_cache_size = 0;
+  uint64_t refcount_cache_size = 0;
 };
 
 // Result of block_status: one extent starting at `offset`.

@@ -49,7 +49,7 @@ Result<std::vector<uint64_t>> Qcow2Image::distinct_l2_tables(bool snapshots_too)
 Result<bool> Qcow2Image::has_compressed_clusters(bool snapshots_too) {
   KEEL_ASSIGN(auto tables, distinct_l2_tables(snapshots_too));
   for (uint64_t off : tables) {
-    KEEL_ASSIGN(L2Table * t, load_l2(off));
+    KEEL_ASSIGN(L2Ref t, load_l2(off));
     for (uint64_t j = 0; j < l2_entries_; ++j)
       if (classify_l2(t->words[j * l2_words_], ext_l2_) == ClusterType::kCompressed) return true;
   }
@@ -77,7 +77,7 @@ Status Qcow2Image::expand_zero_clusters() {
     if (users == 0) return mark_corrupt(fmt::format("L2 table at {:#x} has refcount 0", off));
     std::vector<uint64_t> words;
     {
-      KEEL_ASSIGN(L2Table * t, load_l2(off));
+      KEEL_ASSIGN(L2Ref t, load_l2(off));
       words = t->words;
     }
     bool changed = false;
@@ -110,9 +110,9 @@ Status Qcow2Image::expand_zero_clusters() {
       changed = true;
     }
     if (changed) {
-      KEEL_ASSIGN(L2Table * t, load_l2(off));
+      KEEL_ASSIGN(L2Ref t, load_l2(off));
       t->words = std::move(words);
-      t->dirty = true;
+      l2_cache_.mark_all_dirty(*t);
     }
     if (dirty_bytes() > limits::kMaxDirtyMetadataBytes) KEEL_TRY(flush_metadata());
   }

@@ -26,11 +26,13 @@
 #include <vector>
 
 #include "engine/alloc_gate.h"
+#include "engine/table_cache.h"
 #include "format/bitmap.h"
 #include "format/header.h"
 #include "format/snapshot_table.h"
 #include "format/tables.h"
 #include "keel/image.h"
+#include "keel/limits.h"
 
 namespace keel {
 
@@ -57,18 +59,22 @@ struct Mapping {
   bool copied() const { return entry & format::kCopied; }
 };
 
-struct L2Table {
-  std::vector<uint64_t> words;  // host-endian; 2 words per entry with extended L2
-  bool dirty = false;
-  bool fresh = false;           // written in phase 1 but its L1 link is not durable yet
-  uint64_t last_use = 0;
+// A cached L2 table. `fresh`: allocated since the last flush, so phase 1 writes it (whole)
+// before its L1 link; `dirty` and the dirty sectors are kept by TableCache.
+struct L2Table : CachedTableState {
+  using Payload = std::vector<uint64_t>;
+  Payload words;  // host-endian; 2 words per entry with extended L2
+  Payload& payload() { return words; }
 };
+using L2Ref = std::shared_ptr<L2Table>;
 
-struct RefBlock {
-  std::vector<uint8_t> bytes;
-  bool dirty = false;
-  uint64_t last_use = 0;
+// A cached refcount block, as on disk (big-endian entries of refcount_bits each).
+struct RefBlock : CachedTableState {
+  using Payload = std::vector<uint8_t>;
+  Payload bytes;
+  Payload& payload() { return bytes; }
 };
+using RefBlockRef = std::shared_ptr<RefBlock>;
 
 class Qcow2Image final : public Image {
  public:
@@ -118,12 +124,17 @@ class Qcow2Image final : public Image {
   Status open_data_file(const OpenOptions& opts);
 
   // --- metadata (qcow2_metadata.cpp); all REQUIRE mu_ held ---
-  Result<L2Table*> load_l2(uint64_t l2_offset);
+  Result<L2Ref> load_l2(uint64_t l2_offset);
+  // Makes sure the L2 table that maps guest cluster gc is cached, reading it from the file with
+  // mu_ released so that other requests are not held up by the miss. REQUIRES lk holds mu_;
+  // returns with it held. A read that raced with a change of that table is dropped (lookup
+  // then loads it under the lock).
+  void prefetch_l2(std::unique_lock<std::mutex>& lk, uint64_t gc);
   Result<Mapping> lookup(uint64_t guest_cluster);
   // Returns the L2 table for guest_cluster ready for modification (allocating or copying it).
-  Result<L2Table*> writable_l2(uint64_t guest_cluster);
+  Result<L2Ref> writable_l2(uint64_t guest_cluster);
   void set_l2(L2Table* t, uint64_t guest_cluster, uint64_t entry, uint64_t bitmap);
-  Result<RefBlock*> load_refblock(uint64_t rt_index, bool create);
+  Result<RefBlockRef> load_refblock(uint64_t rt_index, bool create);
   Result<uint64_t> get_refcount(uint64_t cluster_index);
   Status change_refcount(uint64_t cluster_index, int64_t delta);
   // Takes `count` contiguous free clusters (refcount 0 -> 1); returns the host offset.
@@ -141,8 +152,12 @@ class Qcow2Image final : public Image {
   Status write_l2_table(uint64_t offset, const L2Table& t);
   Status write_header_field(uint64_t offset, std::span<const uint8_t> bytes);
   Status mark_corrupt(const std::string& why);
-  void evict_caches();
-  size_t dirty_bytes() const;
+  // Bytes of dirty L2 tables and refcount blocks (running counters; no lock needed).
+  size_t dirty_bytes() const { return l2_cache_.dirty_bytes() + rb_cache_.dirty_bytes(); }
+  // Writes the changed sectors of a table (all of it when fresh), widened to the file's
+  // alignment, through metadata_write.
+  Status write_table_sectors(uint64_t offset, const CachedTableState& t, std::span<const uint8_t> bytes,
+                             const char* what);
   Status metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what);
   Status latch(Status s);
 
@@ -218,7 +233,17 @@ class Qcow2Image final : public Image {
   Status read_unallocated(uint64_t guest_offset, std::span<uint8_t> buf);
   Status read_compressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> buf);
   Status write_chunk(uint64_t guest_offset, std::span<const uint8_t> buf);
-  Status allocating_write(uint64_t guest_cluster, uint64_t in_cluster, std::span<const uint8_t> buf);
+  // REQUIRES lk holds mu_ (released on return).
+  Status allocating_write(std::unique_lock<std::mutex>& lk, uint64_t guest_cluster, uint64_t in_cluster,
+                          std::span<const uint8_t> buf);
+  // cache=none: makes the data file at least `end` bytes long, growing it ahead in steps
+  // (QEMU's preallocate filter does the same), so that O_DIRECT writes into new clusters land
+  // inside the file and do not serialize on its size. close() trims what was not used.
+  Status grow_ahead(uint64_t end);
+  // Whole clusters from guest cluster gc on that all need a new host cluster: one allocation of
+  // a contiguous run, one data write, then the L2 entries. Returns the bytes written (0 when
+  // fewer than two leading clusters qualify; the caller then writes cluster by cluster).
+  Result<uint64_t> allocating_run(uint64_t gc, std::span<const uint8_t> buf);
   Status zero_or_discard_cluster(uint64_t guest_cluster, bool discard, bool may_unmap);
   Status check_request(uint64_t offset, uint64_t length, bool write) const;
   Status before_write();
@@ -266,25 +291,38 @@ class Qcow2Image final : public Image {
   uint64_t l1_offset_ = 0;
   std::set<uint64_t> l1_dirty_;  // indices
   std::vector<uint64_t> reftable_;
-  std::unordered_map<uint64_t, std::unique_ptr<L2Table>> l2_cache_;
-  std::unordered_map<uint64_t, std::unique_ptr<RefBlock>> rb_cache_;  // key: reftable index
-  uint64_t use_tick_ = 0;
+  TableCache<L2Table> l2_cache_{64 * 1024, limits::kDefaultL2CacheBytes};        // key: host offset
+  TableCache<RefBlock> rb_cache_{64 * 1024, limits::kDefaultRefcountCacheBytes};  // key: reftable index
   uint64_t free_hint_ = 0;         // no free cluster below this index
+  // Every byte of the image file at or past zero_from_ reads as zeros and has not been written
+  // since open: a cluster allocated there needs no zeroing of what the guest does not write.
+  // alloc_clusters and metadata_write move it up; last_alloc_fresh_ says whether the last
+  // allocation lay wholly past it.
+  uint64_t zero_from_ = 0;
+  bool last_alloc_fresh_ = false;
   uint64_t compressed_cursor_ = 0; // next free byte in the current compressed-data cluster
   std::vector<uint64_t> pending_free_;  // L2/L1 entries whose clusters lose a reference
                                         // once the unlink is durable
+  // L2 tables being read by prefetch_l2 without mu_; true once the cache got that table by
+  // another way (the read may be stale and is dropped).
+  std::unordered_map<uint64_t, bool> l2_loading_;
+  std::condition_variable l2_loading_cv_;
   std::unordered_set<uint64_t> inflight_;  // guest clusters with an allocating write under way
   std::condition_variable inflight_cv_;
   bool read_only_ = false;
-  bool latched_ = false;           // a metadata write failed: no more writes
+  std::atomic<bool> latched_{false};  // a metadata write failed: no more writes (read without mu_
+                                     // by before_write's fast path)
   std::string latch_reason_;
-  bool autoclear_pending_ = false; // unknown autoclear bits to clear before the first write
+  std::atomic<bool> autoclear_pending_{false};  // unknown autoclear bits to clear before the first write
   bool closed_ = true;  // until open succeeds
   bool repaired_once_ = false;
   bool freed_unsynced_ = false;  // phase 3 wrote refcount decrements not yet synced
 
   AllocGate gate_;
   std::mutex flush_mu_;
+  std::mutex grow_mu_;       // guards the two below
+  uint64_t open_size_ = 0;   // the file's size at open
+  uint64_t grown_to_ = 0;    // how far grow_ahead has extended the file
 };
 
 }  // namespace keel

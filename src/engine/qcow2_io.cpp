@@ -2,6 +2,7 @@
 // write-zeroes, discard, compressed writes, block status and flush.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/compress.h"
@@ -41,6 +42,9 @@ Status Qcow2Image::check_request(uint64_t offset, uint64_t length, bool write) c
 }
 
 Status Qcow2Image::before_write() {
+  // The common case takes no lock: no latch, no header work pending, the dirty metadata within
+  // its bound (running counters).
+  if (!latched_ && !autoclear_pending_ && dirty_bytes() <= limits::kMaxDirtyMetadataBytes) return Status::ok();
   std::unique_lock<std::mutex> lk(mu_);
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   if (autoclear_pending_) {
@@ -59,6 +63,23 @@ Status Qcow2Image::before_write() {
   bool too_dirty = dirty_bytes() > limits::kMaxDirtyMetadataBytes;
   lk.unlock();
   return too_dirty ? flush() : Status::ok();
+}
+
+Status Qcow2Image::grow_ahead(uint64_t end) {
+  // Steps of 1/8 of the file, between 1 MiB and 64 MiB, in whole MiB.
+  constexpr uint64_t kMiB = 1ull << 20;
+  std::lock_guard<std::mutex> g(grow_mu_);
+  if (end <= grown_to_) return Status::ok();
+  const uint64_t step = std::clamp<uint64_t>(grown_to_ / 8, kMiB, 64 * kMiB);
+  const uint64_t target = (end + step + kMiB - 1) / kMiB * kMiB;
+  if (data_->allocate(grown_to_, target - grown_to_).is_ok()) {
+    grown_to_ = target;
+    return Status::ok();
+  }
+  // No room for the step (ENOSPC, quota): just the cluster, and its error if that fails too.
+  KEEL_TRY(data_->allocate(grown_to_, end - grown_to_));
+  grown_to_ = end;
+  return Status::ok();
 }
 
 bool Qcow2Image::in_place_ok(const Mapping& m, uint64_t in, uint64_t len) const {
@@ -128,7 +149,8 @@ Status Qcow2Image::read(uint64_t offset, std::span<uint8_t> buf) {
     uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - in);
     Mapping m;
     {
-      std::lock_guard<std::mutex> lk(mu_);
+      std::unique_lock<std::mutex> lk(mu_);
+      prefetch_l2(lk, gc);
       KEEL_ASSIGN(m, lookup(gc));
     }
     KEEL_TRY(read_mapped(m, gc, in, buf.subspan(pos, n)));
@@ -145,6 +167,13 @@ Status Qcow2Image::write(uint64_t offset, std::span<const uint8_t> buf, bool fua
     KEEL_TRY(note_guest_write(offset, buf.size()));
     for (uint64_t pos = 0; pos < buf.size();) {
       uint64_t off = offset + pos;
+      if ((off & (cs_ - 1)) == 0 && buf.size() - pos >= 2 * cs_) {
+        KEEL_ASSIGN(uint64_t done, allocating_run(off >> cbits_, buf.subspan(pos, (buf.size() - pos) & ~(cs_ - 1))));
+        if (done) {
+          pos += done;
+          continue;
+        }
+      }
       uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - (off & (cs_ - 1)));
       KEEL_TRY(write_chunk(off, buf.subspan(pos, n)));
       pos += n;
@@ -155,22 +184,23 @@ Status Qcow2Image::write(uint64_t offset, std::span<const uint8_t> buf, bool fua
 
 Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
   uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
-  uint64_t host = 0;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
-    if (!inflight_.count(gc)) {
-      KEEL_ASSIGN(Mapping m, lookup(gc));
-      if (in_place_ok(m, in, d.size())) host = m.host();
+  std::unique_lock<std::mutex> lk(mu_);
+  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  prefetch_l2(lk, gc);
+  if (!inflight_.count(gc)) {
+    KEEL_ASSIGN(Mapping m, lookup(gc));
+    if (in_place_ok(m, in, d.size())) {
+      const uint64_t host = m.host();
+      lk.unlock();
+      notify(Event::kDataWrite);
+      return data_->write_at(host + in, d);
     }
   }
-  if (host == 0) return allocating_write(gc, in, d);
-  notify(Event::kDataWrite);
-  return data_->write_at(host + in, d);
+  return allocating_write(lk, gc, in, d);
 }
 
-Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const uint8_t> d) {
-  std::unique_lock<std::mutex> lk(mu_);
+Status Qcow2Image::allocating_write(std::unique_lock<std::mutex>& lk, uint64_t gc, uint64_t in,
+                                    std::span<const uint8_t> d) {
   inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   KEEL_ASSIGN(Mapping m, lookup(gc));
@@ -185,20 +215,17 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   const bool external = has_external_data();
   const bool reuse = external || ((m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) && m.copied());
   uint64_t host = 0;
+  // A new cluster that lies wholly past zero_from_ has never been written: what the guest does
+  // not write of it reads as zeros without being written (a crash leaves a hole, zeros grown
+  // ahead, or a shorter file there, and all read as zeros).
+  bool fresh = false;
   if (external) {
     host = gc * cs_;
   } else if (reuse) {
     host = m.host();
   } else {
     KEEL_ASSIGN(host, alloc_clusters(1));
-  }
-  // A new cluster that lies wholly past the end of the file has never been written: what the
-  // guest does not write of it reads as zeros without being written (a crash leaves a hole or a
-  // shorter file there, and both read as zeros).
-  bool fresh = false;
-  if (!reuse) {
-    auto fsize = file_->size();
-    fresh = fsize && *fsize <= host;
+    fresh = last_alloc_fresh_;
   }
   const bool cow_is_zero = m.type == ClusterType::kZeroPlain ||
                            (m.type == ClusterType::kUnallocated && (!backing_ || backing_->size() <= gc * cs_));
@@ -218,9 +245,9 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   if (ext_l2_ && reuse && !external) full_cow = false;
   if (full_cow) {
     if ((in == 0 && d.size() == cs_) || (fresh && cow_is_zero)) {
-      // With O_DIRECT the file system serializes writes that extend the file: extend it by the
-      // whole cluster first (QEMU zeroes new clusters the same way), then write inside it.
-      if (fresh && direct_io_ && d.size() < cs_) st = data_->allocate(host, cs_);
+      // With O_DIRECT the file system serializes writes that extend the file: make sure the
+      // file already covers the cluster (grown ahead in steps), then write inside it.
+      if (fresh && direct_io_) st = grow_ahead(host + cs_);
       notify(Event::kDataWrite);
       if (st.is_ok()) st = data_->write_at(host + in, d);
     } else {
@@ -262,12 +289,68 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
     undo();
     return st;
   }
-  KEEL_ASSIGN(L2Table * t, writable_l2(gc));
-  set_l2(t, gc, host | kCopied, ext_l2_ ? bitmap : 0);
+  KEEL_ASSIGN(L2Ref t, writable_l2(gc));
+  set_l2(t.get(), gc, host | kCopied, ext_l2_ ? bitmap : 0);
   if (!reuse && (m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc ||
                  m.type == ClusterType::kCompressed))
     defer_free(m.entry);
   return Status::ok();
+}
+
+Result<uint64_t> Qcow2Image::allocating_run(uint64_t gc0, std::span<const uint8_t> buf) {
+  if (has_external_data()) return uint64_t{0};
+  const uint64_t want = buf.size() / cs_;
+  std::unique_lock<std::mutex> lk(mu_);
+  if (latched_) return error(Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO));
+  // The leading clusters that need a new host cluster: not in flight elsewhere and not owned
+  // (an owned cluster is overwritten in place, with no metadata change).
+  // prefetch_l2 may release the lock: every table first, then one pass that does not.
+  for (uint64_t i = 0; i < want; i += l2_entries_ - (gc0 + i) % l2_entries_) prefetch_l2(lk, gc0 + i);
+  std::vector<Mapping> old;
+  for (uint64_t i = 0; i < want; ++i) {
+    const uint64_t gc = gc0 + i;
+    if (inflight_.count(gc)) break;
+    KEEL_ASSIGN(Mapping m, lookup(gc));
+    if ((m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) && m.copied()) break;
+    old.push_back(m);
+  }
+  const uint64_t n = old.size();
+  if (n < 2) return uint64_t{0};
+  // L2 tables first, so that the data clusters form one run.
+  for (uint64_t i = 0; i < n; ++i) {
+    KEEL_ASSIGN(L2Ref t, writable_l2(gc0 + i));
+    (void)t;
+  }
+  KEEL_ASSIGN(uint64_t host, alloc_clusters(n));
+  const bool fresh = last_alloc_fresh_;
+  for (uint64_t i = 0; i < n; ++i) inflight_.insert(gc0 + i);
+  struct RunGuard {
+    Qcow2Image& img;
+    uint64_t gc0, n;
+    ~RunGuard() {
+      for (uint64_t i = 0; i < n; ++i) img.inflight_.erase(gc0 + i);
+      img.inflight_cv_.notify_all();
+    }
+  } guard{*this, gc0, n};
+  lk.unlock();
+  Status st;
+  if (fresh && direct_io_) st = grow_ahead(host + n * cs_);
+  notify(Event::kDataWrite);
+  if (st.is_ok()) st = data_->write_at(host, buf.first(n * cs_));
+  lk.lock();
+  if (!st.is_ok()) {
+    for (uint64_t i = 0; i < n; ++i) (void)change_refcount(host / cs_ + i, -1);
+    return error(st);
+  }
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t gc = gc0 + i;
+    KEEL_ASSIGN(L2Ref t, writable_l2(gc));
+    set_l2(t.get(), gc, (host + i * cs_) | kCopied, ext_l2_ ? kAllAllocated : 0);
+    const Mapping& m = old[i];
+    if (m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc || m.type == ClusterType::kCompressed)
+      defer_free(m.entry);
+  }
+  return n * cs_;
 }
 
 // Zeroes or discards one whole cluster by changing its L2 entry, with QEMU's semantics:
@@ -303,8 +386,8 @@ Status Qcow2Image::zero_or_discard_cluster(uint64_t gc, bool discard, bool may_u
   }
   const bool free_old = !keep && (m.type == ClusterType::kCompressed || has_host);
   if (entry == m.entry && bitmap == m.bitmap) return Status::ok();
-  KEEL_ASSIGN(L2Table * t, writable_l2(gc));
-  set_l2(t, gc, entry, bitmap);
+  KEEL_ASSIGN(L2Ref t, writable_l2(gc));
+  set_l2(t.get(), gc, entry, bitmap);
   if (free_old) defer_free(m.entry);
   return Status::ok();
 }
@@ -380,8 +463,8 @@ Status Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> cl
   Status st = file_->write_at(host, *packed);
   lk.lock();
   if (!st.is_ok()) return st;  // the bytes stay referenced by nothing but a refcount: a leak
-  KEEL_ASSIGN(L2Table * t, writable_l2(gc));
-  set_l2(t, gc, encode_compressed(host, packed->size(), cbits_), 0);
+  KEEL_ASSIGN(L2Ref t, writable_l2(gc));
+  set_l2(t.get(), gc, encode_compressed(host, packed->size(), cbits_), 0);
   return Status::ok();
 }
 
@@ -412,7 +495,8 @@ Result<Extent> Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
     uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
     Mapping m;
     {
-      std::lock_guard<std::mutex> lk(mu_);
+      std::unique_lock<std::mutex> lk(mu_);
+      prefetch_l2(lk, gc);
       KEEL_ASSIGN(m, lookup(gc));
     }
     if (m.type == ClusterType::kCompressed) return Piece{0, std::nullopt, true, cs_ - in};

@@ -54,6 +54,7 @@ Status Qcow2Image::metadata_write(uint64_t offset, std::span<const uint8_t> byte
     return mark_corrupt(fmt::format("Preventing invalid {} write at {:#x} (overlaps with active L1 table)", w, offset));
   if (w != "reftable" && overlaps(header_.refcount_table_offset, reftable_.size() * 8))
     return mark_corrupt(fmt::format("Preventing invalid {} write at {:#x} (overlaps with refcount table)", w, offset));
+  zero_from_ = std::max<uint64_t>(zero_from_, offset + bytes.size());
   return latch(file_->write_at(offset, bytes));
 }
 
@@ -62,47 +63,43 @@ Status Qcow2Image::write_header_field(uint64_t offset, std::span<const uint8_t> 
   return metadata_write(offset, bytes, "header");
 }
 
-void Qcow2Image::evict_caches() {
-  auto evict = [](auto& cache, uint64_t entry_bytes, uint64_t limit) {
-    if (cache.size() * entry_bytes <= limit) return;
-    std::vector<std::pair<uint64_t, uint64_t>> clean;  // last_use, key
-    for (auto& [k, v] : cache)
-      if (!v->dirty) clean.emplace_back(v->last_use, k);
-    std::sort(clean.begin(), clean.end());
-    size_t target = limit / entry_bytes * 3 / 4;
-    for (auto& [use, k] : clean) {
-      if (cache.size() <= target) break;
-      cache.erase(k);
-    }
-  };
-  evict(l2_cache_, cs_, std::max<uint64_t>(kL2CacheBytes, 4 * cs_));
-  evict(rb_cache_, cs_, std::max<uint64_t>(kRefblockCacheBytes, 4 * cs_));
-}
-
-size_t Qcow2Image::dirty_bytes() const {
-  size_t n = 0;
-  for (auto& [k, v] : l2_cache_) n += v->dirty ? cs_ : 0;
-  for (auto& [k, v] : rb_cache_) n += v->dirty ? cs_ : 0;
-  return n;
-}
-
-Result<L2Table*> Qcow2Image::load_l2(uint64_t l2_offset) {
-  auto it = l2_cache_.find(l2_offset);
-  if (it != l2_cache_.end()) {
-    it->second->last_use = ++use_tick_;
-    return it->second.get();
-  }
-  evict_caches();
+Result<L2Ref> Qcow2Image::load_l2(uint64_t l2_offset) {
+  if (L2Ref t = l2_cache_.find(l2_offset)) return t;
   notify(Event::kL2Load);
-  std::vector<uint8_t> b(cs_);
-  KEEL_TRY_R(file_->read_at(l2_offset, b));
-  auto t = std::make_unique<L2Table>();
+  auto t = std::make_shared<L2Table>();
+  l2_cache_.recycle_into(t->words);
   t->words.resize(cs_ / 8);
-  for (size_t i = 0; i < t->words.size(); ++i) t->words[i] = get_be64(&b[i * 8]);
-  t->last_use = ++use_tick_;
-  L2Table* p = t.get();
-  l2_cache_[l2_offset] = std::move(t);
-  return p;
+  KEEL_TRY_R(file_->read_at(l2_offset, {reinterpret_cast<uint8_t*>(t->words.data()), cs_}));
+  for (auto& w : t->words) w = get_be64(reinterpret_cast<const uint8_t*>(&w));
+  if (auto it = l2_loading_.find(l2_offset); it != l2_loading_.end()) it->second = true;
+  return l2_cache_.insert(l2_offset, std::move(t));
+}
+
+void Qcow2Image::prefetch_l2(std::unique_lock<std::mutex>& lk, uint64_t gc) {
+  const uint64_t l1i = gc / l2_entries_;
+  if (l1i >= l1_.size()) return;
+  const uint64_t l2off = l1_[l1i] & kOffsetMask;
+  if (l2off == 0 || l2off % cs_ != 0 || l2_cache_.contains(l2off)) return;
+  if (l2_loading_.count(l2off)) {
+    l2_loading_cv_.wait(lk, [&] { return !l2_loading_.count(l2off); });
+    return;
+  }
+  l2_loading_[l2off] = false;
+  auto t = std::make_shared<L2Table>();
+  l2_cache_.recycle_into(t->words);
+  lk.unlock();
+  t->words.resize(cs_ / 8);
+  notify(Event::kL2Load);
+  Status st = file_->read_at(l2off, {reinterpret_cast<uint8_t*>(t->words.data()), cs_});
+  for (auto& w : t->words) w = get_be64(reinterpret_cast<const uint8_t*>(&w));
+  lk.lock();
+  const bool raced = l2_loading_[l2off];
+  l2_loading_.erase(l2off);
+  l2_loading_cv_.notify_all();
+  // A failed read is left to lookup, which reads again under the lock and reports the error.
+  if (!st.is_ok() || raced || l2_cache_.contains(l2off)) return;
+  if (l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) != l2off) return;
+  l2_cache_.insert(l2off, std::move(t));
 }
 
 Result<Mapping> Qcow2Image::lookup(uint64_t gc) {
@@ -113,7 +110,7 @@ Result<Mapping> Qcow2Image::lookup(uint64_t gc) {
   if (l2off == 0) return m;
   if (l2off % cs_ != 0)
     return error(mark_corrupt(fmt::format("L2 table offset {:#x} in L1 entry {} is not cluster aligned", l2off, l1i)));
-  KEEL_ASSIGN(L2Table * t, load_l2(l2off));
+  KEEL_ASSIGN(L2Ref t, load_l2(l2off));
   m.entry = t->words[l2i * l2_words_];
   if (ext_l2_) m.bitmap = t->words[l2i * 2 + 1];
   m.type = classify_l2(m.entry, ext_l2_);
@@ -155,26 +152,27 @@ Result<Mapping> Qcow2Image::lookup(uint64_t gc) {
   return m;
 }
 
-Result<L2Table*> Qcow2Image::writable_l2(uint64_t gc) {
+Result<L2Ref> Qcow2Image::writable_l2(uint64_t gc) {
   uint64_t l1i = gc / l2_entries_;
   if (l1i >= l1_.size()) return error(invalid(fmt::format("guest cluster {} is beyond the L1 table", gc)));
   uint64_t e = l1_[l1i];
   uint64_t off = e & kOffsetMask;
   if (off && (e & kCopied)) return load_l2(off);
   KEEL_ASSIGN(uint64_t noff, alloc_clusters(1));
-  auto t = std::make_unique<L2Table>();
+  auto t = std::make_shared<L2Table>();
   if (off) {
-    KEEL_ASSIGN(L2Table * old, load_l2(off));
+    KEEL_ASSIGN(L2Ref old, load_l2(off));
     t->words = old->words;  // copy-on-write of a shared table: references stay counted
     defer_free(off);
   } else {
+    l2_cache_.recycle_into(t->words);
     t->words.assign(cs_ / 8, 0);
   }
-  t->dirty = true;
   t->fresh = true;
-  t->last_use = ++use_tick_;
-  L2Table* p = t.get();
-  l2_cache_[noff] = std::move(t);
+  if (auto it = l2_loading_.find(noff); it != l2_loading_.end()) it->second = true;
+  L2Ref p = l2_cache_.insert(noff, std::move(t));
+  l2_cache_.mark_all_dirty(*p);
+  p->fresh = true;
   l1_[l1i] = noff | kCopied;
   l1_dirty_.insert(l1i);
   return p;
@@ -184,43 +182,36 @@ void Qcow2Image::set_l2(L2Table* t, uint64_t gc, uint64_t entry, uint64_t bitmap
   uint64_t l2i = gc % l2_entries_;
   t->words[l2i * l2_words_] = entry;
   if (ext_l2_) t->words[l2i * 2 + 1] = bitmap;
-  t->dirty = true;
+  l2_cache_.mark_dirty(*t, l2i * l2_words_ * 8, l2_words_ * 8);
 }
 
-Result<RefBlock*> Qcow2Image::load_refblock(uint64_t rt, bool create) {
+Result<RefBlockRef> Qcow2Image::load_refblock(uint64_t rt, bool create) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     uint64_t off = rt < reftable_.size() ? (reftable_[rt] & ~kReftableReserved) : 0;
     if (off) {
-      auto it = rb_cache_.find(rt);
-      if (it != rb_cache_.end()) {
-        it->second->last_use = ++use_tick_;
-        return it->second.get();
-      }
-      evict_caches();
+      if (RefBlockRef b = rb_cache_.find(rt)) return b;
       notify(Event::kRefblockLoad);
-      auto b = std::make_unique<RefBlock>();
+      auto b = std::make_shared<RefBlock>();
+      rb_cache_.recycle_into(b->bytes);
       b->bytes.resize(cs_);
       KEEL_TRY_R(file_->read_at(off, b->bytes));
-      b->last_use = ++use_tick_;
-      RefBlock* p = b.get();
-      rb_cache_[rt] = std::move(b);
-      return p;
+      return rb_cache_.insert(rt, std::move(b));
     }
-    if (!create) return static_cast<RefBlock*>(nullptr);
+    if (!create) return RefBlockRef();
     KEEL_TRY_R(create_refblock(rt));
   }
   return error(corrupt(fmt::format("could not create refcount block {}", rt)));
 }
 
 Result<uint64_t> Qcow2Image::get_refcount(uint64_t ci) {
-  KEEL_ASSIGN(RefBlock * b, load_refblock(ci / rb_entries_, false));
+  KEEL_ASSIGN(RefBlockRef b, load_refblock(ci / rb_entries_, false));
   if (!b) return uint64_t{0};
   return format::get_refcount(b->bytes, ci % rb_entries_, rc_bits_);
 }
 
 Status Qcow2Image::change_refcount(uint64_t ci, int64_t delta) {
   // A decrement needs no new refcount block: a cluster no block covers has refcount 0.
-  KEEL_ASSIGN(RefBlock * b, load_refblock(ci / rb_entries_, delta > 0));
+  KEEL_ASSIGN(RefBlockRef b, load_refblock(ci / rb_entries_, delta > 0));
   uint64_t v = b ? format::get_refcount(b->bytes, ci % rb_entries_, rc_bits_) : 0;
   if (delta < 0 && v < uint64_t(-delta))
     return mark_corrupt(fmt::format("refcount of cluster {} would drop below zero (is {})", ci, v));
@@ -229,7 +220,8 @@ Status Qcow2Image::change_refcount(uint64_t ci, int64_t delta) {
   if (!b) return Status::ok();  // delta 0 on an uncovered cluster
   uint64_t nv = v + delta;
   format::set_refcount(b->bytes, ci % rb_entries_, rc_bits_, nv);
-  b->dirty = true;
+  const uint64_t bit = (ci % rb_entries_) * rc_bits_;
+  rb_cache_.mark_dirty(*b, bit / 8, std::max<uint64_t>(1, rc_bits_ / 8));
   if (nv == 0 && ci < free_hint_) free_hint_ = ci;
   // A freed cluster may next be handed out for normal data: compressed packing must not
   // continue into it (that would share a COPIED data cluster and overwrite its bytes).
@@ -268,6 +260,8 @@ Result<uint64_t> Qcow2Image::alloc_clusters(uint64_t count) {
     if (retry) continue;
     for (uint64_t i = start; i < start + count; ++i) KEEL_TRY_R(change_refcount(i, +1));
     if (start == free_hint_) free_hint_ = start + count;
+    last_alloc_fresh_ = start * cs_ >= zero_from_;
+    zero_from_ = std::max(zero_from_, (start + count) * cs_);
     notify(Event::kClusterAlloc);
     return start * cs_;
   }
@@ -315,7 +309,7 @@ Status Qcow2Image::create_refblock(uint64_t rt) {
   // of its own (empty) range. (Self-placing every block would split each free run at every
   // range boundary, so a run longer than one range could never be allocated.)
   KEEL_ASSIGN(std::optional<uint64_t> covered, free_covered_cluster());
-  auto b = std::make_unique<RefBlock>();
+  auto b = std::make_shared<RefBlock>();
   b->bytes.assign(cs_, 0);
   uint64_t off = rt * rb_entries_ * cs_;
   notify(Event::kRefblockAlloc);
@@ -323,9 +317,9 @@ Status Qcow2Image::create_refblock(uint64_t rt) {
     off = *covered * cs_;
     KEEL_TRY(change_refcount(*covered, +1));
     const uint64_t holder_rt = *covered / rb_entries_;
-    KEEL_ASSIGN(RefBlock * holder, load_refblock(holder_rt, false));
+    KEEL_ASSIGN(RefBlockRef holder, load_refblock(holder_rt, false));
     KEEL_TRY(metadata_write(reftable_[holder_rt] & ~kReftableReserved, holder->bytes, "refblock"));
-    holder->dirty = false;
+    rb_cache_.mark_clean(*holder);
   } else {
     format::set_refcount(b->bytes, 0, rc_bits_, 1);
   }
@@ -337,8 +331,7 @@ Status Qcow2Image::create_refblock(uint64_t rt) {
   KEEL_TRY(metadata_write(header_.refcount_table_offset + rt * 8, e, "reftable"));
   KEEL_TRY(latch(file_->sync()));
   reftable_[rt] = off;
-  b->last_use = ++use_tick_;
-  rb_cache_[rt] = std::move(b);
+  rb_cache_.insert(rt, std::move(b));
   return Status::ok();
 }
 
@@ -364,10 +357,10 @@ Status Qcow2Image::grow_reftable(uint64_t needed) {
     return io_error(ENOSPC, fmt::format("refcount table would exceed {} bytes", limits::kMaxReftableBytes));
   std::vector<uint64_t> table = reftable_;
   table.resize(want, 0);
-  std::vector<std::unique_ptr<RefBlock>> blocks;
+  std::vector<RefBlockRef> blocks;
   for (uint64_t j = 0; j < m; ++j) {
     table[old_n + j] = (area + j) * cs_;
-    auto b = std::make_unique<RefBlock>();
+    auto b = std::make_shared<RefBlock>();
     b->bytes.assign(cs_, 0);
     blocks.push_back(std::move(b));
   }
@@ -391,10 +384,7 @@ Status Qcow2Image::grow_reftable(uint64_t needed) {
   header_.refcount_table_offset = new_off;
   header_.refcount_table_clusters = static_cast<uint32_t>(rt_clusters);
   reftable_ = std::move(table);
-  for (uint64_t j = 0; j < m; ++j) {
-    blocks[j]->last_use = ++use_tick_;
-    rb_cache_[old_n + j] = std::move(blocks[j]);
-  }
+  for (uint64_t j = 0; j < m; ++j) rb_cache_.insert(old_n + j, std::move(blocks[j]));
   // The switch is durable, so the old table's clusters can be freed at once.
   for (uint64_t c = 0; c < old_clusters; ++c) KEEL_TRY(change_refcount(old_off / cs_ + c, -1));
   return Status::ok();
@@ -405,7 +395,24 @@ void Qcow2Image::defer_free(uint64_t entry) { pending_free_.push_back(entry); }
 Status Qcow2Image::write_l2_table(uint64_t offset, const L2Table& t) {
   std::vector<uint8_t> b(cs_);
   for (size_t i = 0; i < t.words.size(); ++i) put_be64(&b[i * 8], t.words[i]);
-  return metadata_write(offset, b, "l2");
+  return write_table_sectors(offset, t, b, "l2");
+}
+
+Status Qcow2Image::write_table_sectors(uint64_t offset, const CachedTableState& t, std::span<const uint8_t> bytes,
+                                       const char* what) {
+  if (t.fresh) return metadata_write(offset, bytes, what);
+  // Only the sectors that changed, each run widened to the file's alignment (O_DIRECT would
+  // otherwise read-modify-write); the bytes around a change are what the file already holds.
+  const uint64_t align = std::max<uint64_t>(512, file_->alignment());
+  uint64_t done_to = 0;
+  for (auto [first, end] : TableCache<L2Table>::dirty_runs(t, cs_)) {
+    first = std::max(first / align * align, done_to);
+    end = std::min<uint64_t>((end + align - 1) / align * align, cs_);
+    if (first >= end) continue;
+    KEEL_TRY(metadata_write(offset + first, bytes.subspan(first, end - first), what));
+    done_to = end;
+  }
+  return Status::ok();
 }
 
 Status Qcow2Image::flush_metadata() {
@@ -414,13 +421,18 @@ Status Qcow2Image::flush_metadata() {
   // Phase 1: refcounts and unlinked L2 tables, then one sync that also covers guest data.
   KEEL_TRY(write_dirty_refblocks());
   bool fresh_any = false;
-  for (auto& [off, t] : l2_cache_) {
-    if (!t->fresh || !t->dirty) continue;
+  Status st;
+  l2_cache_.for_each([&](uint64_t off, L2Table& t) {
+    if (!st.is_ok() || !t.fresh || !t.dirty) return;
     if (!fresh_any) notify(Event::kL2Alloc);
     fresh_any = true;
-    KEEL_TRY(write_l2_table(off, *t));
-    t->dirty = false;
-  }
+    st = write_l2_table(off, t);
+    if (st.is_ok()) {
+      l2_cache_.mark_clean(t);
+      t.fresh = true;  // its link is not durable until phase 2
+    }
+  });
+  KEEL_TRY(st);
   notify(Event::kFlushData);
   if (data_ != file_.get()) KEEL_TRY(latch(data_->sync()));
   KEEL_TRY(latch(file_->sync()));
@@ -428,13 +440,14 @@ Status Qcow2Image::flush_metadata() {
 
   // Phase 2: links — changed L2 tables and L1 entries.
   bool linked = false;
-  for (auto& [off, t] : l2_cache_) {
-    if (t->fresh || !t->dirty) continue;
+  l2_cache_.for_each([&](uint64_t off, L2Table& t) {
+    if (!st.is_ok() || t.fresh || !t.dirty) return;
     if (!linked) notify(Event::kL2Update);
     linked = true;
-    KEEL_TRY(write_l2_table(off, *t));
-    t->dirty = false;
-  }
+    st = write_l2_table(off, t);
+    if (st.is_ok()) l2_cache_.mark_clean(t);
+  });
+  KEEL_TRY(st);
   if (!l1_dirty_.empty()) {
     notify(Event::kL1Update);
     linked = true;
@@ -452,7 +465,7 @@ Status Qcow2Image::flush_metadata() {
     notify(Event::kFlushMeta);
     KEEL_TRY(latch(file_->sync()));
   }
-  for (auto& [off, t] : l2_cache_) t->fresh = false;
+  l2_cache_.for_each([](uint64_t, L2Table& t) { t.fresh = false; });
 
   // Phase 3: the unlinks are durable; drop the references (written by the next phase 1).
   if (!pending_free_.empty()) notify(Event::kClusterFree);
@@ -469,14 +482,14 @@ Status Qcow2Image::flush_metadata() {
     KEEL_TRY(change_refcount(off / cs_, -1));
     KEEL_ASSIGN(uint64_t rc, get_refcount(off / cs_));
     if (rc == 0) {
-      auto it = l2_cache_.find(off);
-      if (it != l2_cache_.end() && !it->second->dirty) l2_cache_.erase(it);
+      L2Ref t = l2_cache_.find(off);
+      if (t && !t->dirty) l2_cache_.erase(off);
+      if (auto it = l2_loading_.find(off); it != l2_loading_.end()) it->second = true;
     }
   }
   // Write the decrements now; the next sync (next flush, or close) makes them durable. Until
   // then a crash can only leak these clusters.
-  bool any = false;
-  for (auto& [rt, b] : rb_cache_) any |= b->dirty;
+  const bool any = rb_cache_.dirty_bytes() != 0;
   KEEL_TRY(write_dirty_refblocks());
   if (any) freed_unsynced_ = true;
   return Status::ok();
@@ -484,14 +497,15 @@ Status Qcow2Image::flush_metadata() {
 
 Status Qcow2Image::write_dirty_refblocks() {
   bool announced = false;
-  for (auto& [rt, b] : rb_cache_) {
-    if (!b->dirty) continue;
+  Status st;
+  rb_cache_.for_each([&](uint64_t rt, RefBlock& b) {
+    if (!st.is_ok() || !b.dirty) return;
     if (!announced) notify(Event::kRefblockUpdate);
     announced = true;
-    KEEL_TRY(metadata_write(reftable_[rt] & ~kReftableReserved, b->bytes, "refblock"));
-    b->dirty = false;
-  }
-  return Status::ok();
+    st = write_table_sectors(reftable_[rt] & ~kReftableReserved, b, b.bytes, "refblock");
+    if (st.is_ok()) rb_cache_.mark_clean(b);
+  });
+  return st;
 }
 
 }  // namespace keel

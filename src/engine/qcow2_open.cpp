@@ -84,6 +84,9 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
   }
   cbits_ = header_.cluster_bits;
   cs_ = header_.cluster_size();
+  zero_from_ = open_size_ = grown_to_ = file_size;
+  l2_cache_.reset(cs_, opts.l2_cache_size ? opts.l2_cache_size : limits::kDefaultL2CacheBytes);
+  rb_cache_.reset(cs_, opts.refcount_cache_size ? opts.refcount_cache_size : limits::kDefaultRefcountCacheBytes);
   ext_l2_ = header_.extended_l2();
   l2_words_ = ext_l2_ ? 2 : 1;
   l2_entries_ = header_.l2_entries();
@@ -279,6 +282,13 @@ Status Qcow2Image::close() {
     std::lock_guard<std::mutex> lk(mu_);
     if (s.is_ok() && freed_unsynced_) s = latch(file_->sync());
     freed_unsynced_ = false;
+    // What grow_ahead added past the last cluster written is given back.
+    std::lock_guard<std::mutex> g(grow_mu_);
+    const uint64_t used = std::max(open_size_, zero_from_);
+    if (s.is_ok() && grown_to_ > used) {
+      auto size = file_->size();
+      if (size && *size > used) s = latch(file_->truncate(used));
+    }
   }
   closed_ = true;
   if (backing_) {

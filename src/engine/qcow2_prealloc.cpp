@@ -37,8 +37,8 @@ Status Qcow2Image::preallocate(Preallocation mode) {
     if (!has_external_data()) {
       KEEL_ASSIGN(host, alloc_clusters(1));
     }
-    KEEL_ASSIGN(L2Table * t, writable_l2(gc));
-    set_l2(t, gc, host | kCopied, 0);
+    KEEL_ASSIGN(L2Ref t, writable_l2(gc));
+    set_l2(t.get(), gc, host | kCopied, 0);
     if (host == run_start + run_len * cs_ && run_len) {
       ++run_len;
     } else {

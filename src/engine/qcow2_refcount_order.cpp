@@ -55,7 +55,7 @@ Status Qcow2Image::change_refcount_order(uint32_t new_bits) {
   uint64_t used_end = 0;
   for (uint64_t rt = 0; rt < reftable_.size(); ++rt) {
     if ((reftable_[rt] & ~kReftableReserved) == 0) continue;
-    KEEL_ASSIGN(RefBlock * b, load_refblock(rt, false));
+    KEEL_ASSIGN(RefBlockRef b, load_refblock(rt, false));
     for (uint64_t i = 0; i < rb_entries_; ++i) {
       uint64_t v = format::get_refcount(b->bytes, i, rc_bits_);
       if (v == 0) continue;

@@ -36,8 +36,8 @@ Status Qcow2Image::unmap_from(uint64_t first_gc) {
     for (uint64_t gc = first_gc; gc < (partial_l1 + 1) * l2_entries_; ++gc) {
       KEEL_ASSIGN(Mapping m, lookup(gc));
       if (m.entry == 0 && m.bitmap == 0) continue;
-      KEEL_ASSIGN(L2Table * t, writable_l2(gc));
-      set_l2(t, gc, 0, 0);
+      KEEL_ASSIGN(L2Ref t, writable_l2(gc));
+      set_l2(t.get(), gc, 0, 0);
       if (references_host(m, has_external_data())) defer_free(m.entry);
     }
   }
@@ -62,7 +62,7 @@ Status Qcow2Image::trim_file_tail() {
   uint64_t used_end = 0;  // one past the last cluster with a nonzero refcount
   for (uint64_t rt = 0; rt < reftable_.size(); ++rt) {
     if ((reftable_[rt] & ~kReftableReserved) == 0) continue;
-    KEEL_ASSIGN(RefBlock * b, load_refblock(rt, false));
+    KEEL_ASSIGN(RefBlockRef b, load_refblock(rt, false));
     for (uint64_t i = rb_entries_; i-- > 0;) {
       if (format::get_refcount(b->bytes, i, rc_bits_) != 0) {
         used_end = std::max(used_end, rt * rb_entries_ + i + 1);

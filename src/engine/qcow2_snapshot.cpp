@@ -45,7 +45,7 @@ Status Qcow2Image::tree_refcounts(const std::vector<uint64_t>& l1, int64_t delta
     if (off % cs_) return mark_corrupt(fmt::format("L2 table offset {:#x} is not cluster aligned", off));
     std::vector<uint64_t> words;
     {
-      KEEL_ASSIGN(L2Table * t, load_l2(off));
+      KEEL_ASSIGN(L2Ref t, load_l2(off));
       words = t->words;  // refcount changes may evict the table from the cache
     }
     for (uint64_t i = 0; i < l2_entries_; ++i) {
@@ -77,7 +77,7 @@ Status Qcow2Image::recompute_copied() {
     }
     std::vector<uint64_t> words;
     {
-      KEEL_ASSIGN(L2Table * t, load_l2(off));
+      KEEL_ASSIGN(L2Ref t, load_l2(off));
       words = t->words;
     }
     bool changed = false;
@@ -96,9 +96,9 @@ Status Qcow2Image::recompute_copied() {
       }
     }
     if (changed) {
-      KEEL_ASSIGN(L2Table * t, load_l2(off));
+      KEEL_ASSIGN(L2Ref t, load_l2(off));
       t->words = std::move(words);
-      t->dirty = true;
+      l2_cache_.mark_all_dirty(*t);
     }
   }
   return Status::ok();

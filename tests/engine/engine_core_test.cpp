@@ -1,0 +1,228 @@
+// Proves the parts of the engine core behave as docs/architecture.md says: the metadata cache
+// pins what a caller holds, counts dirty entries and their sectors, and stays in its budget; a
+// multi-cluster allocating write is one allocation and one data write; only the changed sectors
+// of a table are written back; cache=none grows the file ahead and close() gives it back. QEMU's
+// tools are the oracle for the images.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "engine/engine_util.h"
+#include "engine/qcow2_image.h"
+#include "engine/table_cache.h"
+#include "keel/events.h"
+
+namespace keel::test {
+namespace {
+
+std::string q(const std::string& s) { return "'" + s + "'"; }
+
+struct Counter : EventObserver {
+  std::mutex mu;
+  std::map<Event, int> n;
+  void on_event(Event e) override {
+    std::lock_guard<std::mutex> g(mu);
+    ++n[e];
+  }
+  int operator[](Event e) {
+    std::lock_guard<std::mutex> g(mu);
+    return n[e];
+  }
+  void reset() {
+    std::lock_guard<std::mutex> g(mu);
+    n.clear();
+  }
+};
+
+struct Table : CachedTableState {
+  using Payload = std::vector<uint64_t>;
+  Payload words;
+  Payload& payload() { return words; }
+};
+
+TEST(TableCache, PinnedEntriesAreNeverEvicted) {
+  TableCache<Table> c(65536, 4 * 65536);
+  auto held = c.insert(0, std::make_shared<Table>());
+  for (uint64_t k = 1; k < 50; ++k) c.insert(k * 65536, std::make_shared<Table>());
+  EXPECT_TRUE(c.contains(0)) << "an entry whose handle is held was evicted";
+  EXPECT_LE(c.cached_bytes(), 5u * 65536) << "the budget (plus the pinned entry) was not kept";
+  held.reset();
+  for (uint64_t k = 50; k < 60; ++k) c.insert(k * 65536, std::make_shared<Table>());
+  EXPECT_FALSE(c.contains(0)) << "an unpinned, least recently used clean entry stayed";
+}
+
+TEST(TableCache, DirtyEntriesStayAndAreCountedInTheBudget) {
+  TableCache<Table> c(65536, 4 * 65536);
+  for (uint64_t k = 0; k < 8; ++k) {
+    auto t = c.insert(k, std::make_shared<Table>());
+    c.mark_dirty(*t, 8 * k, 8);
+  }
+  EXPECT_EQ(c.dirty_bytes(), 8u * 65536);
+  for (uint64_t k = 0; k < 8; ++k) EXPECT_TRUE(c.contains(k)) << "dirty entry " << k << " was evicted";
+  auto t = c.find(3);
+  c.mark_clean(*t);
+  EXPECT_EQ(c.dirty_bytes(), 7u * 65536);
+}
+
+TEST(TableCache, DirtyRunsCoverExactlyTheChangedSectors) {
+  TableCache<Table> c(65536, 1 << 20);
+  auto t = c.insert(0, std::make_shared<Table>());
+  c.mark_dirty(*t, 8, 8);             // sector 0
+  c.mark_dirty(*t, 512 * 5 + 500, 16);  // sectors 5 and 6
+  c.mark_dirty(*t, 65536 - 8, 8);     // the last sector
+  auto runs = TableCache<Table>::dirty_runs(*t, 65536);
+  ASSERT_EQ(runs.size(), 3u);
+  using Run = std::pair<uint64_t, uint64_t>;
+  EXPECT_EQ(runs[0], Run(0, 512));
+  EXPECT_EQ(runs[1], Run(2560, 3584));
+  EXPECT_EQ(runs[2], Run(65024, 65536));
+}
+
+TEST(EngineCore, SequentialMegabyteWriteIsOneAllocationAndOneDataWrite) {
+  TempDir d;
+  const std::string img = d.path("a.qcow2");
+  ASSERT_EQ(run("qemu-img create -q -f qcow2 " + q(img) + " 64M").exit_code, 0);
+  Counter ev;
+  OpenOptions o;
+  o.observer = &ev;
+  auto im = Image::open(img, o);
+  ASSERT_TRUE(im) << im.error().message();
+  auto data = pattern(1 << 20, 7);
+  ASSERT_TRUE((*im)->write(4 << 20, data, false).is_ok());
+  // The L2 table is one allocation, the 16 data clusters another.
+  EXPECT_EQ(ev[Event::kClusterAlloc], 2);
+  EXPECT_EQ(ev[Event::kDataWrite], 1);
+  // Partial head and tail: the whole clusters in between are still one run.
+  ev.reset();
+  auto data2 = pattern((1 << 20) + 8192, 9);
+  ASSERT_TRUE((*im)->write((8 << 20) + 4096, data2, false).is_ok());
+  EXPECT_EQ(ev[Event::kClusterAlloc], 3) << "head cluster, run of 15, tail cluster";
+  ASSERT_TRUE((*im)->close().is_ok());
+  im->reset();
+  ASSERT_EQ(qemu_check(img).exit_code, 0) << qemu_check(img).output;
+  const std::string raw = d.path("a.raw");
+  ASSERT_EQ(run("qemu-img convert -O raw " + q(img) + " " + q(raw)).exit_code, 0);
+  auto got = open_ro(raw);
+  std::vector<uint8_t> back(data.size());
+  ASSERT_TRUE(got->read(4 << 20, back).is_ok());
+  EXPECT_EQ(back, data);
+  back.resize(data2.size());
+  ASSERT_TRUE(got->read((8 << 20) + 4096, back).is_ok());
+  EXPECT_EQ(back, data2);
+  std::vector<uint8_t> z(4096);
+  ASSERT_TRUE(got->read(8 << 20, z).is_ok());
+  EXPECT_EQ(z, std::vector<uint8_t>(4096, 0)) << "the head cluster's unwritten part is not zero";
+}
+
+TEST(EngineCore, OverwriteAfterFlushWritesOnlyChangedSectorsOfTheTable) {
+  TempDir d;
+  const std::string img = d.path("s.qcow2");
+  ASSERT_EQ(run("qemu-img create -q -f qcow2 " + q(img) + " 64M").exit_code, 0);
+  // A recording file would be heavier; the file's allocation after an L2 update is the same
+  // whichever way, so count bytes through a wrapper around the real file.
+  struct Counting : BlockFile {
+    std::unique_ptr<BlockFile> f;
+    std::atomic<uint64_t>* bytes;
+    Status read_at(uint64_t o, std::span<uint8_t> b) override { return f->read_at(o, b); }
+    Status write_at(uint64_t o, std::span<const uint8_t> b) override {
+      *bytes += b.size();
+      return f->write_at(o, b);
+    }
+    Status sync() override { return f->sync(); }
+    Status truncate(uint64_t s) override { return f->truncate(s); }
+    Status allocate(uint64_t o, uint64_t l) override { return f->allocate(o, l); }
+    Status punch(uint64_t o, uint64_t l) override { return f->punch(o, l); }
+    Result<uint64_t> size() override { return f->size(); }
+    uint64_t allocated_bytes() override { return f->allocated_bytes(); }
+    Result<std::pair<bool, uint64_t>> probe_data(uint64_t o, uint64_t m) override { return f->probe_data(o, m); }
+    uint32_t alignment() const override { return f->alignment(); }
+    std::string name() const override { return f->name(); }
+    Status lock(unsigned p, unsigned s) override { return f->lock(p, s); }
+  };
+  std::atomic<uint64_t> written{0};
+  OpenOptions o;
+  o.file_opener = [&](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
+    auto f = open_posix_file(path, fo);
+    if (!f) return f;
+    auto c = std::make_unique<Counting>();
+    c->f = std::move(*f);
+    c->bytes = &written;
+    return std::unique_ptr<BlockFile>(std::move(c));
+  };
+  auto im = Image::open(img, o);
+  ASSERT_TRUE(im) << im.error().message();
+  auto w = pattern(4096, 3);
+  ASSERT_TRUE((*im)->write(0, w, false).is_ok());
+  ASSERT_TRUE((*im)->flush().is_ok());
+  written = 0;
+  ASSERT_TRUE((*im)->write(1 << 20, w, false).is_ok());  // a new cluster in the same L2 table
+  ASSERT_TRUE((*im)->flush().is_ok());
+  // data (one cluster) + one refcount-block sector + one L2 sector, not two whole clusters.
+  EXPECT_LE(written.load(), 65536u + 2 * 512) << "a flush rewrote whole tables";
+  ASSERT_TRUE((*im)->close().is_ok());
+  im->reset();
+  ASSERT_EQ(qemu_check(img).exit_code, 0) << qemu_check(img).output;
+  ASSERT_EQ(run("qemu-io -r -c 'read -P 3 0 4k' -c 'read -P 3 1M 4k' " + q(img) + " | grep -c 'read 4096'").output, "2\n");
+}
+
+TEST(EngineCore, CacheNoneGrowsAheadAndCloseGivesItBack) {
+  TempDir d;
+  const std::string img = d.path("g.qcow2");
+  ASSERT_EQ(run("qemu-img create -q -f qcow2 " + q(img) + " 256M").exit_code, 0);
+  OpenOptions o;
+  o.cache = CacheMode::kNone;
+  auto im = Image::open(img, o);
+  ASSERT_TRUE(im) << im.error().message();
+  std::vector<uint8_t> w(4096, 0x5a);
+  for (uint64_t i = 0; i < 64; ++i) ASSERT_TRUE((*im)->write(i * 65536 + 4096, w, false).is_ok());
+  ASSERT_TRUE((*im)->flush().is_ok());
+  struct stat st {};
+  ASSERT_EQ(stat(img.c_str(), &st), 0);
+  const auto grown = static_cast<uint64_t>(st.st_size);
+  ASSERT_TRUE((*im)->close().is_ok());
+  im->reset();
+  ASSERT_EQ(stat(img.c_str(), &st), 0);
+  EXPECT_GT(grown, static_cast<uint64_t>(st.st_size)) << "the file was not grown ahead";
+  // Header, refcount table and block, L1, L2 table and 64 data clusters.
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), (3 + 1 + 1 + 64) * 65536ull) << "close did not trim";
+  ASSERT_EQ(qemu_check(img).exit_code, 0) << qemu_check(img).output;
+  auto r = run("qemu-io -r -c 'read -P 0 0 4k' -c 'read -P 0x5a 4k 4k' -c 'read -P 0 8k 56k' -c 'read -P 0x5a 4132864 4k' " +
+               q(img));
+  EXPECT_EQ(r.output.find("Pattern verification failed"), std::string::npos) << r.output;
+}
+
+TEST(EngineCore, ConcurrentAllocatingWritersAgreeWithQemu) {
+  TempDir d;
+  const std::string img = d.path("c.qcow2");
+  ASSERT_EQ(run("qemu-img create -q -f qcow2 -o cluster_size=4k " + q(img) + " 64M").exit_code, 0);
+  OpenOptions o;
+  o.l2_cache_size = 16 * 4096;  // a small cache: misses, eviction and prefetch under load
+  auto im = Image::open(img, o);
+  ASSERT_TRUE(im) << im.error().message();
+  std::vector<std::thread> th;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 8; ++t)
+    th.emplace_back([&, t] {
+      std::vector<uint8_t> b(3 * 4096, static_cast<uint8_t>(0x10 + t));
+      for (uint64_t i = 0; i < 200; ++i) {
+        const uint64_t off = ((i * 8 + t) * 7919 % 4096) * 16384;  // spread over many L2 tables
+        if (!(*im)->write(off, b, false).is_ok()) ++failures;
+        std::vector<uint8_t> r(b.size());
+        if (!(*im)->read(off, r).is_ok() || r != b) ++failures;
+        if (i % 50 == 0 && !(*im)->flush().is_ok()) ++failures;
+      }
+    });
+  for (auto& x : th) x.join();
+  EXPECT_EQ(failures.load(), 0);
+  ASSERT_TRUE((*im)->close().is_ok());
+  im->reset();
+  auto c = qemu_check(img);
+  EXPECT_EQ(c.exit_code, 0) << c.output;
+}
+
+}  // namespace
+}  // namespace keel::test
