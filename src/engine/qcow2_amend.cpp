@@ -124,6 +124,7 @@ Status Qcow2Image::amend(const AmendOptions& o) {
   KEEL_TRY(flush());
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
+  ExclusiveGate dg(data_gate_);
   std::lock_guard<std::mutex> lk(mu_);
   Header h = header_;
   if (o.version && *o.version != 2 && *o.version != 3) return invalid(fmt::format("Invalid compat level {}", *o.version));

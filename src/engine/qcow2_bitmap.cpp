@@ -328,6 +328,7 @@ Status Qcow2Image::stop_tracking() {
 Status Qcow2Image::store_bitmaps_at_close() {
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
+  ExclusiveGate dg(data_gate_);
   std::lock_guard<std::mutex> lk(mu_);
   if (!tracking_) return Status::ok();
   KEEL_TRY(stop_tracking());
@@ -394,6 +395,7 @@ Status Qcow2Image::begin_bitmap_change() {
 #define KEEL_BITMAP_LOCKS                       \
   std::lock_guard<std::mutex> fl(flush_mu_);    \
   ExclusiveGate gate_lock(gate_);               \
+  ExclusiveGate data_gate_lock(data_gate_);     \
   std::lock_guard<std::mutex> lk(mu_);          \
   KEEL_TRY(begin_bitmap_change())
 

@@ -128,8 +128,8 @@ class Qcow2Image final : public Image {
   // Makes sure the L2 table that maps guest cluster gc is cached, reading it from the file with
   // mu_ released so that other requests are not held up by the miss. REQUIRES lk holds mu_;
   // returns with it held. A read that raced with a change of that table is dropped (lookup
-  // then loads it under the lock).
-  void prefetch_l2(std::unique_lock<std::mutex>& lk, uint64_t gc);
+  // then loads it under the lock); a failed read is returned (never retried as if it had worked).
+  Status prefetch_l2(std::unique_lock<std::mutex>& lk, uint64_t gc);
   Result<Mapping> lookup(uint64_t guest_cluster);
   // Returns the L2 table for guest_cluster ready for modification (allocating or copying it).
   Result<L2Ref> writable_l2(uint64_t guest_cluster);
@@ -147,7 +147,11 @@ class Qcow2Image final : public Image {
   Status grow_reftable(uint64_t needed_rt_index);
   // Frees the host clusters an entry references once its unlink is durable.
   void defer_free(uint64_t entry);
-  Status flush_metadata();
+  // REQUIRES gate_ exclusive, flush_mu_, mu_. With `lk` (the guest flush): mu_ is released
+  // around each sync, so reads and in-place overwrites go on while it syncs, and data_gate_ is
+  // taken exclusive for phase 3 (the frees). Without it, the caller holds data_gate_ too.
+  Status flush_metadata(std::unique_lock<std::mutex>* lk = nullptr);
+  Status sync_file(BlockFile& f, std::unique_lock<std::mutex>* lk);
   Status write_dirty_refblocks();
   Status write_l2_table(uint64_t offset, const L2Table& t);
   Status write_header_field(uint64_t offset, std::span<const uint8_t> bytes);
@@ -233,6 +237,10 @@ class Qcow2Image final : public Image {
   Status read_unallocated(uint64_t guest_offset, std::span<uint8_t> buf);
   Status read_compressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> buf);
   Status write_chunk(uint64_t guest_offset, std::span<const uint8_t> buf);
+  // The whole request overwrites clusters the image owns: writes it (contiguous host ranges
+  // merged) with no metadata change and returns true; false when any part needs the metadata
+  // path. REQUIRES data_gate_ shared (not gate_).
+  Result<bool> write_in_place(uint64_t offset, std::span<const uint8_t> buf);
   // REQUIRES lk holds mu_ (released on return).
   Status allocating_write(std::unique_lock<std::mutex>& lk, uint64_t guest_cluster, uint64_t in_cluster,
                           std::span<const uint8_t> buf);
@@ -319,6 +327,10 @@ class Qcow2Image final : public Image {
   bool freed_unsynced_ = false;  // phase 3 wrote refcount decrements not yet synced
 
   AllocGate gate_;
+  // In-place overwrites hold data_gate_ shared (and not gate_), so they go on while a flush
+  // syncs; whatever frees clusters or changes who owns them (flush phase 3, snapshots, resize,
+  // amend, bitmaps) holds it exclusive. Lock order: flush_mu_, gate_, data_gate_, mu_.
+  AllocGate data_gate_;
   std::mutex flush_mu_;
   std::mutex grow_mu_;       // guards the two below
   uint64_t open_size_ = 0;   // the file's size at open

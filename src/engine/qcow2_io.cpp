@@ -72,13 +72,10 @@ Status Qcow2Image::grow_ahead(uint64_t end) {
   if (end <= grown_to_) return Status::ok();
   const uint64_t step = std::clamp<uint64_t>(grown_to_ / 8, kMiB, 64 * kMiB);
   const uint64_t target = (end + step + kMiB - 1) / kMiB * kMiB;
-  if (data_->allocate(grown_to_, target - grown_to_).is_ok()) {
-    grown_to_ = target;
-    return Status::ok();
-  }
-  // No room for the step (ENOSPC, quota): just the cluster, and its error if that fails too.
-  KEEL_TRY(data_->allocate(grown_to_, end - grown_to_));
-  grown_to_ = end;
+  // A failure fails the write that needed the room (G6: an I/O error is never retried as if it
+  // had worked); near a full disk the step can fail where one cluster would still fit.
+  KEEL_TRY(data_->allocate(grown_to_, target - grown_to_));
+  grown_to_ = target;
   return Status::ok();
 }
 
@@ -150,7 +147,7 @@ Status Qcow2Image::read(uint64_t offset, std::span<uint8_t> buf) {
     Mapping m;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      prefetch_l2(lk, gc);
+      KEEL_TRY(prefetch_l2(lk, gc));
       KEEL_ASSIGN(m, lookup(gc));
     }
     KEEL_TRY(read_mapped(m, gc, in, buf.subspan(pos, n)));
@@ -159,18 +156,56 @@ Status Qcow2Image::read(uint64_t offset, std::span<uint8_t> buf) {
   return Status::ok();
 }
 
+Result<bool> Qcow2Image::write_in_place(uint64_t offset, std::span<const uint8_t> buf) {
+  struct Piece {
+    uint64_t host, pos, len;
+  };
+  std::vector<Piece> pieces;
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (latched_) return false;  // the metadata path reports it
+    const uint64_t first = offset >> cbits_, last = (offset + buf.size() - 1) >> cbits_;
+    // prefetch_l2 may release the lock: every table first, then one pass that does not.
+    for (uint64_t gc = first; gc <= last; gc += l2_entries_ - gc % l2_entries_) KEEL_TRY_R(prefetch_l2(lk, gc));
+    for (uint64_t pos = 0; pos < buf.size();) {
+      const uint64_t off = offset + pos, gc = off >> cbits_, in = off & (cs_ - 1);
+      const uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - in);
+      if (inflight_.count(gc)) return false;
+      KEEL_ASSIGN(Mapping m, lookup(gc));
+      if (!in_place_ok(m, in, n)) return false;
+      if (!pieces.empty() && pieces.back().host + pieces.back().len == m.host() + in)
+        pieces.back().len += n;
+      else
+        pieces.push_back({m.host() + in, pos, n});
+      pos += n;
+    }
+  }
+  // data_gate_ keeps these clusters ours until the writes are done: nothing frees or shares
+  // them meanwhile.
+  for (const Piece& p : pieces) {
+    notify(Event::kDataWrite);
+    KEEL_TRY_R(data_->write_at(p.host, buf.subspan(p.pos, p.len)));
+  }
+  return true;
+}
+
 Status Qcow2Image::write(uint64_t offset, std::span<const uint8_t> buf, bool fua) {
   KEEL_TRY(check_request(offset, buf.size(), true));
   KEEL_TRY(before_write());
-  {
+  bool done = buf.empty();
+  if (!done && !track_writes_) {
+    SharedGate dg(data_gate_);
+    KEEL_ASSIGN(done, write_in_place(offset, buf));
+  }
+  if (!done) {
     SharedGate g(gate_);
     KEEL_TRY(note_guest_write(offset, buf.size()));
     for (uint64_t pos = 0; pos < buf.size();) {
       uint64_t off = offset + pos;
       if ((off & (cs_ - 1)) == 0 && buf.size() - pos >= 2 * cs_) {
-        KEEL_ASSIGN(uint64_t done, allocating_run(off >> cbits_, buf.subspan(pos, (buf.size() - pos) & ~(cs_ - 1))));
-        if (done) {
-          pos += done;
+        KEEL_ASSIGN(uint64_t ran, allocating_run(off >> cbits_, buf.subspan(pos, (buf.size() - pos) & ~(cs_ - 1))));
+        if (ran) {
+          pos += ran;
           continue;
         }
       }
@@ -186,7 +221,7 @@ Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
   uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
   std::unique_lock<std::mutex> lk(mu_);
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
-  prefetch_l2(lk, gc);
+  KEEL_TRY(prefetch_l2(lk, gc));
   if (!inflight_.count(gc)) {
     KEEL_ASSIGN(Mapping m, lookup(gc));
     if (in_place_ok(m, in, d.size())) {
@@ -305,7 +340,7 @@ Result<uint64_t> Qcow2Image::allocating_run(uint64_t gc0, std::span<const uint8_
   // The leading clusters that need a new host cluster: not in flight elsewhere and not owned
   // (an owned cluster is overwritten in place, with no metadata change).
   // prefetch_l2 may release the lock: every table first, then one pass that does not.
-  for (uint64_t i = 0; i < want; i += l2_entries_ - (gc0 + i) % l2_entries_) prefetch_l2(lk, gc0 + i);
+  for (uint64_t i = 0; i < want; i += l2_entries_ - (gc0 + i) % l2_entries_) KEEL_TRY_R(prefetch_l2(lk, gc0 + i));
   std::vector<Mapping> old;
   for (uint64_t i = 0; i < want; ++i) {
     const uint64_t gc = gc0 + i;
@@ -472,8 +507,8 @@ Status Qcow2Image::flush() {
   if (read_only_) return Status::ok();
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
-  std::lock_guard<std::mutex> lk(mu_);
-  return flush_metadata();
+  std::unique_lock<std::mutex> lk(mu_);
+  return flush_metadata(&lk);
 }
 
 Result<Extent> Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
@@ -496,7 +531,7 @@ Result<Extent> Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
     Mapping m;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      prefetch_l2(lk, gc);
+      KEEL_TRY_R(prefetch_l2(lk, gc));
       KEEL_ASSIGN(m, lookup(gc));
     }
     if (m.type == ClusterType::kCompressed) return Piece{0, std::nullopt, true, cs_ - in};

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "engine/qcow2_image.h"
 #include "format/endian.h"
@@ -75,14 +76,14 @@ Result<L2Ref> Qcow2Image::load_l2(uint64_t l2_offset) {
   return l2_cache_.insert(l2_offset, std::move(t));
 }
 
-void Qcow2Image::prefetch_l2(std::unique_lock<std::mutex>& lk, uint64_t gc) {
+Status Qcow2Image::prefetch_l2(std::unique_lock<std::mutex>& lk, uint64_t gc) {
   const uint64_t l1i = gc / l2_entries_;
-  if (l1i >= l1_.size()) return;
+  if (l1i >= l1_.size()) return Status::ok();
   const uint64_t l2off = l1_[l1i] & kOffsetMask;
-  if (l2off == 0 || l2off % cs_ != 0 || l2_cache_.contains(l2off)) return;
+  if (l2off == 0 || l2off % cs_ != 0 || l2_cache_.contains(l2off)) return Status::ok();
   if (l2_loading_.count(l2off)) {
     l2_loading_cv_.wait(lk, [&] { return !l2_loading_.count(l2off); });
-    return;
+    return Status::ok();
   }
   l2_loading_[l2off] = false;
   auto t = std::make_shared<L2Table>();
@@ -96,10 +97,11 @@ void Qcow2Image::prefetch_l2(std::unique_lock<std::mutex>& lk, uint64_t gc) {
   const bool raced = l2_loading_[l2off];
   l2_loading_.erase(l2off);
   l2_loading_cv_.notify_all();
-  // A failed read is left to lookup, which reads again under the lock and reports the error.
-  if (!st.is_ok() || raced || l2_cache_.contains(l2off)) return;
-  if (l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) != l2off) return;
+  if (!st.is_ok()) return st;
+  if (raced || l2_cache_.contains(l2off)) return Status::ok();
+  if (l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) != l2off) return Status::ok();
   l2_cache_.insert(l2off, std::move(t));
+  return Status::ok();
 }
 
 Result<Mapping> Qcow2Image::lookup(uint64_t gc) {
@@ -415,8 +417,15 @@ Status Qcow2Image::write_table_sectors(uint64_t offset, const CachedTableState& 
   return Status::ok();
 }
 
-Status Qcow2Image::flush_metadata() {
-  // REQUIRES: gate_ exclusive, flush_mu_ held, mu_ held.
+Status Qcow2Image::sync_file(BlockFile& f, std::unique_lock<std::mutex>* lk) {
+  if (lk) lk->unlock();
+  Status st = f.sync();
+  if (lk) lk->lock();
+  return latch(st);
+}
+
+Status Qcow2Image::flush_metadata(std::unique_lock<std::mutex>* lk) {
+  // REQUIRES: gate_ exclusive, flush_mu_ held, mu_ held (see the header for `lk`).
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   // Phase 1: refcounts and unlinked L2 tables, then one sync that also covers guest data.
   KEEL_TRY(write_dirty_refblocks());
@@ -434,8 +443,8 @@ Status Qcow2Image::flush_metadata() {
   });
   KEEL_TRY(st);
   notify(Event::kFlushData);
-  if (data_ != file_.get()) KEEL_TRY(latch(data_->sync()));
-  KEEL_TRY(latch(file_->sync()));
+  if (data_ != file_.get()) KEEL_TRY(sync_file(*data_, lk));
+  KEEL_TRY(sync_file(*file_, lk));
   freed_unsynced_ = false;
 
   // Phase 2: links — changed L2 tables and L1 entries.
@@ -463,11 +472,18 @@ Status Qcow2Image::flush_metadata() {
   }
   if (linked) {
     notify(Event::kFlushMeta);
-    KEEL_TRY(latch(file_->sync()));
+    KEEL_TRY(sync_file(*file_, lk));
   }
   l2_cache_.for_each([](uint64_t, L2Table& t) { t.fresh = false; });
 
   // Phase 3: the unlinks are durable; drop the references (written by the next phase 1).
+  // In-place overwrites must be done with any cluster freed here before it can be reused.
+  std::optional<ExclusiveGate> quiet;
+  if (lk && !pending_free_.empty()) {
+    lk->unlock();
+    quiet.emplace(data_gate_);
+    lk->lock();
+  }
   if (!pending_free_.empty()) notify(Event::kClusterFree);
   std::vector<uint64_t> frees;
   frees.swap(pending_free_);

@@ -19,6 +19,8 @@ Status preallocate_qcow2(Image& image, Preallocation mode) {
 
 Status Qcow2Image::preallocate(Preallocation mode) {
   std::lock_guard<std::mutex> fl(flush_mu_);
+  ExclusiveGate g(gate_);
+  ExclusiveGate dg(data_gate_);
   std::lock_guard<std::mutex> lk(mu_);
   const uint64_t clusters = (size_ + cs_ - 1) / cs_;
   uint64_t run_start = 0, run_len = 0, end = 0;

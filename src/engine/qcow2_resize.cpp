@@ -81,6 +81,7 @@ Status Qcow2Image::make_empty() {
   KEEL_TRY(flush());
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
+  ExclusiveGate dg(data_gate_);
   std::lock_guard<std::mutex> lk(mu_);
   KEEL_TRY(unmap_from(0));
   KEEL_TRY(flush_metadata());
@@ -112,6 +113,7 @@ Status Qcow2Image::resize(uint64_t new_size, bool shrink) {
   {
     std::lock_guard<std::mutex> fl(flush_mu_);
     ExclusiveGate g(gate_);
+    ExclusiveGate dg(data_gate_);
     std::lock_guard<std::mutex> lk(mu_);
     KEEL_TRY(bitmaps_before_resize());  // persistent bitmaps in use until stored at the new size
     if (shrinking) {
@@ -148,6 +150,7 @@ Status Qcow2Image::resize(uint64_t new_size, bool shrink) {
   if (zero_new) KEEL_TRY(flush());
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
+  ExclusiveGate dg(data_gate_);
   std::lock_guard<std::mutex> lk(mu_);
   if (header_.data_file_raw()) KEEL_TRY(data_->truncate(new_size));
   uint8_t b[8];

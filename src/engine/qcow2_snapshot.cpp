@@ -180,6 +180,7 @@ Status Qcow2Image::snapshot_create(const std::string& name) {
   KEEL_TRY(flush());
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
+  ExclusiveGate dg(data_gate_);
   std::lock_guard<std::mutex> lk(mu_);
   KEEL_TRY(set_dirty_bit(true));
   // The snapshot's L1: a copy of the active one in fresh clusters.
@@ -223,6 +224,7 @@ Status Qcow2Image::snapshot_delete(const std::string& key) {
   KEEL_TRY(flush());
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
+  ExclusiveGate dg(data_gate_);
   std::lock_guard<std::mutex> lk(mu_);
   const SnapshotEntry* s = find_snapshot(key);
   if (!s) return Status(Code::kNotFound, fmt::format("Can't find the snapshot '{}'", key), ENOENT);
@@ -246,6 +248,7 @@ Status Qcow2Image::snapshot_apply(const std::string& key) {
   KEEL_TRY(flush());
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
+  ExclusiveGate dg(data_gate_);
   std::lock_guard<std::mutex> lk(mu_);
   const SnapshotEntry* s = find_snapshot(key);
   if (!s) return Status(Code::kNotFound, fmt::format("Can't find the snapshot '{}'", key), ENOENT);

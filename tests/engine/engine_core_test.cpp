@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -222,6 +224,81 @@ TEST(EngineCore, ConcurrentAllocatingWritersAgreeWithQemu) {
   im->reset();
   auto c = qemu_check(img);
   EXPECT_EQ(c.exit_code, 0) << c.output;
+}
+
+// A file whose sync() waits until the test lets it go: the flush is held inside its sync.
+struct GatedSyncFile : BlockFile {
+  std::unique_ptr<BlockFile> f;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool hold = false, in_sync = false;
+  Status read_at(uint64_t o, std::span<uint8_t> b) override { return f->read_at(o, b); }
+  Status write_at(uint64_t o, std::span<const uint8_t> b) override { return f->write_at(o, b); }
+  Status sync() override {
+    std::unique_lock<std::mutex> g(mu);
+    in_sync = true;
+    cv.notify_all();
+    cv.wait(g, [&] { return !hold; });
+    in_sync = false;
+    return f->sync();
+  }
+  Status truncate(uint64_t s) override { return f->truncate(s); }
+  Status allocate(uint64_t o, uint64_t l) override { return f->allocate(o, l); }
+  Status punch(uint64_t o, uint64_t l) override { return f->punch(o, l); }
+  Result<uint64_t> size() override { return f->size(); }
+  uint32_t alignment() const override { return f->alignment(); }
+  std::string name() const override { return f->name(); }
+};
+
+TEST(EngineCore, OverwritesAndReadsFlowWhileAFlushSyncs) {
+  TempDir d;
+  const std::string img = d.path("o.qcow2");
+  ASSERT_EQ(run("qemu-img create -q -f qcow2 " + q(img) + " 16M").exit_code, 0);
+  GatedSyncFile* gated = nullptr;
+  OpenOptions o;
+  o.file_opener = [&](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
+    auto f = open_posix_file(path, fo);
+    if (!f) return f;
+    auto g = std::make_unique<GatedSyncFile>();
+    g->f = std::move(*f);
+    gated = g.get();
+    return std::unique_ptr<BlockFile>(std::move(g));
+  };
+  auto im = Image::open(img, o);
+  ASSERT_TRUE(im) << im.error().message();
+  std::vector<uint8_t> a(65536, 0xaa), b(4096, 0xbb);
+  ASSERT_TRUE((*im)->write(0, a, false).is_ok());
+  ASSERT_TRUE((*im)->flush().is_ok());
+  ASSERT_TRUE((*im)->write(1 << 20, b, false).is_ok());  // an allocating write: the next flush syncs
+  {
+    std::lock_guard<std::mutex> g(gated->mu);
+    gated->hold = true;
+  }
+  auto flushing = std::async(std::launch::async, [&] { return (*im)->flush(); });
+  {
+    std::unique_lock<std::mutex> g(gated->mu);
+    ASSERT_TRUE(gated->cv.wait_for(g, std::chrono::seconds(10), [&] { return gated->in_sync; }));
+  }
+  auto overwrite = std::async(std::launch::async, [&] {
+    Status s = (*im)->write(4096, b, false);
+    std::vector<uint8_t> r(4096);
+    if (s.is_ok()) s = (*im)->read(4096, r);
+    return s.is_ok() && r == b;
+  });
+  const bool flowed = overwrite.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  {
+    std::lock_guard<std::mutex> g(gated->mu);
+    gated->hold = false;
+  }
+  gated->cv.notify_all();
+  EXPECT_TRUE(flowed) << "an overwrite of an owned cluster waited for the flush's sync";
+  EXPECT_TRUE(overwrite.get());
+  EXPECT_TRUE(flushing.get().is_ok());
+  ASSERT_TRUE((*im)->close().is_ok());
+  im->reset();
+  EXPECT_EQ(qemu_check(img).exit_code, 0);
+  auto r = run("qemu-io -r -c 'read -P 0xaa 0 4k' -c 'read -P 0xbb 4k 4k' -c 'read -P 0xaa 8k 56k' -c 'read -P 0xbb 1M 4k' " + q(img));
+  EXPECT_EQ(r.output.find("Pattern verification failed"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Peak RSS of an NBD server serving a fresh 1 TiB qcow2 image under fio randwrite 4k QD32 (issue
+# 14's memory target), keel serve and qemu-nbd side by side, interleaved, with the load average.
+#   bench/serve_rss.sh [KEEL_BINARY] [SECONDS]       (defaults: build/keel, 20)
+# Prints one line per server and round: peak RSS (VmHWM) in MiB and fio's IOPS.
+set -euo pipefail
+KEEL=$(realpath "${1:-build/keel}")
+SECS=${2:-20}
+ROUNDS=${BENCH_ROUNDS:-2}
+DIR=$(mktemp -d /tmp/keel-rss.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-10s %6s %10s %8s\n' server round peak_MiB iops
+for ((r = 1; r <= ROUNDS; r++)); do
+  for server in keel qemu-nbd; do
+    img=$DIR/t.qcow2 sock=$DIR/s.sock
+    rm -f "$img" "$sock"
+    qemu-img create -q -f qcow2 "$img" 1T
+    if [ $server = keel ]; then
+      "$KEEL" serve -f qcow2 --cache=none --aio=io_uring -t -k "$sock" "$img" 2>"$DIR/server.log" &
+    else
+      qemu-nbd -f qcow2 --cache=none --aio=io_uring -t -k "$sock" "$img" 2>"$DIR/server.log" &
+    fi
+    pid=$!
+    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+    iops=$(fio --name=rss --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw=randwrite --bs=4k --iodepth=32 \
+      --time_based --runtime="$SECS" --size=1T --output-format=json 2>/dev/null | sed -n '/^{/,$p' |
+      python3 -c 'import json,sys; print(int(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))')
+    peak=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$pid/status)
+    kill $pid; wait $pid 2>/dev/null || true
+    printf '%-10s %6s %10s %8s\n' $server $r "$peak" "$iops"
+  done
+done
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
