@@ -1,5 +1,6 @@
 // keel io's other commands (flush, map, alloc, info, length, abort, sigraise, sleep, help,
 // quit) and the command table. Each returns 0 or a negative errno.
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -75,15 +76,18 @@ int IoSession::cmd_alloc(const Args& argv) {
       return -EINVAL;
     }
   }
-  if (int rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(count))) {
-    std::printf("alloc failed: %s\n", std::strerror(-rc));
-    return rc;
-  }
+  // Past the end of the image the status has length 0 and qemu-io clamps the count there
+  // ("0/0 bytes allocated at offset 1 MiB").
   uint64_t pos = static_cast<uint64_t>(offset);
   uint64_t remaining = static_cast<uint64_t>(count);
   uint64_t allocated = 0;
+  uint64_t size = image_->size();
   while (remaining) {
-    auto r = is_allocated(pos, remaining);
+    if (pos >= size) {
+      count -= static_cast<int64_t>(remaining);
+      break;
+    }
+    auto r = is_allocated(pos, std::min(remaining, size - pos));
     if (!r) {
       std::printf("is_allocated failed: %s\n", std::strerror(io_errno_of(r.error())));
       return -io_errno_of(r.error());
