@@ -133,6 +133,7 @@ as_tool "qemu-img create -b ''" qemu-img create -f qcow2 -b '' t.qcow2 1M
 as_tool "qemu-img usage error" qemu-img create -f qcow2
 as_tool "qemu-img info" qemu-img info --output=json -f raw -f qcow2 a.qcow2
 as_tool "qemu-io read" qemu-io -c "read -P 0xcd 0 64k" a.qcow2
+as_tool "qemu-io without a file" qemu-io -c "read 0 512"
 as_tool "qemu-io open failure" qemu-io -c "read 0 512" nonexist.qcow2
 krc=0
 (cd "$T/k" && "$T/bin/qemu-nbd" -f qcow2 nonexist.qcow2) >/dev/null 2>"$T/k.err" || krc=$?
