@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -24,8 +25,16 @@ struct Registrar {
   explicit Registrar(Command c) { registry().push_back(std::move(c)); }
 };
 
-// Prints "keel: <message>" to stderr (qemu-img's "qemu-img: <message>" convention).
+// Prints "<program>: <message>" to stderr (qemu-img's "qemu-img: <message>" convention).
 void print_error(const std::string& message);
+
+// The name messages start with: "keel", or the QEMU tool keel was invoked as through a symlink
+// ("qemu-img", "qemu-io", "qemu-nbd"; see main.cpp). Set once, before any subcommand runs.
+const std::string& program_name();
+
+// Sets program_name() from argv[0]'s base name; returns the subcommand that name stands for
+// ("io" for qemu-io, "serve" for qemu-nbd, "" otherwise).
+std::string adopt_program_name(std::string_view argv0);
 
 }  // namespace keel::cli
 

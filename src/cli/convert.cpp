@@ -2,10 +2,11 @@
 // qemu-img convert.
 //   keel convert [-f fmt] [-O fmt] [-o opts] [-c] [-p] [-q] [-S size] [-l snapshot] [-n]
 //                [-U] [-t cache] [-T src_cache] [--target-is-zero] SRC... DST
-// The target is sparse: ranges the source reports as zero, and data chunks of -S bytes that are
-// all zeros, are not written (a new image reads as zeros). With -n the target already exists and
-// zero ranges are written as zeroes unless --target-is-zero. -c writes whole target clusters
-// with Image::write_compressed (all-zero clusters are skipped).
+//                [-m N] [-W] [-B backing -F backing_fmt]
+// The target is sparse: ranges the source reports as zero (block status), and data chunks of -S
+// bytes that are all zeros, are not written (a new image reads as zeros). With -n the target
+// already exists and zero ranges are written as zeroes unless --target-is-zero. -c writes the
+// target clusters that hold data with Image::write_compressed. The copy loop is convert_copy.cpp.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -16,13 +17,12 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/convert_copy.h"
 #include "cli/image_options.h"
 #include "cli/util.h"
 
 namespace keel::cli {
 namespace {
-
-constexpr uint64_t kChunkBytes = 2u << 20;  // one read/write request (qemu-img uses 2 MiB too)
 
 struct ConvertArgs {
   std::string src_format;
@@ -38,16 +38,12 @@ struct ConvertArgs {
   std::string dst_cache = "unsafe";
   std::string src_cache = "writeback";
   bool target_is_zero = false;
+  std::string backing;         // -B
+  std::string backing_format;  // -F
   bool out_of_order = false;
   std::string coroutines;
   std::vector<std::string> files;
 };
-
-bool all_zero(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (p[i]) return false;
-  return true;
-}
 
 // The snapshot named by -l: "snapshot.name=N", "snapshot.id=I", or a bare id-or-name.
 Result<std::string> parse_snapshot_arg(const std::string& arg) {
@@ -58,7 +54,8 @@ Result<std::string> parse_snapshot_arg(const std::string& arg) {
   for (const auto& [k, v] : list->items()) {
     if (k == "snapshot.id") id = v;
     else if (k == "snapshot.name") name = v;
-    else return error(invalid(fmt::format("Invalid parameter '{}'\nkeel: Failed in parsing snapshot param '{}'", k, arg)));
+    else return error(invalid(fmt::format("Invalid parameter '{}'\n{}: Failed in parsing snapshot param '{}'", k,
+                                          program_name(), arg)));
   }
   return name.empty() ? id : name;
 }
@@ -66,162 +63,6 @@ Result<std::string> parse_snapshot_arg(const std::string& arg) {
 struct Source {
   std::unique_ptr<Image> image;
   uint64_t size = 0;
-};
-
-class Converter {
- public:
-  Converter(std::vector<Source>& sources, Image& target, const ConvertArgs& a, uint64_t min_sparse,
-            bool target_zero)
-      : sources_(sources), target_(target), args_(a), min_sparse_(min_sparse),
-        target_zero_(target_zero), progress_(a.progress && !a.quiet) {
-    for (auto& s : sources_) total_ += s.size;
-  }
-
-  // Returns the exit code; messages are printed here.
-  int run() {
-    uint64_t base = 0;
-    for (auto& s : sources_) {
-      int rc = args_.compress ? copy_compressed(s, base) : copy_sparse(s, base);
-      if (rc) return rc;
-      base += s.size;
-    }
-    Status st = target_.flush();
-    if (!st.is_ok()) return write_error(total_, st);
-    progress_.finish();
-    return 0;
-  }
-
- private:
-  int read_error(uint64_t at, const Status& st) {
-    std::fflush(stdout);
-    print_error(fmt::format("error while reading at byte {}: {}", at, std::strerror(st.err())));
-    return 1;
-  }
-  int write_error(uint64_t at, const Status& st) {
-    std::fflush(stdout);
-    print_error(fmt::format("error while writing at byte {}: {}", at, std::strerror(st.err())));
-    return 1;
-  }
-  void advance(uint64_t bytes) {
-    done_ += bytes;
-    if (total_) progress_.update(static_cast<double>(done_) * 100.0 / static_cast<double>(total_));
-  }
-
-  // Writes a zero range of the target unless the target already reads as zeros there.
-  int zero_range(uint64_t dst, uint64_t len) {
-    if (target_zero_ || len == 0) return 0;
-    ZeroFlags z;
-    z.may_unmap = true;
-    Status st = target_.write_zeroes(dst, len, z);
-    return st.is_ok() ? 0 : write_error(dst, st);
-  }
-
-  // Writes buf at dst, leaving out (or zeroing) aligned chunks of min_sparse bytes of zeros.
-  int write_sparse(uint64_t dst, const uint8_t* buf, uint64_t len) {
-    if (min_sparse_ == 0) {
-      Status st = target_.write(dst, {buf, len});
-      return st.is_ok() ? 0 : write_error(dst, st);
-    }
-    uint64_t pos = 0;
-    while (pos < len) {
-      // Runs of equal kind (zero / data), each piece ending on a min_sparse boundary.
-      uint64_t piece = std::min(len - pos, min_sparse_ - (dst + pos) % min_sparse_);
-      bool zero = all_zero(buf + pos, piece);
-      uint64_t run = piece;
-      while (pos + run < len) {
-        uint64_t p = std::min(len - pos - run, min_sparse_);
-        if (all_zero(buf + pos + run, p) != zero) break;
-        run += p;
-      }
-      if (zero) {
-        if (int rc = zero_range(dst + pos, run)) return rc;
-      } else {
-        Status st = target_.write(dst + pos, {buf + pos, run});
-        if (!st.is_ok()) return write_error(dst + pos, st);
-      }
-      pos += run;
-    }
-    return 0;
-  }
-
-  int copy_sparse(Source& s, uint64_t base) {
-    std::vector<uint8_t> buf(kChunkBytes);
-    uint64_t off = 0;
-    while (off < s.size) {
-      uint64_t want = std::min<uint64_t>(s.size - off, 1u << 30);
-      auto ext = s.image->block_status(off, want);
-      if (!ext) return read_error(base + off, ext.error());
-      uint64_t len = std::min(std::max<uint64_t>(ext->length, 1), want);
-      if (!ext->data && ext->zero && min_sparse_ != 0) {
-        if (int rc = zero_range(base + off, len)) return rc;
-        advance(len);
-        off += len;
-        continue;
-      }
-      uint64_t end = off + len;
-      while (off < end) {
-        uint64_t n = std::min<uint64_t>(end - off, kChunkBytes - (off % kChunkBytes));
-        Status st = s.image->read(off, {buf.data(), n});
-        if (!st.is_ok()) return read_error(base + off, st);
-        if (int rc = write_sparse(base + off, buf.data(), n)) return rc;
-        advance(n);
-        off += n;
-      }
-    }
-    return 0;
-  }
-
-  // Reads guest bytes [off, off+len) of the concatenated sources into buf.
-  int read_concat(uint64_t off, uint8_t* buf, uint64_t len) {
-    uint64_t base = 0;
-    for (auto& s : sources_) {
-      if (len == 0) break;
-      if (off < base + s.size) {
-        uint64_t in = off - base;
-        uint64_t n = std::min(len, s.size - in);
-        Status st = s.image->read(in, {buf, n});
-        if (!st.is_ok()) return read_error(off, st);
-        buf += n;
-        off += n;
-        len -= n;
-      }
-      base += s.size;
-    }
-    if (len) std::memset(buf, 0, len);
-    return 0;
-  }
-
-  int copy_compressed(Source& s, uint64_t base) {
-    // Cluster by cluster of the target, across source boundaries; done once for all sources.
-    if (&s != &sources_.front()) return 0;
-    (void)base;
-    uint64_t cs = target_.cluster_size();
-    std::vector<uint8_t> cluster(cs);
-    uint64_t size = target_.size();
-    for (uint64_t off = 0; off < total_; off += cs) {
-      uint64_t n = std::min<uint64_t>(cs, total_ - off);
-      if (int rc = read_concat(off, cluster.data(), n)) return rc;
-      if (all_zero(cluster.data(), n)) {
-        if (int rc = zero_range(off, n)) return rc;
-      } else {
-        uint64_t span = std::min<uint64_t>(cs, size - off);
-        if (span > n) std::memset(cluster.data() + n, 0, span - n);
-        Status st = target_.write_compressed(off, {cluster.data(), span});
-        if (!st.is_ok()) return write_error(off, st);
-      }
-      advance(n);
-    }
-    return 0;
-  }
-
-  std::vector<Source>& sources_;
-  Image& target_;
-  const ConvertArgs& args_;
-  uint64_t min_sparse_;
-  bool target_zero_;
-  Progress progress_;
-  uint64_t total_ = 0;
-  uint64_t done_ = 0;
 };
 
 int run_convert(const ConvertArgs& a) {
@@ -245,12 +86,14 @@ int run_convert(const ConvertArgs& a) {
                 "512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).");
     return 1;
   }
+  int requests = 8;  // qemu-img's default
   if (!a.coroutines.empty()) {
     auto m = parse_size(a.coroutines);
     if (!m || *m < 1 || *m > 16) {
       print_error("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
       return 1;
     }
+    requests = static_cast<int>(*m);
   }
   if (a.skip_create && !merged.empty()) {
     print_error("-o has no effect when skipping image creation");
@@ -315,6 +158,7 @@ int run_convert(const ConvertArgs& a) {
 
   // Target.
   bool target_zero = a.target_is_zero;
+  bool has_backing = !a.backing.empty();
   if (!a.skip_create) {
     auto list = parse_options(merged);
     if (!list) {
@@ -326,8 +170,25 @@ int run_convert(const ConvertArgs& a) {
       print_error(checked.error().message());
       return 1;
     }
-    if (checked->raw("backing_file")) {
-      print_error("keel convert does not support a target backing file (-B / backing_file)");
+    // -B / -F (or -o backing_file, backing_fmt): the target gets a backing file, and what the
+    // sources' top layers do not allocate is left to it.
+    if (!a.backing.empty()) {
+      if (a.dst_format != "qcow2") {
+        print_error(fmt::format("Backing file not supported for file format '{}'", a.dst_format));
+        return 1;
+      }
+      checked->set("backing_file", a.backing);
+    }
+    if (!a.backing_format.empty()) {
+      if (a.dst_format != "qcow2") {
+        print_error(fmt::format("Backing file format not supported for file format '{}'", a.dst_format));
+        return 1;
+      }
+      checked->set("backing_fmt", a.backing_format);
+    }
+    has_backing = checked->raw("backing_file").has_value();
+    if (has_backing && !checked->raw("backing_fmt")) {
+      print_error("Use of backing file requires explicit backing format");
       return 1;
     }
     checked->set("size", std::to_string((total + 511) & ~uint64_t{511}));
@@ -342,7 +203,7 @@ int run_convert(const ConvertArgs& a) {
       print_error(fmt::format("{}: error while converting {}: {}", dst, a.dst_format, st.message()));
       return 1;
     }
-    target_zero = true;
+    target_zero = !has_backing;
   }
   OpenFlags tf;
   tf.format = a.dst_format;
@@ -354,8 +215,17 @@ int run_convert(const ConvertArgs& a) {
     print_error("output file is smaller than input file");
     return 1;
   }
-  Converter conv(sources, *target, a, *min_sparse, target_zero);
-  int rc = conv.run();
+  std::vector<CopySource> copy_sources;
+  for (auto& s : sources) copy_sources.push_back({s.image.get(), s.size});
+  CopyOptions co;
+  co.min_sparse = *min_sparse;
+  co.target_zero = target_zero;
+  co.target_has_backing = has_backing;
+  co.compress = a.compress;
+  co.progress = a.progress && !a.quiet;
+  co.out_of_order = a.out_of_order;
+  co.requests = requests;
+  int rc = copy_images(copy_sources, *target, co);
   Status st = target->close();
   if (rc == 0 && !st.is_ok()) {
     print_error(fmt::format("error while closing '{}': {}", dst, st.message()));
@@ -390,8 +260,12 @@ std::function<int()> setup_convert(CLI::App* sub) {
   sub->add_option("-T", a->src_cache, "Source cache mode (default writeback)");
   sub->add_flag("--target-is-zero", a->target_is_zero,
                 "With -n: the existing target already reads as zeros, skip writing zeros");
-  sub->add_flag("-W", a->out_of_order, "Allow out-of-order writes (accepted; keel writes in order)");
-  sub->add_option("-m", a->coroutines, "Parallel requests, 1-16 (accepted; keel copies sequentially)");
+  sub->add_option("-B", a->backing,
+                  "Backing file of the target (qcow2): ranges the sources' top layers do not "
+                  "allocate are left to it (requires -F)");
+  sub->add_option("-F", a->backing_format, "Format of the target's backing file (-B)");
+  sub->add_flag("-W", a->out_of_order, "Allow out-of-order writes (default: writes in guest order)");
+  sub->add_option("-m", a->coroutines, "Parallel requests, 1-16 (default 8)");
   sub->add_option("FILES", a->files, "One or more source images, then the target");
   sub->footer("Exit status: 0 on success, 1 on any error.");
   return [a] { return run_convert(*a); };

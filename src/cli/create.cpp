@@ -24,6 +24,7 @@ struct CreateArgs {
   std::string filename;
   std::string size;
   CLI::Option* size_option = nullptr;  // to tell "" from no SIZE argument
+  CLI::Option* backing_option = nullptr;  // to tell -b '' from no -b
 };
 
 int run_create(const CreateArgs& a) {
@@ -58,7 +59,7 @@ int run_create(const CreateArgs& a) {
     if (checked->raw("size")) return fail("The image size must be specified only once");
     checked->set("size", std::to_string(*size));
   }
-  if (!a.backing.empty()) {
+  if (a.backing_option && a.backing_option->count() > 0) {
     if (a.format != "qcow2")
       return fail(fmt::format("Backing file not supported for file format '{}'", a.format));
     checked->set("backing_file", a.backing);
@@ -120,7 +121,7 @@ int run_create(const CreateArgs& a) {
 std::function<int()> setup_create(CLI::App* sub) {
   auto a = std::make_shared<CreateArgs>();
   sub->add_option("-f", a->format, "Image format: qcow2 or raw (default raw)");
-  sub->add_option("-b", a->backing,
+  a->backing_option = sub->add_option("-b", a->backing,
                   "Backing file (qcow2 only); a relative name is relative to FILE's directory");
   sub->add_option("-F", a->backing_format, "Format of the backing file: qcow2 or raw");
   sub->add_flag("-u", a->unsafe, "Do not open the backing file (its size and format are not checked)");

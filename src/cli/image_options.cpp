@@ -27,6 +27,9 @@ struct OptDesc {
 // In the order qemu-img prints them in its "Formatting" line.
 const std::vector<OptDesc>& qcow2_options() {
   static const std::vector<OptDesc> opts = {
+      // Accepted so that encryption=off works as in qemu-img; =on is refused (no encryption).
+      {"encryption", OptType::kBool,
+       "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", nullptr},
       {"cluster_size", OptType::kSize, "qcow2 cluster size", "65536"},
       {"extended_l2", OptType::kBool, "Extended L2 tables", "off"},
       {"preallocation", OptType::kString,
@@ -236,6 +239,8 @@ Result<CreateOptions> to_create_options(const CheckedOptions& opts) {
   if (opts.format() == "raw") return c;
 
   c.format = "qcow2";
+  if (opts.boolean("encryption").value_or(false))
+    return error(unsupported("Encrypted images are not supported by keel"));
   // The QAPI conversion comes first: version, preallocation, compression type.
   std::string compat = opts.raw("compat").value_or("1.1");
   if (compat == "0.10" || compat == "v2") c.version = 2;

@@ -1,12 +1,14 @@
 // keel io: qemu-io's command line and interpreter loop.
-//   keel io [-f fmt] [-r] [-t cache] [-n] [-i aio] [-U] [-d discard] [-q] -c CMD ... FILE
-// Without -c, commands are read from standard input, one per line. The default cache mode is
+//   keel io [-f fmt] [-r] [-s] [-t cache] [-n] [-i aio] [-U] [-d discard] [-q] -c CMD ... [FILE]
+// Without -c, commands are read from standard input, one per line. Without FILE no image is
+// open until the `open` command. The default cache mode is
 // writethrough, as in qemu-io. See io_session.h for the command language.
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,8 +22,7 @@ namespace keel::cli {
 
 // ---- The session -----------------------------------------------------------------------------
 
-IoSession::IoSession(std::unique_ptr<Image> image, bool read_only, bool discard_enabled)
-    : image_(std::move(image)), read_only_(read_only), discard_enabled_(discard_enabled) {}
+IoSession::IoSession() = default;
 
 IoSession::~IoSession() = default;
 
@@ -41,6 +42,13 @@ int IoSession::execute(const std::string& line) {
   if (!cmd) {
     std::fflush(stdout);
     std::fprintf(stderr, "command \"%s\" not found\n", argv[0].c_str());
+    return -EINVAL;
+  }
+  // qemu-io's init_check_command: most commands need an open image.
+  static const std::set<std::string> kNoFileOk = {"open", "help", "quit", "sleep", "sigraise", "abort"};
+  if (!image_ && !kNoFileOk.count(cmd->name)) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "no file open, try 'help open'\n");
     return -EINVAL;
   }
   int argc = static_cast<int>(argv.size()) - 1;
@@ -64,12 +72,6 @@ int IoSession::execute(const std::string& line) {
   return (this->*(cmd->fn))(argv);
 }
 
-Status IoSession::close() {
-  if (!image_) return Status::ok();
-  Status st = image_->close();
-  image_.reset();
-  return st;
-}
 
 namespace {
 
@@ -83,15 +85,12 @@ struct IoArgs {
   bool force_share = false;
   std::string discard = "unmap";
   bool quiet = false;
+  bool snapshot = false;
   std::vector<std::string> commands;
   std::string filename;
 };
 
 int run_io(const IoArgs& a) {
-  if (a.filename.empty()) {
-    print_error("keel io needs an image file (FILE)");
-    return 1;
-  }
   bool discard_enabled;
   if (a.discard == "unmap" || a.discard == "on") discard_enabled = true;
   else if (a.discard == "ignore" || a.discard == "off") discard_enabled = false;
@@ -105,21 +104,20 @@ int run_io(const IoArgs& a) {
   f.force_share = a.force_share;
   f.cache = a.nocache ? "none" : a.cache;
   f.aio = a.native_aio && a.aio.empty() ? "native" : a.aio;
-  if (!f.format.empty() && !is_known_format(f.format)) {
-    print_error(fmt::format("can't open device {}: Unknown driver '{}'", a.filename, f.format));
-    return 1;
-  }
   auto opts = make_open_options(f, CacheMode::kWritethrough);
   if (!opts) {
     print_error(opts.error().message());
     return 1;
   }
-  auto img = Image::open(a.filename, *opts);
-  if (!img) {
-    print_error(fmt::format("can't open device {}: {}", a.filename, open_error_message(a.filename, img.error())));
-    return 1;
+  IoSession session;
+  if (!a.filename.empty()) {
+    IoOpenRequest req;
+    req.path = a.filename;
+    req.options = *opts;
+    req.snapshot = a.snapshot;
+    req.discard_enabled = discard_enabled;
+    if (session.open_file(req) != 0) return 1;
   }
-  IoSession session(std::move(*img), a.read_only, discard_enabled);
   int last_error = 0;
   auto run_line = [&](const std::string& line) {
     int rc = session.execute(line);
@@ -137,7 +135,7 @@ int run_io(const IoArgs& a) {
   }
   Status st = session.close();
   if (!st.is_ok()) {
-    print_error(fmt::format("closing '{}' failed: {}", a.filename, st.message()));
+    print_error(fmt::format("closing the image failed: {}", st.message()));
     return 1;
   }
   return last_error ? 1 : 0;
@@ -159,10 +157,13 @@ std::function<int()> setup_io(CLI::App* sub) {
   sub->add_flag("-U,--force-share", a->force_share, "Open without taking image locks");
   sub->add_option("-d,--discard", a->discard, "Discard mode: unmap (default) or ignore");
   sub->add_flag("-q,--quiet", a->quiet, "Accepted for compatibility");
-  sub->add_option("FILE", a->filename, "Image file");
+  sub->add_flag("-s,--snapshot", a->snapshot,
+                "Write to a temporary overlay, thrown away at exit (the image is not changed)");
+  sub->add_option("FILE", a->filename,
+                  "Image file; without it, start with no image (see the 'open' command)");
   std::string footer = "Commands (qemu-io's language; sizes take k/M/G/T/P/E suffixes):\n";
   for (const auto& c : IoSession::commands())
-    footer += fmt::format("  {} {} -- {}\n", c.name, c.args, c.oneline);
+    footer += "  " + c.usage_line() + "\n";
   footer +=
       "Each command prints qemu-io's result line when it completes and stdout is flushed after "
       "every command.\nExit status: 0 if every command succeeded, 1 otherwise; 'abort' ends the "

@@ -1,5 +1,6 @@
 // keel io's other commands (flush, map, alloc, info, length, abort, sigraise, sleep, help,
 // quit) and the command table. Each returns 0 or a negative errno.
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -75,15 +76,18 @@ int IoSession::cmd_alloc(const Args& argv) {
       return -EINVAL;
     }
   }
-  if (int rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(count))) {
-    std::printf("alloc failed: %s\n", std::strerror(-rc));
-    return rc;
-  }
+  // Past the end of the image the status has length 0 and qemu-io clamps the count there
+  // ("0/0 bytes allocated at offset 1 MiB").
   uint64_t pos = static_cast<uint64_t>(offset);
   uint64_t remaining = static_cast<uint64_t>(count);
   uint64_t allocated = 0;
+  uint64_t size = image_->size();
   while (remaining) {
-    auto r = is_allocated(pos, remaining);
+    if (pos >= size) {
+      count -= static_cast<int64_t>(remaining);
+      break;
+    }
+    auto r = is_allocated(pos, std::min(remaining, size - pos));
     if (!r) {
       std::printf("is_allocated failed: %s\n", std::strerror(io_errno_of(r.error())));
       return -io_errno_of(r.error());
@@ -155,13 +159,13 @@ int IoSession::cmd_sleep(const Args& argv) {
 
 int IoSession::cmd_help(const Args& argv) {
   if (argv.size() == 1) {
-    for (const auto& c : commands()) std::printf("%s %s -- %s\n", c.name, c.args, c.oneline);
+    for (const auto& c : commands()) std::printf("%s\n", c.usage_line().c_str());
     std::printf("\nUse 'help commandname' for extended help.\n");
     return 0;
   }
   for (const auto& c : commands()) {
     if (argv[1] == c.name || (c.altname && argv[1] == c.altname)) {
-      std::printf("%s %s -- %s\n", c.name, c.args, c.oneline);
+      std::printf("%s\n", c.usage_line().c_str());
       if (c.help[0]) std::printf("%s", c.help);
       return 0;
     }
@@ -177,9 +181,9 @@ int IoSession::cmd_quit(const Args&) {
 
 const std::vector<IoSession::Command>& IoSession::commands() {
   static const std::vector<Command> table = {
-      {"abort", nullptr, 0, 0, false, "", "simulate a program crash using abort(3)", "",
+      {"abort", nullptr, 0, 0, false, nullptr, "simulate a program crash using abort(3)", "",
        &IoSession::cmd_abort},
-      {"aio_flush", nullptr, 0, 0, false, "", "completes all outstanding aio requests", "",
+      {"aio_flush", nullptr, 0, 0, false, nullptr, "completes all outstanding aio requests", "",
        &IoSession::cmd_aio_flush},
       {"aio_read", nullptr, 2, -1, false, "[-Ciqv] [-P pattern] off len [len..]",
        "asynchronously reads a number of bytes (keel: completes before the next command)", "",
@@ -189,22 +193,39 @@ const std::vector<IoSession::Command>& IoSession::commands() {
        &IoSession::cmd_aio_write},
       {"alloc", nullptr, 1, 2, false, "offset [count]",
        "checks if offset is allocated in the file", "", &IoSession::cmd_alloc},
+      {"close", "c", 0, 0, false, nullptr, "close the current open file", "", &IoSession::cmd_close},
       {"discard", "d", 2, -1, true, "[-Cq] off len", "discards a number of bytes at a specified offset",
        "\n discards a range of bytes from the given offset\n\n"
        " -C, -- report statistics in a machine parsable format\n"
        " -q, -- quiet mode, do not show I/O statistics\n\n",
        &IoSession::cmd_discard},
-      {"flush", "f", 0, 0, false, "", "flush all in-core file state to disk", "",
+      {"flush", "f", 0, 0, false, nullptr, "flush all in-core file state to disk", "",
        &IoSession::cmd_flush},
       {"help", "?", 0, 1, false, "[command]", "help for one or all commands", "",
        &IoSession::cmd_help},
-      {"info", "i", 0, 0, false, "", "prints information about the current file", "",
+      {"info", "i", 0, 0, false, nullptr, "prints information about the current file", "",
        &IoSession::cmd_info},
-      {"length", "l", 0, 0, false, "", "gets the length of the current file", "",
+      {"length", "l", 0, 0, false, nullptr, "gets the length of the current file", "",
        &IoSession::cmd_length},
       {"map", nullptr, 0, 0, false, "", "prints the allocated areas of a file", "",
        &IoSession::cmd_map},
-      {"quit", "q", 0, 0, false, "", "exit the program", "", &IoSession::cmd_quit},
+      {"open", "o", 1, -1, false, "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
+       "open the file specified by path",
+       "\n opens a new file in the requested mode\n\n"
+       " Example:\n 'open -n -o driver=raw /tmp/data' - opens raw data file read-write, uncached\n\n"
+       " Opens a file for subsequent use by all of the other qemu-io commands.\n"
+       " -r, -- open file read-only\n"
+       " -s, -- use snapshot file\n"
+       " -C, -- use copy-on-read\n"
+       " -n, -- disable host cache, short for -t none\n"
+       " -U, -- force shared permissions\n"
+       " -k, -- use kernel AIO implementation (Linux only, prefer use of -i)\n"
+       " -i, -- use AIO mode (threads, native or io_uring)\n"
+       " -t, -- use the given cache mode for the image\n"
+       " -d, -- use the given discard mode for the image\n"
+       " -o, -- options to be given to the block driver\n",
+       &IoSession::cmd_open},
+      {"quit", "q", 0, 0, false, nullptr, "exit the program", "", &IoSession::cmd_quit},
       {"read", "r", 2, -1, false, "[-abCqv] [-P pattern [-s off] [-l len]] off len",
        "reads a number of bytes at a specified offset",
        "\n reads a range of bytes from the given offset\n\n"
@@ -221,10 +242,21 @@ const std::vector<IoSession::Command>& IoSession::commands() {
        &IoSession::cmd_read},
       {"readv", nullptr, 2, -1, false, "[-Cqv] [-P pattern] off len [len..]",
        "reads a number of bytes at a specified offset", "", &IoSession::cmd_readv},
+      {"reopen", nullptr, 0, -1, false, "[(-r|-w)] [-c cache] [-o options]",
+       "reopens an image with new options",
+       "\n Changes the open options of an already opened image\n\n"
+       " Example:\n 'reopen -o lazy-refcounts=on' - activates lazy refcount writeback on a qcow2 image\n\n"
+       " -r, -- Reopen the image read-only\n"
+       " -w, -- Reopen the image read-write\n"
+       " -c, -- Change the cache mode to the given value\n"
+       " -o, -- Changes block driver options (cf. 'open' command)\n\n",
+       &IoSession::cmd_reopen},
       {"sigraise", nullptr, 1, 1, false, "signal", "raises a signal", "",
        &IoSession::cmd_sigraise},
-      {"sleep", nullptr, 1, 1, false, "milliseconds", "waits for the given value in milliseconds", "",
+      {"sleep", nullptr, 1, 1, false, nullptr, "waits for the given value in milliseconds", "",
        &IoSession::cmd_sleep},
+      {"truncate", "t", 1, 3, true, "[-m prealloc_mode] off",
+       "truncates the current file at the given offset", "", &IoSession::cmd_truncate},
       {"write", "w", 2, -1, true, "[-bcCfnquz] [-P pattern | -s source_file] off len",
        "writes a number of bytes at a specified offset",
        "\n writes a range of bytes from the given offset\n\n"

@@ -66,7 +66,7 @@ void io_dump_buffer(const uint8_t* buf, int64_t offset, int64_t len) {
 int io_usage(const IoSession::Args& argv) {
   for (const auto& c : IoSession::commands())
     if (argv[0] == c.name || (c.altname && argv[0] == c.altname))
-      std::printf("%s %s -- %s\n", c.name, c.args, c.oneline);
+      std::printf("%s\n", c.usage_line().c_str());
   return -EINVAL;
 }
 

@@ -19,16 +19,29 @@
 
 namespace keel::cli {
 
+// How to open an image: qemu-io's command line or its `open` command (io_open.cpp).
+struct IoOpenRequest {
+  std::string path;
+  OpenOptions options;       // format, read_only, cache, aio, force_share
+  bool snapshot = false;     // -s: writes go to a temporary overlay, thrown away at close
+  bool discard_enabled = true;
+};
+
 class IoSession {
  public:
-  IoSession(std::unique_ptr<Image> image, bool read_only, bool discard_enabled);
+  // A session without an image: only open, help, quit and sleep work until `open`.
+  IoSession();
   ~IoSession();
+
+  // qemu-io's openfile: opens the image (or prints "file open already, try 'help close'" or
+  // "<prog>: can't open device PATH: <reason>"); returns 0 or -EINVAL.
+  int open_file(const IoOpenRequest& req);
 
   // Runs one command line; returns 0 or a negative errno.
   int execute(const std::string& line);
   // True after `quit`.
   bool quit_requested() const { return quit_; }
-  // Flushes and closes the image.
+  // Flushes and closes the image (if one is open); removes the -s overlay.
   Status close();
 
   // qemu-io's argument helpers (public for the command table in io_commands.cpp).
@@ -39,10 +52,14 @@ class IoSession {
     int argmin;
     int argmax;  // -1: unlimited
     bool needs_write;
-    const char* args;
+    const char* args;  // nullptr: none (qemu-io then prints "name -- oneline")
     const char* oneline;
     const char* help;  // extended help text, may be empty
     int (IoSession::*fn)(const Args& argv);
+    // qemu-io's usage line: "name args -- oneline".
+    std::string usage_line() const {
+      return std::string(name) + " " + (args ? std::string(args) + " " : "") + "-- " + oneline;
+    }
   };
   static const std::vector<Command>& commands();
 
@@ -65,6 +82,11 @@ class IoSession {
   int cmd_sleep(const Args& argv);
   int cmd_help(const Args& argv);
   int cmd_quit(const Args& argv);
+  // io_open.cpp
+  int cmd_open(const Args& argv);
+  int cmd_close(const Args& argv);
+  int cmd_reopen(const Args& argv);
+  int cmd_truncate(const Args& argv);
 
   // Helpers (io_commands.cpp).
   int check_range(uint64_t offset, uint64_t count) const;
@@ -74,8 +96,10 @@ class IoSession {
   Result<std::pair<bool, uint64_t>> is_allocated(uint64_t offset, uint64_t bytes);
 
   std::unique_ptr<Image> image_;
-  bool read_only_;
-  bool discard_enabled_;
+  IoOpenRequest opened_;  // how image_ was opened (for reopen)
+  std::string overlay_;   // the temporary overlay of -s, removed at close
+  bool read_only_ = false;
+  bool discard_enabled_ = true;
   bool quit_ = false;
 };
 

@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "cli/command.h"
 
@@ -14,14 +16,37 @@ std::vector<Command>& registry() {
 
 void print_error(const std::string& message) {
   std::fflush(stdout);
-  std::fprintf(stderr, "keel: %s\n", message.c_str());
+  std::fprintf(stderr, "%s: %s\n", program_name().c_str(), message.c_str());
 }
 
 }  // namespace keel::cli
 
+namespace {
+
+// QEMU's tools parse with getopt and keep the last value of a repeated option (-f, -t, -F,
+// --cache...): wrappers put their defaults first and let the user's options override them.
+// CLI11 refuses a repeated single-value option unless told otherwise; this tells it, for every
+// named option of every subcommand (options that collect a list keep their policy).
+void take_last_value(CLI::App* sub) {
+  for (CLI::Option* o : sub->get_options()) {
+    if (o->nonpositional() && o->get_multi_option_policy() == CLI::MultiOptionPolicy::Throw &&
+        o->get_items_expected_max() <= 1)
+      o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace keel::cli;
+  // Invoked as qemu-io or qemu-nbd: the subcommand is implied.
+  std::vector<char*> args(argv, argv + argc);
+  std::string implied = argc > 0 ? adopt_program_name(argv[0]) : "";
+  if (!implied.empty()) args.insert(args.begin() + 1, implied.data());
   CLI::App app{"keel: a crash-safe engine for qcow2 disk images, with qemu-img's commands"};
+  app.name(program_name());
+  // qemu-img --help ends with the formats it supports; scripts grep that line.
+  app.footer("Supported formats: qcow2 raw");
   app.require_subcommand(1);
   app.set_version_flag("-V,--version", "keel 0.1");
   auto& cmds = registry();
@@ -30,9 +55,10 @@ int main(int argc, char** argv) {
   for (auto& c : cmds) {
     CLI::App* sub = app.add_subcommand(c.name, c.help);
     runners.emplace_back(sub, c.setup(sub));
+    take_last_value(sub);
   }
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(args.size()), args.data());
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

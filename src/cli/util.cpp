@@ -2,6 +2,8 @@
 // formats, written from QEMU 7.2's observable behaviour.
 #include "cli/util.h"
 
+#include "cli/command.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -17,7 +19,7 @@ namespace {
 
 void report(const std::string& message) {
   std::fflush(stdout);
-  std::fprintf(stderr, "keel: %s\n", message.c_str());
+  std::fprintf(stderr, "%s: %s\n", program_name().c_str(), message.c_str());
 }
 
 // The multiplier of a size suffix, or 0 if c is not one.
@@ -537,7 +539,7 @@ bool is_known_format(std::string_view name) { return name == "qcow2" || name == 
 
 void report_usage_error(const std::string& message) {
   report(message);
-  std::fprintf(stderr, "Try 'keel --help' for more information\n");
+  std::fprintf(stderr, "Try '%s --help' for more information\n", program_name().c_str());
 }
 
 std::optional<bool> parse_output_format(const std::string& value) {

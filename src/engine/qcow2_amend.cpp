@@ -141,6 +141,23 @@ Status Qcow2Image::amend(const AmendOptions& o) {
   // In qcow2_amend_options' order: upgrade, refcount width, the other header fields, and the
   // downgrade last.
   if (version == 3 && h.version == 2) {
+    // v3 requires each snapshot's extra data to hold the 64-bit VM state size and the disk
+    // size; v2 does not. Like qcow2_upgrade, rewrite the whole table first (every entry with
+    // 24 bytes: a missing disk size is the current size, a missing icount "not recorded"), as
+    // a new table that the header switches to: valid for v2 too.
+    bool short_extra = false;
+    for (const auto& s : snapshots_) short_extra |= s.extra.size() < 16;
+    if (short_extra) {
+      std::vector<SnapshotEntry> entries = snapshots_;
+      for (auto& e : entries) {
+        if (e.extra.size() < 16) e.disk_size = size_;
+        if (e.extra.size() < 24) e.extra.resize(24, 0);
+      }
+      KEEL_TRY(write_snapshot_table(entries));
+      KEEL_TRY(write_dirty_refblocks());
+      KEEL_TRY(latch(file_->sync()));
+      h = header_;  // the new table's offset
+    }
     h.version = 3;
     h.header_length = kV3HeaderLength;
     KEEL_TRY(rewrite_header(h));

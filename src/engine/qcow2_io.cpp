@@ -463,6 +463,10 @@ Status Qcow2Image::discard(uint64_t offset, uint64_t length) {
   uint64_t end = offset + length == size_ ? (size_ + cs_ - 1) / cs_ : (offset + length) / cs_;
   {
     SharedGate g(gate_);
+    // v2 has no zero flag: a discarded cluster would read the backing file's data again. QEMU
+    // (qcow2_co_pdiscard) does nothing there; so does Keel. (The header changes only under the
+    // exclusive gate.)
+    if (header_.version < 3 && !header_.backing_file.empty()) return Status::ok();
     KEEL_TRY(note_guest_write(offset, length));
     for (uint64_t gc = first; gc < end; ++gc) KEEL_TRY(zero_or_discard_cluster(gc, true, true));
   }

@@ -294,11 +294,15 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
     for (const auto& e : h.unknown_extensions)
       if (!add_ext(e.type, e.data.data(), e.data.size())) return too_big();
     off += 8;  // end marker (zeros)
-  } else if (!h.backing_format.empty()) {
-    // v2 images may carry extensions too (QEMU writes the backing format there).
+  } else if (!h.backing_format.empty() || !h.unknown_extensions.empty()) {
+    // v2 images may carry extensions too: QEMU writes the backing format there and keeps the
+    // extensions it does not know, in this order.
     off = kV2HeaderLength;
-    if (!add_ext(kExtBackingFormat, reinterpret_cast<const uint8_t*>(h.backing_format.data()), h.backing_format.size()))
+    if (!h.backing_format.empty() &&
+        !add_ext(kExtBackingFormat, reinterpret_cast<const uint8_t*>(h.backing_format.data()), h.backing_format.size()))
       return too_big();
+    for (const auto& e : h.unknown_extensions)
+      if (!add_ext(e.type, e.data.data(), e.data.size())) return too_big();
     off += 8;
   }
   if (!h.backing_file.empty()) {

@@ -3,3 +3,4 @@
 #include "cli/util.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "cli/io_args.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "cli/image_options.cpp"  // NOLINT(bugprone-suspicious-include)
+#include "cli/program_name.cpp"  // NOLINT(bugprone-suspicious-include)

@@ -1,0 +1,340 @@
+// The copy loop of `keel convert` (see convert_copy.h): block status first, then a list of
+// tasks in guest order (zero ranges, data chunks of at most 2 MiB), run by up to -m threads.
+// Without -W a task's write waits for every earlier task's write, as in qemu-img.
+#include "cli/convert_copy.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "cli/command.h"
+#include "cli/util.h"
+
+namespace keel::cli {
+namespace {
+
+constexpr uint64_t kChunkBytes = 2u << 20;    // one request (qemu-img's buffer is 2 MiB too)
+constexpr uint64_t kStatusBytes = 1u << 30;   // ours: one block-status query, bounded
+
+bool all_zero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i]) return false;
+  return true;
+}
+
+// A range of the concatenated sources (= of the target): to be read and written, known zeros,
+// or left to the target's backing file (-B: not allocated in the source's top layer).
+enum class Kind { kData, kZero, kSkip };
+struct Span {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  Kind kind = Kind::kData;
+};
+
+class Copier {
+ public:
+  Copier(const std::vector<CopySource>& sources, Image& target, const CopyOptions& o)
+      : sources_(sources), target_(target), opts_(o), progress_(o.progress) {
+    for (const auto& s : sources_) total_ += s.size;
+  }
+
+  int run() {
+    if (!map_sources()) return report();
+    plan();
+    for (const auto& s : spans_)
+      if (s.kind == Kind::kSkip) done_ += s.length;  // only for the progress line
+    size_t n = std::min<size_t>(static_cast<size_t>(std::max(opts_.requests, 1)), tasks_.size());
+    if (n <= 1) {
+      worker();
+    } else {
+      std::vector<std::thread> threads;
+      for (size_t i = 0; i < n; ++i) threads.emplace_back([this] { worker(); });
+      for (auto& t : threads) t.join();
+    }
+    if (failed_) return report();
+    Status st = target_.flush();
+    if (!st.is_ok()) {
+      fail(total_, st, true);
+      return report();
+    }
+    progress_.finish();
+    return 0;
+  }
+
+ private:
+  // ---- Planning ------------------------------------------------------------------------------
+
+  void add_span(uint64_t off, uint64_t len, Kind kind) {
+    if (!spans_.empty() && spans_.back().kind == kind &&
+        spans_.back().offset + spans_.back().length == off) {
+      spans_.back().length += len;
+      return;
+    }
+    spans_.push_back({off, len, kind});
+  }
+
+  bool map_sources() {
+    uint64_t base = 0;
+    for (const auto& s : sources_) {
+      uint64_t off = 0;
+      while (off < s.size) {
+        uint64_t want = std::min(s.size - off, kStatusBytes);
+        auto ext = s.image->block_status(off, want);
+        if (!ext) {
+          fail(base + off, ext.error(), false);
+          return false;
+        }
+        uint64_t len = std::min(std::max<uint64_t>(ext->length, 1), want);
+        // -S 0 fully allocates the target: zero ranges are copied like data.
+        Kind kind = Kind::kData;
+        if (opts_.target_has_backing && ext->depth != 1) kind = Kind::kSkip;
+        else if (!ext->data && ext->zero && opts_.min_sparse != 0) kind = Kind::kZero;
+        add_span(base + off, len, kind);
+        off += len;
+      }
+      base += s.size;
+    }
+    return true;
+  }
+
+  // Data range [a, b) as tasks that do not cross a 2 MiB boundary.
+  void add_data_tasks(uint64_t a, uint64_t b) {
+    while (a < b) {
+      uint64_t n = std::min(b - a, kChunkBytes - a % kChunkBytes);
+      tasks_.push_back({a, n, Kind::kData});
+      a += n;
+    }
+  }
+
+  void plan() {
+    if (!opts_.compress) {
+      for (const auto& s : spans_) {
+        if (s.kind == Kind::kZero) tasks_.push_back(s);
+        else if (s.kind == Kind::kData) add_data_tasks(s.offset, s.offset + s.length);
+      }
+      return;
+    }
+    // Compressed: whole target clusters that overlap data, then the zero ranges outside them.
+    uint64_t cs = target_.cluster_size();
+    std::vector<std::pair<uint64_t, uint64_t>> clusters;  // merged [begin, end) of data clusters
+    for (const auto& s : spans_) {
+      if (s.kind != Kind::kData) continue;
+      uint64_t a = s.offset / cs * cs;
+      uint64_t b = std::min((s.offset + s.length + cs - 1) / cs * cs, total_);
+      if (!clusters.empty() && a <= clusters.back().second) clusters.back().second = std::max(clusters.back().second, b);
+      else clusters.emplace_back(a, b);
+    }
+    for (const auto& r : clusters) add_data_tasks(r.first, r.second);
+    size_t j = 0;
+    for (const auto& s : spans_) {
+      if (s.kind != Kind::kZero) continue;
+      uint64_t pos = s.offset, end = s.offset + s.length;
+      while (j < clusters.size() && clusters[j].second <= pos) ++j;
+      for (size_t k = j; pos < end;) {
+        if (k < clusters.size() && clusters[k].first < end) {
+          if (clusters[k].first > pos) tasks_.push_back({pos, clusters[k].first - pos, Kind::kZero});
+          pos = std::max(pos, clusters[k].second);
+          ++k;
+        } else {
+          tasks_.push_back({pos, end - pos, Kind::kZero});
+          pos = end;
+        }
+      }
+    }
+    std::sort(tasks_.begin(), tasks_.end(),
+              [](const Span& x, const Span& y) { return x.offset < y.offset; });
+  }
+
+  // ---- Running -------------------------------------------------------------------------------
+
+  void worker() {
+    std::vector<uint8_t> buf;
+    for (;;) {
+      size_t i = next_task_.fetch_add(1);
+      if (i >= tasks_.size() || stopped()) return;
+      const Span& t = tasks_[i];
+      const bool zero = t.kind == Kind::kZero;
+      if (!zero) {
+        buf.resize(t.length);
+        if (!read_concat(t.offset, buf.data(), t.length)) return;
+      }
+      if (!wait_turn(i)) return;
+      bool ok = zero ? zero_range(t.offset, t.length)
+                : opts_.compress ? write_compressed(t.offset, buf.data(), t.length)
+                : write_sparse(t.offset, buf.data(), t.length);
+      end_turn(i);
+      if (!ok) return;
+      advance(t.length);
+    }
+  }
+
+  bool stopped() {
+    std::lock_guard<std::mutex> l(mu_);
+    return failed_;
+  }
+
+  bool wait_turn(size_t i) {
+    std::unique_lock<std::mutex> l(mu_);
+    if (!opts_.out_of_order) cv_.wait(l, [&] { return failed_ || next_write_ == i; });
+    return !failed_;
+  }
+
+  void end_turn(size_t i) {
+    if (opts_.out_of_order) return;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      next_write_ = i + 1;
+    }
+    cv_.notify_all();
+  }
+
+  void advance(uint64_t bytes) {
+    std::lock_guard<std::mutex> l(mu_);
+    done_ += bytes;
+    if (total_) progress_.update(static_cast<double>(done_) * 100.0 / static_cast<double>(total_));
+  }
+
+  // Records an error (the one at the lowest offset is reported) and stops every worker.
+  void fail(uint64_t at, const Status& st, bool writing) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!failed_ || at < err_at_) {
+        err_at_ = at;
+        err_errno_ = st.err();
+        err_write_ = writing;
+      }
+      failed_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  int report() {
+    std::fflush(stdout);
+    print_error(fmt::format("error while {} at byte {}: {}", err_write_ ? "writing" : "reading",
+                            err_at_, std::strerror(err_errno_)));
+    return 1;
+  }
+
+  // Reads bytes [off, off+len) of the concatenated sources.
+  bool read_concat(uint64_t off, uint8_t* buf, uint64_t len) {
+    uint64_t base = 0;
+    for (const auto& s : sources_) {
+      if (len == 0) break;
+      if (off < base + s.size) {
+        uint64_t in = off - base;
+        uint64_t n = std::min(len, s.size - in);
+        Status st = s.image->read(in, {buf, n});
+        if (!st.is_ok()) {
+          fail(off, st, false);
+          return false;
+        }
+        buf += n;
+        off += n;
+        len -= n;
+      }
+      base += s.size;
+    }
+    if (len) std::memset(buf, 0, len);
+    return true;
+  }
+
+  // Zeroes a range of the target unless it already reads as zeros there.
+  bool zero_range(uint64_t dst, uint64_t len) {
+    if (opts_.target_zero || len == 0) return true;
+    ZeroFlags z;
+    z.may_unmap = true;
+    Status st = target_.write_zeroes(dst, len, z);
+    if (!st.is_ok()) fail(dst, st, true);
+    return st.is_ok();
+  }
+
+  // Writes buf at dst, leaving out (or zeroing) aligned chunks of min_sparse bytes of zeros.
+  bool write_sparse(uint64_t dst, const uint8_t* buf, uint64_t len) {
+    uint64_t ms = opts_.min_sparse;
+    if (ms == 0) {
+      Status st = target_.write(dst, {buf, len});
+      if (!st.is_ok()) fail(dst, st, true);
+      return st.is_ok();
+    }
+    uint64_t pos = 0;
+    while (pos < len) {
+      // Runs of equal kind (zero / data), each piece ending on a min_sparse boundary.
+      uint64_t piece = std::min(len - pos, ms - (dst + pos) % ms);
+      bool zero = all_zero(buf + pos, piece);
+      uint64_t run = piece;
+      while (pos + run < len) {
+        uint64_t p = std::min(len - pos - run, ms);
+        if (all_zero(buf + pos + run, p) != zero) break;
+        run += p;
+      }
+      if (zero) {
+        if (!zero_range(dst + pos, run)) return false;
+      } else {
+        Status st = target_.write(dst + pos, {buf + pos, run});
+        if (!st.is_ok()) {
+          fail(dst + pos, st, true);
+          return false;
+        }
+      }
+      pos += run;
+    }
+    return true;
+  }
+
+  // Writes the cluster-aligned range [dst, dst+len) cluster by cluster, compressed; the last
+  // cluster of the image is padded with zeros to the target's size.
+  bool write_compressed(uint64_t dst, const uint8_t* buf, uint64_t len) {
+    uint64_t cs = target_.cluster_size();
+    uint64_t size = target_.size();
+    std::vector<uint8_t> cluster(cs);
+    for (uint64_t pos = 0; pos < len; pos += cs) {
+      uint64_t off = dst + pos;
+      uint64_t n = std::min(cs, len - pos);
+      if (all_zero(buf + pos, n)) {
+        if (!zero_range(off, n)) return false;
+        continue;
+      }
+      uint64_t span = std::min(cs, size - off);
+      std::memcpy(cluster.data(), buf + pos, n);
+      if (span > n) std::memset(cluster.data() + n, 0, span - n);
+      Status st = target_.write_compressed(off, {cluster.data(), span});
+      if (!st.is_ok()) {
+        fail(off, st, true);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  const std::vector<CopySource>& sources_;
+  Image& target_;
+  const CopyOptions& opts_;
+  Progress progress_;
+  uint64_t total_ = 0;
+  std::vector<Span> spans_;
+  std::vector<Span> tasks_;
+  std::atomic<size_t> next_task_{0};
+
+  std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;
+  size_t next_write_ = 0;
+  uint64_t done_ = 0;
+  bool failed_ = false;
+  uint64_t err_at_ = 0;
+  int err_errno_ = 0;
+  bool err_write_ = false;
+};
+
+}  // namespace
+
+int copy_images(const std::vector<CopySource>& sources, Image& target, const CopyOptions& opts) {
+  Copier c(sources, target, opts);
+  return c.run();
+}
+
+}  // namespace keel::cli

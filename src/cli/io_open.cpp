@@ -1,0 +1,285 @@
+// keel io's image lifecycle, as qemu-io 7.2 has it: the image given on the command line or
+// none, and the commands open, close, reopen and truncate.
+//   open [-rsCnkU] [-t cache] [-d discard] [-i aio] [-o options] [path]
+//   close
+//   reopen [(-r|-w)] [-c cache] [-o options]
+//   truncate [-m prealloc_mode] off
+// -s (on the command line or in open) sends writes to a temporary qcow2 overlay whose backing
+// file is the image; the overlay is removed when the image is closed. open's -o takes the
+// options keel has an equivalent for: driver, file / file.filename, read-only, cache.direct,
+// cache.no-flush, discard, force-share (any other is refused with QEMU's message).
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "cli/command.h"
+#include "cli/io_output.h"
+#include "cli/io_session.h"
+#include "cli/util.h"
+
+namespace keel::cli {
+namespace {
+
+// Creates the -s overlay of `path` in $TMPDIR (or /tmp): a qcow2 image backed by it.
+Result<std::string> create_overlay(const IoOpenRequest& req) {
+  OpenOptions ro = req.options;
+  ro.read_only = true;
+  KEEL_ASSIGN(auto probe, Image::open(req.path, ro));
+  CreateOptions co;
+  co.format = "qcow2";
+  co.size = probe->size();
+  co.backing_file = std::filesystem::absolute(req.path).string();
+  co.backing_format = probe->format();
+  KEEL_TRY_R(probe->close());
+  const char* tmpdir = std::getenv("TMPDIR");
+  std::string templ = fmt::format("{}/keel-io-snapshot.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+  int fd = ::mkstemp(templ.data());
+  if (fd < 0) return error(io_error(errno, "cannot create the snapshot overlay"));
+  ::close(fd);
+  Status st = create_image(templ, co);
+  if (!st.is_ok()) {
+    ::unlink(templ.c_str());
+    return error(st.with_context("cannot create the snapshot overlay"));
+  }
+  return templ;
+}
+
+bool on_off(const std::string& v, bool* out) {
+  if (v == "on" || v == "true") *out = true;
+  else if (v == "off" || v == "false") *out = false;
+  else return false;
+  return true;
+}
+
+}  // namespace
+
+int IoSession::open_file(const IoOpenRequest& req) {
+  if (image_) {
+    print_error("file open already, try 'help close'");
+    return -EINVAL;
+  }
+  auto fail = [&](const std::string& why) {
+    print_error(req.path.empty() ? fmt::format("can't open: {}", why)
+                                 : fmt::format("can't open device {}: {}", req.path, why));
+    return -EINVAL;
+  };
+  if (!req.options.format.empty() && !is_known_format(req.options.format))
+    return fail(fmt::format("Unknown driver '{}'", req.options.format));
+  if (req.path.empty()) return fail("A block device must be specified for \"file\"");
+  if (req.options.force_share && !req.options.read_only)
+    return fail("force-share=on can only be used with read-only images");
+  std::string path = req.path;
+  OpenOptions o = req.options;
+  if (req.snapshot) {
+    auto overlay = create_overlay(req);
+    if (!overlay) return fail(open_error_message(req.path, overlay.error()));
+    overlay_ = *overlay;
+    path = overlay_;
+    o.format = "qcow2";
+  }
+  auto img = Image::open(path, o);
+  if (!img) {
+    if (!overlay_.empty()) ::unlink(overlay_.c_str());
+    overlay_.clear();
+    return fail(open_error_message(req.path, img.error()));
+  }
+  image_ = std::move(*img);
+  opened_ = req;
+  read_only_ = req.options.read_only;
+  discard_enabled_ = req.discard_enabled;
+  return 0;
+}
+
+Status IoSession::close() {
+  if (!image_) return Status::ok();
+  Status st = image_->close();
+  image_.reset();
+  if (!overlay_.empty()) ::unlink(overlay_.c_str());
+  overlay_.clear();
+  return st;
+}
+
+int IoSession::cmd_open(const Args& argv) {
+  std::vector<ParsedOption> opts;
+  std::vector<std::string> ops;
+  if (!io_getopt(argv, "snCro:kt:d:Ui:", &opts, &ops)) return io_usage(argv);
+  IoOpenRequest req;
+  OpenFlags f;
+  f.read_only = false;
+  std::string direct, no_flush;
+  OptionList driver_opts;
+  for (const auto& o : opts) {
+    switch (o.letter) {
+      case 's': req.snapshot = true; break;
+      case 'n': f.cache = "none"; break;
+      case 'r': f.read_only = true; break;
+      case 'k': if (f.aio.empty()) f.aio = "native"; break;
+      case 'U': f.force_share = true; break;
+      case 't': f.cache = o.arg; break;
+      case 'i': f.aio = o.arg; break;
+      case 'C':
+        print_error("open -C (copy-on-read) is not supported by keel io");
+        return -ENOTSUP;
+      case 'd':
+        if (o.arg == "unmap" || o.arg == "on") req.discard_enabled = true;
+        else if (o.arg == "ignore" || o.arg == "off") req.discard_enabled = false;
+        else {
+          print_error("Invalid discard option: " + o.arg);
+          return -EINVAL;
+        }
+        break;
+      case 'o': {
+        auto list = parse_options(o.arg);
+        if (!list) {
+          print_error(list.error().message());
+          return -EINVAL;
+        }
+        for (const auto& [k, v] : list->items()) driver_opts.add(k, v);
+        break;
+      }
+      default: return io_usage(argv);
+    }
+  }
+  if (ops.size() > 1) return io_usage(argv);
+  if (ops.size() == 1) req.path = ops[0];
+  // -o: the options keel has an equivalent for.
+  for (const auto& item : driver_opts.items()) {
+    const std::string& k = item.first;
+    const std::string& v = item.second;
+    bool b = false;
+    if (k == "driver") f.format = v;
+    else if (k == "file" || k == "file.filename") req.path = v;
+    else if (k == "file.driver" && v == "file") continue;
+    else if (k == "read-only" && on_off(v, &b)) f.read_only = b;
+    else if (k == "force-share" && on_off(v, &b)) f.force_share = b;
+    else if (k == "discard" && (v == "unmap" || v == "ignore" || v == "on" || v == "off"))
+      req.discard_enabled = v == "unmap" || v == "on";
+    else if (k == "cache.direct" && on_off(v, &b)) direct = b ? "on" : "off";
+    else if (k == "cache.no-flush" && on_off(v, &b)) no_flush = b ? "on" : "off";
+    else {
+      print_error(fmt::format("can't open device {}: Block format '{}' does not support the option '{}'",
+                              req.path, f.format.empty() ? "qcow2" : f.format, k));
+      return -EINVAL;
+    }
+  }
+  if (!direct.empty() || !no_flush.empty()) {
+    // cache.direct and cache.no-flush are the two halves of a cache mode.
+    bool d = direct == "on", nf = no_flush == "on";
+    f.cache = nf ? "unsafe" : d ? "none" : "writeback";
+  }
+  auto o = make_open_options(f, CacheMode::kWritethrough);
+  if (!o) {
+    print_error(o.error().message());
+    return -EINVAL;
+  }
+  req.options = *o;
+  return open_file(req);
+}
+
+int IoSession::cmd_close(const Args&) {
+  Status st = close();
+  if (!st.is_ok()) {
+    print_error(fmt::format("closing the image failed: {}", st.message()));
+    return -EIO;
+  }
+  return 0;
+}
+
+int IoSession::cmd_reopen(const Args& argv) {
+  std::vector<ParsedOption> opts;
+  std::vector<std::string> ops;
+  if (!io_getopt(argv, "c:o:rw", &opts, &ops)) return io_usage(argv);
+  OpenOptions o = opened_.options;
+  int rw_given = 0;
+  for (const auto& p : opts) {
+    switch (p.letter) {
+      case 'r':
+      case 'w':
+        if (rw_given++) {
+          print_error("Only one -r/-w option may be given");
+          return -EINVAL;
+        }
+        o.read_only = p.letter == 'r';
+        break;
+      case 'c': {
+        auto c = parse_cache_mode(p.arg);
+        if (!c) {
+          print_error(fmt::format("Invalid cache option: {}", p.arg));
+          return -EINVAL;
+        }
+        o.cache = *c;
+        break;
+      }
+      case 'o': {
+        auto list = parse_options(p.arg);
+        if (!list) {
+          print_error(list.error().message());
+          return -EINVAL;
+        }
+        if (!list->empty()) {
+          print_error(fmt::format("Cannot change the option '{}'", list->items().front().first));
+          return -EINVAL;
+        }
+        break;
+      }
+      default: return io_usage(argv);
+    }
+  }
+  if (!ops.empty()) return io_usage(argv);
+  // Close and open again with the new options; the -s overlay (not removed) is what reopens.
+  const std::string path = overlay_.empty() ? opened_.path : overlay_;
+  OpenOptions old = opened_.options;
+  if (!overlay_.empty()) o.format = old.format = "qcow2";
+  Status st = image_->close();
+  image_.reset();
+  if (!st.is_ok()) {
+    print_error(fmt::format("reopen failed: {}", st.message()));
+    return -EIO;
+  }
+  auto img = Image::open(path, o);
+  if (!img) {
+    print_error(open_error_message(opened_.path, img.error()));
+    auto back = Image::open(path, old);  // keep the image open as it was, as QEMU does
+    if (back) image_ = std::move(*back);
+    return -EINVAL;
+  }
+  image_ = std::move(*img);
+  opened_.options.read_only = o.read_only;
+  opened_.options.cache = o.cache;
+  read_only_ = o.read_only;
+  return 0;
+}
+
+int IoSession::cmd_truncate(const Args& argv) {
+  std::vector<ParsedOption> opts;
+  std::vector<std::string> ops;
+  if (!io_getopt(argv, "m:", &opts, &ops)) return io_usage(argv);
+  for (const auto& p : opts) {
+    if (p.letter != 'm') return io_usage(argv);
+    if (p.arg != "off" && p.arg != "metadata" && p.arg != "falloc" && p.arg != "full") {
+      print_error(fmt::format("Invalid preallocation mode '{}'", p.arg));
+      return -EINVAL;
+    }
+    if (p.arg != "off") {
+      print_error(fmt::format("truncate -m {} is not supported by keel io (use keel resize --preallocation)", p.arg));
+      return -ENOTSUP;
+    }
+  }
+  if (ops.size() != 1) return io_usage(argv);
+  int64_t size = io_cvtnum(ops[0]);
+  if (size < 0) return static_cast<int>(size);
+  Status st = image_->resize(static_cast<uint64_t>(size), true);
+  if (!st.is_ok()) {
+    print_error(st.message());
+    return -io_errno_of(st);
+  }
+  return 0;
+}
+
+}  // namespace keel::cli
