@@ -3,7 +3,7 @@
 //   keel serve [-f fmt] [-k SOCKET | -b ADDR -p PORT] [-x NAME] [-D DESC] [-r] [-t] [-e N]
 //              [-s|--snapshot] [--cache=MODE] [--aio=MODE] [--discard=ignore|unmap]
 //              [--detect-zeroes=off|on|unmap] [--pid-file F] [--fork] [--handshake-limit S]
-//              [-v] FILE
+//              [-A|--allocation-depth] [-B|--bitmap NAME]... [-v] FILE
 //
 // Differences from qemu-nbd: TCP binds to 127.0.0.1 unless -b says otherwise (qemu-nbd binds
 // to 0.0.0.0), and there is no /dev/nbd (-c) mode. Systemd socket activation (LISTEN_PID,
@@ -33,6 +33,7 @@
 #include "cli/command.h"
 #include "keel/image.h"
 #include "keel/limits.h"
+#include "nbd/export_bitmaps.h"
 #include "nbd/log.h"
 #include "nbd/server.h"
 #include "nbd/socket.h"
@@ -61,6 +62,8 @@ struct ServeArgs {
   bool fork = false;
   int handshake_limit = 10;
   bool verbose = false;
+  bool allocation_depth = false;     // -A: the qemu:allocation-depth context
+  std::vector<std::string> bitmaps;  // -B: qemu:dirty-bitmap:NAME contexts, in option order
   // Set by the parser to tell "given" from "default".
   bool bind_given = false;
   bool port_given = false;
@@ -282,12 +285,25 @@ int run_serve(ServeArgs a) {
     cleanup.pid_file = a.pid_file;
   }
 
+  std::shared_ptr<const nbd::ExportBitmaps> bitmaps;
+  if (!a.bitmaps.empty()) {
+    auto b = nbd::ExportBitmaps::open(*image, a.bitmaps, a.read_only);
+    if (!b) {
+      print_error(b.error().message());
+      return 1;
+    }
+    bitmaps = std::move(*b);
+  }
+
   nbd::ServerConfig cfg;
   cfg.connection.export_cfg.name = a.export_name;
   cfg.connection.export_cfg.description = a.description;
   cfg.connection.export_cfg.size = image->size();
   cfg.connection.export_cfg.read_only = a.read_only || image->read_only();
   cfg.connection.export_cfg.multi_conn = a.shared > 1;
+  cfg.connection.export_cfg.meta.allocation_depth = a.allocation_depth;
+  if (bitmaps) cfg.connection.export_cfg.meta.bitmaps = bitmaps->names();
+  policy.bitmaps = bitmaps;
   cfg.connection.policy = policy;
   cfg.connection.handshake_limit = std::chrono::seconds(std::max(0, a.handshake_limit));
   cfg.max_connections = a.shared;
@@ -349,6 +365,11 @@ std::function<int()> setup(CLI::App* sub) {
   sub->add_flag("--fork", a->fork, "go to the background once the server is ready");
   sub->add_option("--handshake-limit", a->handshake_limit,
                   "seconds a client has to finish the handshake (0: no limit; default 10)");
+  sub->add_flag("-A,--allocation-depth", a->allocation_depth,
+                "offer the qemu:allocation-depth meta context");
+  sub->add_option("-B,--bitmap", a->bitmaps,
+                  "offer persistent dirty bitmap NAME as qemu:dirty-bitmap:NAME (repeatable)")
+      ->allow_extra_args(false);
   sub->add_flag("-v,--verbose", a->verbose, "log every connection");
   sub->add_option("file", a->file, "the image to serve")->required();
   return [a, bind, port] {

@@ -139,28 +139,28 @@ Negotiator::Outcome Negotiator::info_or_go(uint32_t option, std::span<const uint
   return out;
 }
 
+// As qemu 7.2: LIST works without structured replies, SET does not; a SET clears the previous
+// selection before anything else, so a SET that fails leaves none; replies go out in id order.
 Negotiator::Outcome Negotiator::meta_context(uint32_t option, std::span<const uint8_t> data) {
-  if (!session_.structured_replies)
+  const bool list = option == kOptListMetaContext;
+  if (!list && !session_.structured_replies)
     return error(option, kRepErrInvalid, "negotiate structured replies first");
+  if (!list) session_.meta = {};
   auto req = parse_meta_context_request(data);
   if (!req) return error(option, req.error().reply_type, req.error().message);
   if (req->name != cfg_.name) {
     return error(option, kRepErrUnknown,
                  fmt::format("export '{}' not present", req->name.substr(0, 256)));
   }
-  const bool list = option == kOptListMetaContext;
-  bool match = list && req->queries.empty();
-  for (const auto& q : req->queries) {
-    if (q == kMetaBaseAllocation || (list && q == "base:")) match = true;
-  }
+  MetaSelection sel = match_meta_queries(cfg_.meta, req->queries, list);
   Outcome out;
-  if (match) {
+  for (const auto& c : meta_context_names(cfg_.meta, sel)) {
     std::vector<uint8_t> item;
-    ByteWriter(item).u32(list ? 0 : kMetaIdBaseAllocation).str(kMetaBaseAllocation);
+    ByteWriter(item).u32(list ? 0 : c.id).str(c.name);
     append_option_reply(out.reply, option, kRepMetaContext, item);
   }
   append_option_reply(out.reply, option, kRepAck);
-  if (!list) session_.base_allocation = match;
+  if (!list) session_.meta = std::move(sel);
   return out;
 }
 

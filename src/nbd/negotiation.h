@@ -2,8 +2,9 @@
 // next step out. The connection feeds it what it reads from the socket; tests feed it bytes.
 //
 // Supported: EXPORT_NAME, ABORT, LIST, INFO, GO (INFO_EXPORT, NAME, DESCRIPTION, BLOCK_SIZE),
-// STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT with base:allocation. Anything else
-// gets ERR_UNSUP and haggling goes on.
+// STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT with base:allocation and, when the
+// export offers them, qemu:allocation-depth and qemu:dirty-bitmap:NAME (meta_context.h). Anything
+// else gets ERR_UNSUP and haggling goes on.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "nbd/meta_context.h"
 #include "nbd/protocol.h"
 
 namespace keel::nbd {
@@ -22,6 +24,7 @@ struct ExportConfig {
   uint64_t size = 0;
   bool read_only = false;
   bool multi_conn = false;  // advertise CAN_MULTI_CONN (one shared image, -e N > 1)
+  MetaContextConfig meta;   // contexts offered besides base:allocation (-A, -B)
 };
 
 // Transmission flags for an export; SEND_DF only when structured replies were negotiated.
@@ -30,7 +33,7 @@ uint16_t transmission_flags(const ExportConfig& cfg, bool structured_replies);
 // What the transmission phase needs to know about the negotiation.
 struct Session {
   bool structured_replies = false;
-  bool base_allocation = false;  // the base:allocation meta context is selected
+  MetaSelection meta;  // the meta contexts the last SET_META_CONTEXT selected
   uint16_t eflags = 0;
 };
 

@@ -192,7 +192,7 @@ TEST(nbd_negotiation, MetaContextNeedsStructuredReplies) {
   Negotiator n(cfg());
   auto out = n.handle(kOptSetMetaContext, encode_meta_context_request({"", {"base:allocation"}}));
   EXPECT_EQ(split(out.reply).at(0).type, kRepErrInvalid);
-  EXPECT_FALSE(n.session().base_allocation);
+  EXPECT_FALSE(n.session().meta.base_allocation);
 }
 
 TEST(nbd_negotiation, SetAndListMetaContext) {
@@ -206,7 +206,7 @@ TEST(nbd_negotiation, SetAndListMetaContext) {
     EXPECT_EQ(std::string(reps[0].data.begin() + 4, reps[0].data.end()), "base:allocation");
     EXPECT_EQ(reps[1].type, kRepAck);
   }
-  EXPECT_FALSE(n.session().base_allocation);  // LIST selects nothing
+  EXPECT_FALSE(n.session().meta.base_allocation);  // LIST selects nothing
   // Unknown namespaces are ignored.
   auto none = split(n.handle(kOptSetMetaContext,
                              encode_meta_context_request({"", {"qemu:dirty-bitmap:x"}})).reply);
@@ -217,10 +217,10 @@ TEST(nbd_negotiation, SetAndListMetaContext) {
                         .reply);
   ASSERT_EQ(reps.size(), 2u);
   EXPECT_EQ(format::get_be32(reps[0].data.data()), kMetaIdBaseAllocation);
-  EXPECT_TRUE(n.session().base_allocation);
+  EXPECT_TRUE(n.session().meta.base_allocation);
   // A later SET replaces the selection.
   (void)n.handle(kOptSetMetaContext, encode_meta_context_request({"", {}}));
-  EXPECT_FALSE(n.session().base_allocation);
+  EXPECT_FALSE(n.session().meta.base_allocation);
   // Wrong export.
   auto bad = split(n.handle(kOptSetMetaContext,
                             encode_meta_context_request({"other", {"base:allocation"}})).reply);
