@@ -37,6 +37,7 @@ Negotiator::Outcome Negotiator::handle(uint32_t option, std::span<const uint8_t>
     if (option == kOptExportName) return Outcome{{}, Next::kClose, "EXPORT_NAME while shutting down"};
     return error(option, kRepErrShutdown, "server is shutting down");
   }
+  if (cfg_.tls_required && !tls_active_) return before_tls(option, data);
   switch (option) {
     case kOptExportName:
       return export_name(data);
@@ -57,6 +58,7 @@ Negotiator::Outcome Negotiator::handle(uint32_t option, std::span<const uint8_t>
       return out;
     }
     case kOptStartTls:
+      if (cfg_.tls_required) return error(option, kRepErrInvalid, "TLS already enabled");
       return error(option, kRepErrPolicy, "TLS is not configured on this server");
     case kOptInfo:
     case kOptGo:
@@ -78,7 +80,34 @@ Negotiator::Outcome Negotiator::handle(uint32_t option, std::span<const uint8_t>
   }
 }
 
+Negotiator::Outcome Negotiator::before_tls(uint32_t option, std::span<const uint8_t> data) {
+  if (option == kOptStartTls) return start_tls(data);
+  if (option == kOptExportName)
+    return Outcome{{}, Next::kClose, "EXPORT_NAME not permitted before TLS"};
+  Outcome out = error(option, kRepErrTlsReqd,
+                      fmt::format("Option {:#x} not permitted before TLS", option));
+  if (option == kOptAbort) out.next = Next::kClose;
+  return out;
+}
+
+Negotiator::Outcome Negotiator::start_tls(std::span<const uint8_t> data) {
+  if (!data.empty()) {
+    Outcome out = error(kOptStartTls, kRepErrInvalid, "STARTTLS takes no data");
+    out.next = Next::kClose;
+    return out;
+  }
+  Outcome out;
+  append_option_reply(out.reply, kOptStartTls, kRepAck);
+  out.next = Next::kStartTls;
+  return out;
+}
+
 Negotiator::Outcome Negotiator::handle_oversized(uint32_t option, uint32_t length) {
+  if (cfg_.tls_required && !tls_active_) {
+    if (option == kOptStartTls)
+      return Outcome{{}, Next::kClose, fmt::format("STARTTLS with {} bytes of data", length)};
+    return before_tls(option, {});
+  }
   if (option == kOptExportName)
     return Outcome{{}, Next::kClose, fmt::format("EXPORT_NAME of {} bytes", length)};
   return error(option, kRepErrTooBig,

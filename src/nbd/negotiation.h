@@ -5,6 +5,13 @@
 // STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT with base:allocation and, when the
 // export offers them, qemu:allocation-depth and qemu:dirty-bitmap:NAME (meta_context.h). Anything
 // else gets ERR_UNSUP and haggling goes on.
+//
+// TLS (ExportConfig::tls_required), as qemu-nbd 7.2 with --tls-creds: until STARTTLS succeeds,
+// EXPORT_NAME closes the connection, STARTTLS with data gets ERR_INVALID and closes it, and
+// every other option (ABORT too, which then closes) gets ERR_TLS_REQD, so no export data or
+// name leaves in clear. STARTTLS answers ACK with Next::kStartTls: the connection runs the TLS
+// handshake and calls tls_started(), and haggling restarts inside TLS (a second STARTTLS gets
+// ERR_INVALID). Without TLS configured STARTTLS gets ERR_POLICY.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +32,7 @@ struct ExportConfig {
   bool read_only = false;
   bool multi_conn = false;  // advertise CAN_MULTI_CONN (one shared image, -e N > 1)
   MetaContextConfig meta;   // contexts offered besides base:allocation (-A, -B)
+  bool tls_required = false;  // --tls-creds: only STARTTLS (and ABORT) before TLS
 };
 
 // Transmission flags for an export; SEND_DF only when structured replies were negotiated.
@@ -39,7 +47,8 @@ struct Session {
 
 class Negotiator {
  public:
-  enum class Next { kContinue, kClose, kTransmission };
+  // kStartTls: send the reply, then run the TLS handshake and call tls_started().
+  enum class Next { kContinue, kClose, kTransmission, kStartTls };
   struct Outcome {
     std::vector<uint8_t> reply;  // bytes to send before acting on `next`
     Next next = Next::kContinue;
@@ -58,6 +67,9 @@ class Negotiator {
   Outcome handle_oversized(uint32_t option, uint32_t length);
   // From now on options other than ABORT get ERR_SHUTDOWN.
   void set_shutting_down() { shutting_down_ = true; }
+  // The TLS handshake after STARTTLS succeeded: every option is allowed from now on.
+  void tls_started() { tls_active_ = true; }
+  bool tls_active() const { return tls_active_; }
 
   const Session& session() const { return session_; }
   const ExportConfig& config() const { return cfg_; }
@@ -67,11 +79,14 @@ class Negotiator {
   Outcome info_or_go(uint32_t option, std::span<const uint8_t> data);
   Outcome meta_context(uint32_t option, std::span<const uint8_t> data);
   Outcome error(uint32_t option, uint32_t type, std::string message);
+  Outcome before_tls(uint32_t option, std::span<const uint8_t> data);
+  Outcome start_tls(std::span<const uint8_t> data);
 
   ExportConfig cfg_;
   Session session_;
   bool no_zeroes_ = false;
   bool shutting_down_ = false;
+  bool tls_active_ = false;
 };
 
 }  // namespace keel::nbd

@@ -283,3 +283,56 @@ TEST(nbd_negotiation, RandomOptionsGetWellFormedReplies) {
 
 }  // namespace
 }  // namespace keel::nbd
+
+namespace keel::nbd {
+namespace {
+
+// TLS required (--tls-creds), as qemu-nbd 7.2: nothing but STARTTLS before the handshake.
+TEST(nbd_negotiation, TlsRequiredRefusesEverythingBeforeStartTls) {
+  ExportConfig c;
+  c.size = 1 << 20;
+  c.tls_required = true;
+  for (uint32_t opt : {kOptList, kOptInfo, kOptGo, kOptStructuredReply, kOptListMetaContext,
+                       kOptSetMetaContext, 42u}) {
+    Negotiator n(c);
+    auto out = n.handle(opt, encode_info_request({"", {}}));
+    ASSERT_EQ(split(out.reply).size(), 1u);
+    EXPECT_EQ(split(out.reply).at(0).type, kRepErrTlsReqd) << opt;
+    EXPECT_EQ(out.next, Negotiator::Next::kContinue);
+    EXPECT_EQ(split(n.handle_oversized(opt, 1u << 20).reply).at(0).type, kRepErrTlsReqd);
+  }
+  Negotiator n(c);
+  // EXPORT_NAME cannot carry an error: the connection closes without a byte.
+  auto en = n.handle(kOptExportName, {});
+  EXPECT_TRUE(en.reply.empty());
+  EXPECT_EQ(en.next, Negotiator::Next::kClose);
+  // ABORT gets TLS_REQD, then the connection closes.
+  auto ab = n.handle(kOptAbort, {});
+  EXPECT_EQ(split(ab.reply).at(0).type, kRepErrTlsReqd);
+  EXPECT_EQ(ab.next, Negotiator::Next::kClose);
+  // STARTTLS with data is fatal.
+  Bytes junk = {1, 2};
+  auto bad = n.handle(kOptStartTls, junk);
+  EXPECT_EQ(split(bad.reply).at(0).type, kRepErrInvalid);
+  EXPECT_EQ(bad.next, Negotiator::Next::kClose);
+  EXPECT_EQ(n.handle_oversized(kOptStartTls, 1u << 20).next, Negotiator::Next::kClose);
+}
+
+TEST(nbd_negotiation, StartTlsThenEverythingWorks) {
+  ExportConfig c;
+  c.size = 1 << 20;
+  c.tls_required = true;
+  Negotiator n(c);
+  auto st = n.handle(kOptStartTls, {});
+  ASSERT_EQ(split(st.reply).size(), 1u);
+  EXPECT_EQ(split(st.reply).at(0).type, kRepAck);
+  EXPECT_EQ(st.next, Negotiator::Next::kStartTls);
+  n.tls_started();
+  EXPECT_EQ(split(n.handle(kOptStartTls, {}).reply).at(0).type, kRepErrInvalid);  // already on
+  EXPECT_EQ(split(n.handle(kOptStructuredReply, {}).reply).at(0).type, kRepAck);
+  auto go = n.handle(kOptGo, encode_info_request({"", {}}));
+  EXPECT_EQ(go.next, Negotiator::Next::kTransmission);
+}
+
+}  // namespace
+}  // namespace keel::nbd
