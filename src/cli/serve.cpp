@@ -39,6 +39,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/tls_object.h"
 #include "keel/image.h"
 #include "keel/limits.h"
 #ifdef KEEL_HAVE_FUSE
@@ -77,6 +78,8 @@ struct ServeArgs {
   std::vector<std::string> bitmaps;  // -B: qemu:dirty-bitmap:NAME contexts, in option order
   std::string fuse;                  // --fuse FILE
   std::vector<std::string> exports;  // --export type=fuse,...
+  std::vector<std::string> objects;  // --object tls-creds-x509,... / tls-creds-psk,...
+  std::string tls_creds;             // --tls-creds ID: require STARTTLS with those credentials
   // Set by the parser to tell "given" from "default".
   bool bind_given = false;
   bool port_given = false;
@@ -309,6 +312,20 @@ int run_serve(ServeArgs a) {
   }
   const bool fuse_only = false;
 #endif
+  std::shared_ptr<const nbd::TlsCredentials> tls;
+  if (!a.tls_creds.empty()) {
+    auto tc = tls_config_from_objects(a.objects, a.tls_creds);
+    if (!tc) {
+      print_error(tc.error().message());
+      return 1;
+    }
+    auto creds = nbd::TlsCredentials::load(*tc);
+    if (!creds) {
+      print_error(creds.error().message());
+      return 1;
+    }
+    tls = *creds;
+  }
   OpenOptions opts;
   opts.format = a.format;
   opts.read_only = a.read_only;
@@ -403,6 +420,8 @@ int run_serve(ServeArgs a) {
   cfg.connection.export_cfg.size = image->size();
   cfg.connection.export_cfg.read_only = a.read_only || image->read_only();
   cfg.connection.export_cfg.multi_conn = a.shared > 1;
+  cfg.connection.tls = tls;
+  cfg.connection.export_cfg.tls_required = tls != nullptr;
   cfg.connection.export_cfg.meta.allocation_depth = a.allocation_depth;
   if (bitmaps) cfg.connection.export_cfg.meta.bitmaps = bitmaps->names();
   policy.bitmaps = bitmaps;
@@ -492,6 +511,11 @@ std::function<int()> setup(CLI::App* sub) {
   sub->add_option("-B,--bitmap", a->bitmaps,
                   "offer persistent dirty bitmap NAME as qemu:dirty-bitmap:NAME (repeatable)")
       ->allow_extra_args(false);
+  sub->add_option("--object", a->objects,
+                  "tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=on|off] or "
+                  "tls-creds-psk,id=ID,dir=DIR,endpoint=server")
+      ->allow_extra_args(false);
+  sub->add_option("--tls-creds", a->tls_creds, "require TLS (STARTTLS) with the credentials object ID");
   sub->add_option("--fuse", a->fuse, "also export the guest view as this existing regular file (FUSE)");
   sub->add_option("--export", a->exports,
                   "type=fuse,id=ID,mountpoint=FILE[,writable=on][,growable=on][,allow-other=on|off|auto]")
