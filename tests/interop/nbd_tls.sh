@@ -3,7 +3,8 @@
 # made here with certtool, verify-peer on as QEMU's default) and PSK; nbdinfo, nbdcopy, qemu-img
 # convert and qemu-io (--object tls-creds-*,endpoint=client) read and write through it; a client
 # without TLS gets ERR_TLS_REQD for every option and no export data; a certificate from another
-# CA and a wrong PSK fail the handshake; qemu-nbd's client answers match (same refusal text).
+# CA and a wrong PSK fail the handshake; hostile bytes before and after STARTTLS (oversized
+# option, STARTTLS with data, non-TLS bytes, silence) are dropped under the handshake limit.
 # Usage: bash nbd_tls.sh /path/to/keel
 set -euo pipefail
 KEEL=$(realpath "${1:?usage: $0 /path/to/keel}")
@@ -68,7 +69,7 @@ qemu-img create -q -f qcow2 "$IMG" 32M
 head -c 8M /dev/urandom >"$T/src.raw"
 S=$T/x.sock
 XOBJ="tls-creds-x509,id=tls0,dir=$X,endpoint=server"
-start "$S" --object "$XOBJ" --tls-creds tls0 -f qcow2 "$IMG"
+start "$S" --handshake-limit 2 --object "$XOBJ" --tls-creds tls0 -f qcow2 "$IMG"
 U="nbds+unix:///?socket=$S&tls-certificates=$X"
 
 echo "== x509: nbdinfo, nbdcopy, qemu-img, qemu-io"
@@ -110,6 +111,41 @@ for opt, data in [(8, b""), (3, b""), (6, struct.pack(">IH", 0, 0)), (7, struct.
 s.sendall(struct.pack(">QII", 0x49484156454F5054, 1, 0))
 assert s.recv(1) == b"", "EXPORT_NAME before TLS was answered"
 EOF
+
+echo "== hostile bytes around STARTTLS: dropped, the server serves the next client"
+/usr/bin/python3 - "$S" <<'EOF' || fail "hostile STARTTLS clients"
+import socket, struct, sys, time
+def conn():
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(20)
+    b = b""
+    while len(b) < 18: b += s.recv(18 - len(b))
+    s.sendall(struct.pack(">I", 3))
+    return s
+def closed(s):
+    try:
+        while True:
+            c = s.recv(4096)
+            if not c: return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+def opt(s, o, data=b""):
+    s.sendall(struct.pack(">QII", 0x49484156454F5054, o, len(data)) + data)
+# An oversized option before TLS: skipped, ERR_TLS_REQD, haggling goes on.
+s = conn()
+s.sendall(struct.pack(">QII", 0x49484156454F5054, 6, 1 << 20) + bytes(1 << 20))
+hdr = s.recv(20); assert struct.unpack(">QIII", hdr)[2] == 0x80000005, hdr
+s.close()
+# STARTTLS with data: ERR_INVALID, then the connection is closed.
+s = conn(); opt(s, 5, b"x"); assert closed(s)
+# STARTTLS, then bytes that are not a TLS ClientHello: the handshake fails, connection closed.
+s = conn(); opt(s, 5)
+s.recv(20)
+s.sendall(b"GET / HTTP/1.0\r\n\r\n" + bytes(300)); assert closed(s)
+# STARTTLS, then silence: cut by --handshake-limit (2 s here), not held forever.
+s = conn(); opt(s, 5); s.recv(20)
+t = time.time(); assert closed(s); assert time.time() - t < 10, time.time() - t
+EOF
+timeout 30 nbdinfo "$U" >/dev/null || fail "server no longer serves after hostile clients"
 
 echo "== wrong certificate, wrong PSK: handshake fails"
 if timeout 30 nbdinfo "nbds+unix:///?socket=$S&tls-certificates=$B" >"$T/badcert.out" 2>&1; then
