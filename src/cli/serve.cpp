@@ -80,6 +80,7 @@ struct ServeArgs {
   std::vector<std::string> exports;  // --export type=fuse,...
   std::vector<std::string> objects;  // --object tls-creds-x509,... / tls-creds-psk,...
   std::string tls_creds;             // --tls-creds ID: require STARTTLS with those credentials
+  std::string tls_authz;             // --tls-authz ID: authz-simple object naming the one client
   // Set by the parser to tell "given" from "default".
   bool bind_given = false;
   bool port_given = false;
@@ -313,11 +314,23 @@ int run_serve(ServeArgs a) {
   const bool fuse_only = false;
 #endif
   std::shared_ptr<const nbd::TlsCredentials> tls;
+  if (!a.tls_authz.empty() && a.tls_creds.empty()) {
+    print_error("--tls-authz is not permitted without --tls-creds");
+    return 1;
+  }
   if (!a.tls_creds.empty()) {
     auto tc = tls_config_from_objects(a.objects, a.tls_creds);
     if (!tc) {
       print_error(tc.error().message());
       return 1;
+    }
+    if (!a.tls_authz.empty()) {
+      auto who = authz_identity_from_objects(a.objects, a.tls_authz);
+      if (!who) {
+        print_error(who.error().message());
+        return 1;
+      }
+      tc->authz_identity = *who;
     }
     auto creds = nbd::TlsCredentials::load(*tc);
     if (!creds) {
@@ -516,6 +529,8 @@ std::function<int()> setup(CLI::App* sub) {
                   "tls-creds-psk,id=ID,dir=DIR,endpoint=server")
       ->allow_extra_args(false);
   sub->add_option("--tls-creds", a->tls_creds, "require TLS (STARTTLS) with the credentials object ID");
+  sub->add_option("--tls-authz", a->tls_authz,
+                  "allow only the client named by authz-simple object ID (x509 DN or PSK user)");
   sub->add_option("--fuse", a->fuse, "also export the guest view as this existing regular file (FUSE)");
   sub->add_option("--export", a->exports,
                   "type=fuse,id=ID,mountpoint=FILE[,writable=on][,growable=on][,allow-other=on|off|auto]")

@@ -10,15 +10,22 @@ namespace {
 
 // "type,key=value,..." -> type and the keys.
 Result<std::pair<std::string, std::map<std::string, std::string>>> split_object(const std::string& spec) {
+  // Items split on single commas; ",," is a literal comma (QEMU's option syntax).
+  std::vector<std::string> items(1);
+  for (size_t i = 0; i < spec.size(); ++i) {
+    if (spec[i] == ',' && i + 1 < spec.size() && spec[i + 1] == ',') {
+      items.back() += ',';
+      ++i;
+    } else if (spec[i] == ',') {
+      items.emplace_back();
+    } else {
+      items.back() += spec[i];
+    }
+  }
   std::map<std::string, std::string> kv;
-  size_t comma = spec.find(',');
-  std::string type = spec.substr(0, comma);
-  size_t pos = comma == std::string::npos ? spec.size() : comma + 1;
-  while (pos < spec.size()) {
-    size_t next = spec.find(',', pos);
-    if (next == std::string::npos) next = spec.size();
-    std::string item = spec.substr(pos, next - pos);
-    pos = next + 1;
+  std::string type = items[0];
+  for (size_t i = 1; i < items.size(); ++i) {
+    const std::string& item = items[i];
     if (item.empty()) continue;
     size_t eq = item.find('=');
     if (eq == std::string::npos) return error(invalid(fmt::format("Expected '=' after parameter '{}'", item)));
@@ -61,6 +68,20 @@ Result<nbd::TlsConfig> tls_config_from_objects(const std::vector<std::string>& o
     return cfg;
   }
   return error(invalid(fmt::format("No TLS credentials with id '{}'", id)));
+}
+
+Result<std::string> authz_identity_from_objects(const std::vector<std::string>& objects,
+                                                const std::string& id) {
+  for (const auto& spec : objects) {
+    KEEL_ASSIGN(auto parsed, split_object(spec));
+    if (parsed.second.count("id") == 0 || parsed.second["id"] != id) continue;
+    if (parsed.first != "authz-simple")
+      return error(invalid(fmt::format("Object '{}' is not an authz-simple object (only those are supported)", id)));
+    if (parsed.second.count("identity") == 0 || parsed.second["identity"].empty())
+      return error(invalid(fmt::format("Object '{}': parameter 'identity' is missing", id)));
+    return parsed.second["identity"];
+  }
+  return error(invalid(fmt::format("No authorization object with id '{}'", id)));
 }
 
 }  // namespace keel::cli

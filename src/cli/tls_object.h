@@ -15,4 +15,8 @@ namespace keel::cli {
 Result<nbd::TlsConfig> tls_config_from_objects(const std::vector<std::string>& objects,
                                                const std::string& id);
 
+// --tls-authz ID: the identity of the authz-simple object ID (",," in a value is a comma).
+Result<std::string> authz_identity_from_objects(const std::vector<std::string>& objects,
+                                                const std::string& id);
+
 }  // namespace keel::cli

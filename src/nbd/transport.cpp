@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -206,6 +207,31 @@ Result<std::unique_ptr<Transport>> tls_handshake(int fd, std::shared_ptr<const T
       }
       gnutls_deinit(s);
       return error(Status(Code::kIo, fmt::format("client certificate rejected: {}", why), EACCES));
+    }
+  }
+  const std::string& allowed = creds->config().authz_identity;
+  if (!allowed.empty()) {
+    // qemu's check: the peer's DN (gnutls_x509_crt_get_dn) or PSK username must equal it.
+    std::string who;
+    if (psk) {
+      const char* user = gnutls_psk_server_get_username(s);
+      who = user ? user : "";
+    } else {
+      unsigned n = 0;
+      const gnutls_datum_t* certs = gnutls_certificate_get_peers(s, &n);
+      gnutls_x509_crt_t crt = nullptr;
+      if (certs && n > 0 && gnutls_x509_crt_init(&crt) == 0) {
+        if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0) {
+          char dn[1024];
+          size_t len = sizeof dn;
+          if (gnutls_x509_crt_get_dn(crt, dn, &len) == 0) who.assign(dn, strnlen(dn, sizeof dn));
+        }
+        gnutls_x509_crt_deinit(crt);
+      }
+    }
+    if (who != allowed) {
+      gnutls_deinit(s);
+      return error(Status(Code::kIo, fmt::format("TLS {} authz check for {} is denied", psk ? "PSK" : "x509", who), EACCES));
     }
   }
   return std::unique_ptr<Transport>(std::make_unique<TlsTransport>(fd, s, std::move(creds)));

@@ -37,6 +37,10 @@ struct TlsConfig {
   enum class Kind { kX509, kPsk } kind = Kind::kX509;
   std::string dir;
   bool verify_peer = true;
+  // --tls-authz with authz-simple: the one client identity allowed (x509: the certificate's
+  // distinguished name as GnuTLS prints it, e.g. "C=GB,O=Keel,CN=client"; PSK: the username).
+  // Empty: every client that completes the handshake.
+  std::string authz_identity;
 };
 
 class TlsCredentials {

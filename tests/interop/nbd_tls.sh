@@ -4,7 +4,8 @@
 # convert and qemu-io (--object tls-creds-*,endpoint=client) read and write through it; a client
 # without TLS gets ERR_TLS_REQD for every option and no export data; a certificate from another
 # CA and a wrong PSK fail the handshake; hostile bytes before and after STARTTLS (oversized
-# option, STARTTLS with data, non-TLS bytes, silence) are dropped under the handshake limit.
+# option, STARTTLS with data, non-TLS bytes, silence) are dropped under the handshake limit;
+# --tls-authz admits exactly the client qemu-nbd admits for the same authz-simple identity.
 # Usage: bash nbd_tls.sh /path/to/keel
 set -euo pipefail
 KEEL=$(realpath "${1:?usage: $0 /path/to/keel}")
@@ -166,6 +167,55 @@ if timeout 30 nbdinfo "nbds+unix://alice@/?socket=$S&tls-psk-file=$T/wrong.psk" 
 fi
 stop "$S"
 qemu-img check -q "$IMG" || fail "qemu-img check after the TLS runs"
+
+echo "== --tls-authz: only the named client (x509 DN as qemu-nbd spells it, PSK user)"
+DN="O=Keel,,CN=client"  # ",," is a literal comma in an --object value
+authz_ok() {  # authz_ok SERVER(keel|qemu) IDENTITY URI: 0 if the client gets in
+  local which=$1 id=$2 uri=$3 pid rc=0
+  rm -f "$T/z.sock"
+  if [ "$which" = keel ]; then
+    "$KEEL" serve -k "$T/z.sock" --object "$XOBJ" --object "authz-simple,id=z0,identity=$id" \
+      --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG" 2>>"$T/serve.log" &
+  else
+    qemu-nbd -k "$T/z.sock" --object "$XOBJ" --object "authz-simple,id=z0,identity=$id" \
+      --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG" 2>>"$T/serve.log" &
+  fi
+  pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 300); do [ -S "$T/z.sock" ] && break; sleep 0.05; done
+  timeout 30 nbdinfo "$uri" >/dev/null 2>&1 || rc=$?
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  return $rc
+}
+ZU="nbds+unix:///?socket=$T/z.sock&tls-certificates=$X"
+for s in qemu keel; do
+  authz_ok "$s" "$DN" "$ZU" || fail "$s: the client named by --tls-authz was refused"
+  authz_ok "$s" "O=Keel,,CN=someone-else" "$ZU" && fail "$s: a client not named by --tls-authz got in"
+done
+grep -q "TLS x509 authz check for O=Keel,CN=client is denied" "$T/serve.log" || fail "no authz log line"
+PSKOBJ="tls-creds-psk,id=tls0,dir=$P,endpoint=server"
+"$KEEL" serve -k "$T/z.sock" --object "$PSKOBJ" --object "authz-simple,id=z0,identity=bob" \
+  --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG" 2>>"$T/serve.log" &
+PIDS+=("$!")
+for _ in $(seq 300); do [ -S "$T/z.sock" ] && break; sleep 0.05; done
+if timeout 30 nbdinfo "nbds+unix://alice@/?socket=$T/z.sock&tls-psk-file=$P/keys.psk" >/dev/null 2>&1; then
+  fail "PSK user alice got in with --tls-authz naming bob"
+fi
+kill "$!" 2>/dev/null || true
+wait "$!" 2>/dev/null || true
+rm -f "$T/z.sock"
+"$KEEL" serve -k "$T/z.sock" --object "$PSKOBJ" --object "authz-simple,id=z0,identity=alice" \
+  --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG" 2>>"$T/serve.log" &
+PIDS+=("$!")
+for _ in $(seq 300); do [ -S "$T/z.sock" ] && break; sleep 0.05; done
+timeout 30 nbdinfo "nbds+unix://alice@/?socket=$T/z.sock&tls-psk-file=$P/keys.psk" >/dev/null 2>&1 ||
+  fail "PSK user alice refused with --tls-authz naming alice"
+kill "$!" 2>/dev/null || true
+wait "$!" 2>/dev/null || true
+"$KEEL" serve -k "$T/e.sock" --object "authz-simple,id=z0,identity=x" --tls-authz z0 "$IMG" 2>"$T/err" &&
+  fail "--tls-authz without --tls-creds started"
+grep -q "not permitted without --tls-creds" "$T/err" || fail "authz without creds: $(cat "$T/err")"
 
 echo "== bad credentials: one-line errors"
 "$KEEL" serve -k "$T/e.sock" --object "tls-creds-x509,id=t,dir=$T/none,endpoint=server" --tls-creds t \
