@@ -167,12 +167,15 @@ grep -qx "Bitmap 'nope' is not found" "$T/missing.keel" || fail "missing: $(cat 
 # A bitmap left in-use by a server killed while it tracked writes.
 cp "$T/p.qcow2" "$T/u.qcow2"
 start keel "$T/u.sock" -t -f qcow2 -B b0 "$T/u.qcow2"
-qio "$T/u.sock" 'write 0 64k' 'flush'
+qio "$T/u.sock" 'write -P 0xcd 0 64k' 'flush'
 kill -9 "$(cat "$T/u.sock.pid")"
 wait "$(cat "$T/u.sock.pid")" 2>/dev/null || true
 qemu-img info -U --output=json "$T/u.qcow2" | grep -q '"in-use"' || fail "bitmap not in-use after SIGKILL"
 for s in qemu keel; do err_of "$s" -f qcow2 -B b0 "$T/u.qcow2" >"$T/inuse.$s"; done
 same inuse
 grep -qx "Bitmap 'b0' is inconsistent and cannot be used" "$T/inuse.keel" || fail "in-use: $(cat "$T/inuse.keel")"
-qemu-img check -q "$T/u.qcow2" >/dev/null 2>&1 || true
+# The SIGKILL left the image consistent and the flushed write in place.
+qemu-img check -q "$T/u.qcow2" || fail "qemu-img check after SIGKILL while tracking"
+qemu-io -f qcow2 -c 'read -q -P 0xcd 0 64k' "$T/u.qcow2" | grep -q -i fail &&
+  fail "flushed write lost after SIGKILL while tracking"
 echo PASS

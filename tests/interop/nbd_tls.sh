@@ -90,6 +90,17 @@ grep -qi "fail\|error" "$T/qio" && fail "qemu-io over TLS: $(cat "$T/qio")"
 timeout 60 qemu-img convert --object "$QOBJ" -O raw --image-opts "$QNBD" "$T/all.raw" || fail "qemu-img convert over TLS"
 cmp -n $((8 << 20)) "$T/src.raw" "$T/all.raw" || fail "qemu-img convert over TLS differs"
 
+echo "== SIGKILL after a flush over TLS: the image is consistent and the write is there"
+cp "$IMG" "$T/k.qcow2"
+start "$T/k.sock" --object "$XOBJ" --tls-creds tls0 -f qcow2 "$T/k.qcow2"
+timeout 60 qemu-io --object "$QOBJ" --image-opts \
+  "driver=nbd,server.type=unix,server.path=$T/k.sock,tls-creds=c0,tls-hostname=localhost" \
+  -c 'write -P 0x77 20M 2M' -c 'flush' >"$T/qio" 2>&1 || fail "qemu-io before SIGKILL: $(cat "$T/qio")"
+kill -9 "$(cat "$T/k.sock.pid")"
+wait "$(cat "$T/k.sock.pid")" 2>/dev/null || true
+qemu-img check -q "$T/k.qcow2" || fail "qemu-img check after SIGKILL over TLS"
+qemu-io -f qcow2 -c 'read -P 0x77 20M 2M' "$T/k.qcow2" | grep -qi fail && fail "flushed write lost after SIGKILL"
+
 echo "== a client without TLS gets nothing but ERR_TLS_REQD"
 if timeout 30 nbdinfo "nbd+unix:///?socket=$S" >"$T/plain" 2>&1; then fail "plain client got in: $(cat "$T/plain")"; fi
 /usr/bin/python3 - "$S" <<'EOF' || fail "raw plain client"
