@@ -5,6 +5,10 @@ set -euo pipefail
 pkgs=(cmake g++ make pkg-config git
       libcli11-dev nlohmann-json3-dev zlib1g-dev libzstd-dev libfmt-dev liburing-dev libexpected-dev
       libgtest-dev libgmock-dev librapidcheck-dev
+      # keel serve --fuse; qemu-system-common holds qemu-storage-daemon, the FUSE tests' oracle
+      libfuse3-dev fuse3 qemu-system-common
+      # keel serve --tls-creds; gnutls-bin has certtool for the TLS tests
+      libgnutls28-dev gnutls-bin
       qemu-utils libnbd-bin fio python3
       clang-14 libclang-rt-14-dev)
 # `install-deps.sh bench` (make bench-deps): also what bench/ needs beyond that (plot.sh: gnuplot).

@@ -3,7 +3,12 @@
 //   keel serve [-f fmt] [-k SOCKET | -b ADDR -p PORT] [-x NAME] [-D DESC] [-r] [-t] [-e N]
 //              [-s|--snapshot] [--cache=MODE] [--aio=MODE] [--discard=ignore|unmap]
 //              [--detect-zeroes=off|on|unmap] [--pid-file F] [--fork] [--handshake-limit S]
-//              [-v] FILE
+//              [-A|--allocation-depth] [-B|--bitmap NAME]... [--fuse FILE]
+//              [--export type=fuse,id=ID,mountpoint=FILE[,writable=on]...] [-v] FILE
+//
+// --fuse / --export type=fuse (qemu-storage-daemon's spelling) mount the guest view over a
+// regular file (src/fuse). With only FUSE exports and no -k/-b/-p, no NBD socket is opened and
+// the server runs until a signal or until every FUSE export is unmounted (fusermount3 -u).
 //
 // Differences from qemu-nbd: TCP binds to 127.0.0.1 unless -b says otherwise (qemu-nbd binds
 // to 0.0.0.0), and there is no /dev/nbd (-c) mode. Systemd socket activation (LISTEN_PID,
@@ -13,6 +18,8 @@
 // sent, then flush and close the image (clearing the dirty bit) and exit 0.
 #include <fcntl.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -27,12 +34,18 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/tls_object.h"
 #include "keel/image.h"
 #include "keel/limits.h"
+#ifdef KEEL_HAVE_FUSE
+#include "fuse/fuse_export.h"
+#endif
+#include "nbd/export_bitmaps.h"
 #include "nbd/log.h"
 #include "nbd/server.h"
 #include "nbd/socket.h"
@@ -61,6 +74,13 @@ struct ServeArgs {
   bool fork = false;
   int handshake_limit = 10;
   bool verbose = false;
+  bool allocation_depth = false;     // -A: the qemu:allocation-depth context
+  std::vector<std::string> bitmaps;  // -B: qemu:dirty-bitmap:NAME contexts, in option order
+  std::string fuse;                  // --fuse FILE
+  std::vector<std::string> exports;  // --export type=fuse,...
+  std::vector<std::string> objects;  // --object tls-creds-x509,... / tls-creds-psk,...
+  std::string tls_creds;             // --tls-creds ID: require STARTTLS with those credentials
+  std::string tls_authz;             // --tls-authz ID: authz-simple object naming the one client
   // Set by the parser to tell "given" from "default".
   bool bind_given = false;
   bool port_given = false;
@@ -170,6 +190,76 @@ Result<std::vector<int>> open_listeners(const ServeArgs& a, Cleanup& cleanup) {
   return fds;
 }
 
+#ifdef KEEL_HAVE_FUSE
+using FuseConfigs = std::vector<fuse::FuseExportConfig>;
+
+Result<FuseConfigs> fuse_configs(const ServeArgs& a) {
+  FuseConfigs out;
+  if (!a.fuse.empty()) {
+    fuse::FuseExportConfig c;
+    c.mountpoint = a.fuse;
+    c.writable = !a.read_only;  // --fuse follows -r, as the NBD export does
+    out.push_back(c);
+  }
+  for (const auto& spec : a.exports) {
+    KEEL_ASSIGN(fuse::FuseExportConfig c, fuse::parse_fuse_export_option(spec));
+    out.push_back(c);
+  }
+  return out;
+}
+
+// The FUSE exports, each served on its own thread; `done_fd` (an eventfd) counts the exports
+// whose loop ended (unmounted from outside, or stop()).
+struct FuseExports {
+  std::vector<std::unique_ptr<fuse::FuseExport>> exports;
+  std::vector<std::thread> threads;
+  int done_fd = -1;
+
+  ~FuseExports() { stop(); }
+  Status mount(Image& image, const FuseConfigs& cfgs) {
+    if (cfgs.empty()) return Status::ok();
+    done_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (done_fd < 0) return io_error(errno, "eventfd");
+    for (const auto& c : cfgs) {
+      KEEL_ASSIGN(auto e, fuse::FuseExport::mount(image, c));
+      exports.push_back(std::move(e));
+    }
+    for (auto& e : exports) {
+      fuse::FuseExport* ex = e.get();
+      int fd = done_fd;
+      threads.emplace_back([ex, fd] {
+        ex->run();
+        uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
+      });
+    }
+    return Status::ok();
+  }
+  // Waits for a stop signal on sig_fd or the end of every export.
+  void wait(int sig_fd) {
+    uint64_t ended = 0;
+    while (ended < exports.size()) {
+      pollfd p[2] = {{sig_fd, POLLIN, 0}, {done_fd, POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      if (p[0].revents) return;
+      uint64_t n = 0;
+      if (::read(done_fd, &n, sizeof n) == static_cast<ssize_t>(sizeof n)) ended += n;
+    }
+  }
+  void stop() {
+    for (auto& e : exports) e->stop();
+    for (auto& t : threads) t.join();
+    threads.clear();
+    exports.clear();  // unmounts what is left and ends the sessions
+    if (done_fd >= 0) ::close(done_fd);
+    done_fd = -1;
+  }
+};
+#endif
+
 int run_serve(ServeArgs a) {
   // Check the arguments before anything else.
   if (!a.socket_path.empty() && (a.bind_given || a.port_given)) {
@@ -207,6 +297,47 @@ int run_serve(ServeArgs a) {
   } else if (a.detect_zeroes != "off") {
     print_error(fmt::format("Invalid detect-zeroes option '{}'", a.detect_zeroes));
     return 1;
+  }
+#ifdef KEEL_HAVE_FUSE
+  auto fuse_cfgs = fuse_configs(a);
+  if (!fuse_cfgs) {
+    print_error(fuse_cfgs.error().message());
+    return 1;
+  }
+  const bool fuse_only = !fuse_cfgs->empty() && a.socket_path.empty() && !a.bind_given &&
+                         !a.port_given && std::getenv("LISTEN_FDS") == nullptr;
+#else
+  if (!a.fuse.empty() || !a.exports.empty()) {
+    print_error("this keel was built without FUSE support (libfuse3-dev)");
+    return 1;
+  }
+  const bool fuse_only = false;
+#endif
+  std::shared_ptr<const nbd::TlsCredentials> tls;
+  if (!a.tls_authz.empty() && a.tls_creds.empty()) {
+    print_error("--tls-authz is not permitted without --tls-creds");
+    return 1;
+  }
+  if (!a.tls_creds.empty()) {
+    auto tc = tls_config_from_objects(a.objects, a.tls_creds);
+    if (!tc) {
+      print_error(tc.error().message());
+      return 1;
+    }
+    if (!a.tls_authz.empty()) {
+      auto who = authz_identity_from_objects(a.objects, a.tls_authz);
+      if (!who) {
+        print_error(who.error().message());
+        return 1;
+      }
+      tc->authz_identity = *who;
+    }
+    auto creds = nbd::TlsCredentials::load(*tc);
+    if (!creds) {
+      print_error(creds.error().message());
+      return 1;
+    }
+    tls = *creds;
   }
   OpenOptions opts;
   opts.format = a.format;
@@ -268,10 +399,14 @@ int run_serve(ServeArgs a) {
     image = std::move(*img);
   }
 
-  auto listeners = open_listeners(a, cleanup);
-  if (!listeners) {
-    print_error(listeners.error().message());
-    return 1;
+  std::vector<int> listeners;
+  if (!fuse_only) {
+    auto l = open_listeners(a, cleanup);
+    if (!l) {
+      print_error(l.error().message());
+      return 1;
+    }
+    listeners = std::move(*l);
   }
   if (!a.pid_file.empty()) {
     Status s = write_pid_file(a.pid_file);
@@ -282,20 +417,52 @@ int run_serve(ServeArgs a) {
     cleanup.pid_file = a.pid_file;
   }
 
+  std::shared_ptr<const nbd::ExportBitmaps> bitmaps;
+  if (!a.bitmaps.empty()) {
+    auto b = nbd::ExportBitmaps::open(*image, a.bitmaps, a.read_only);
+    if (!b) {
+      print_error(b.error().message());
+      return 1;
+    }
+    bitmaps = std::move(*b);
+  }
+
   nbd::ServerConfig cfg;
   cfg.connection.export_cfg.name = a.export_name;
   cfg.connection.export_cfg.description = a.description;
   cfg.connection.export_cfg.size = image->size();
   cfg.connection.export_cfg.read_only = a.read_only || image->read_only();
   cfg.connection.export_cfg.multi_conn = a.shared > 1;
+  cfg.connection.tls = tls;
+  cfg.connection.export_cfg.tls_required = tls != nullptr;
+  cfg.connection.export_cfg.meta.allocation_depth = a.allocation_depth;
+  if (bitmaps) cfg.connection.export_cfg.meta.bitmaps = bitmaps->names();
+  policy.bitmaps = bitmaps;
   cfg.connection.policy = policy;
   cfg.connection.handshake_limit = std::chrono::seconds(std::max(0, a.handshake_limit));
   cfg.max_connections = a.shared;
   cfg.persistent = a.persistent;
   int rc = 0;
-  {
+#ifdef KEEL_HAVE_FUSE
+  FuseExports fuse_exports;
+  if (Status s = fuse_exports.mount(*image, *fuse_cfgs); !s.is_ok()) {
+    print_error(s.message());
+    return 1;
+  }
+#endif
+  if (fuse_only) {
+#ifdef KEEL_HAVE_FUSE
+    nbd::log_debug(fmt::format("exporting '{}' over FUSE", a.file));
+    if (ready_fd >= 0) {
+      char b = 1;
+      [[maybe_unused]] ssize_t n = ::write(ready_fd, &b, 1);
+      ::close(ready_fd);
+    }
+    fuse_exports.wait(sig_fd);
+#endif
+  } else {
     nbd::Server server(*image, cfg);
-    for (int fd : *listeners) server.add_listener(fd);
+    for (int fd : listeners) server.add_listener(fd);
     nbd::log_debug(fmt::format("serving '{}' ({} bytes{})", a.file, image->size(),
                                cfg.connection.export_cfg.read_only ? ", read-only" : ""));
     if (ready_fd >= 0) {
@@ -309,6 +476,9 @@ int run_serve(ServeArgs a) {
       nbd::log_debug(fmt::format("{} received; finished the requests in flight",
                                 ::strsignal(static_cast<int>(si.ssi_signo))));
   }
+#ifdef KEEL_HAVE_FUSE
+  fuse_exports.stop();  // unmount before the image is flushed and closed
+#endif
   // Every connection has ended: make everything durable and clear the dirty bit.
   if (!image->read_only()) {
     Status s = image->flush();
@@ -349,6 +519,22 @@ std::function<int()> setup(CLI::App* sub) {
   sub->add_flag("--fork", a->fork, "go to the background once the server is ready");
   sub->add_option("--handshake-limit", a->handshake_limit,
                   "seconds a client has to finish the handshake (0: no limit; default 10)");
+  sub->add_flag("-A,--allocation-depth", a->allocation_depth,
+                "offer the qemu:allocation-depth meta context");
+  sub->add_option("-B,--bitmap", a->bitmaps,
+                  "offer persistent dirty bitmap NAME as qemu:dirty-bitmap:NAME (repeatable)")
+      ->allow_extra_args(false);
+  sub->add_option("--object", a->objects,
+                  "tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=on|off] or "
+                  "tls-creds-psk,id=ID,dir=DIR,endpoint=server")
+      ->allow_extra_args(false);
+  sub->add_option("--tls-creds", a->tls_creds, "require TLS (STARTTLS) with the credentials object ID");
+  sub->add_option("--tls-authz", a->tls_authz,
+                  "allow only the client named by authz-simple object ID (x509 DN or PSK user)");
+  sub->add_option("--fuse", a->fuse, "also export the guest view as this existing regular file (FUSE)");
+  sub->add_option("--export", a->exports,
+                  "type=fuse,id=ID,mountpoint=FILE[,writable=on][,growable=on][,allow-other=on|off|auto]")
+      ->allow_extra_args(false);
   sub->add_flag("-v,--verbose", a->verbose, "log every connection");
   sub->add_option("file", a->file, "the image to serve")->required();
   return [a, bind, port] {

@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "nbd/meta_context.h"
+
 namespace keel::nbd {
 namespace {
 
@@ -162,36 +164,42 @@ Reply do_write_zeroes(Image& image, const CommandContext& ctx, const RequestHead
   return status_reply(ctx, h, s);
 }
 
-uint32_t extent_flags(const Extent& e) {
-  return (e.data ? 0 : kStateHole) | (e.zero ? kStateZero : 0);
-}
-
+// One BLOCK_STATUS chunk per selected context, in id order, DONE on the last (as qemu-nbd);
+// an error ends the reply with an ERROR chunk.
 Reply do_block_status(Image& image, const CommandContext& ctx, const RequestHeader& h) {
   const size_t max_extents = (h.flags & kCmdFlagReqOne) ? 1 : kMaxBlockStatusExtents;
-  std::vector<BlockExtent> extents;
-  const uint64_t end = h.offset + h.length;
-  uint64_t pos = h.offset;
-  while (pos < end) {
-    auto bs = image.block_status(pos, end - pos);
-    if (!bs) {
-      if (extents.empty()) return error_reply(ctx, h, nbd_error(bs.error()), bs.error().message());
-      break;
-    }
-    if (bs->length == 0 || bs->offset != pos) break;
-    uint32_t len = static_cast<uint32_t>(std::min(bs->length, end - pos));
-    uint32_t flags = extent_flags(*bs);
-    if (!extents.empty() && extents.back().flags == flags &&
-        uint64_t{extents.back().length} + len <= UINT32_MAX) {
-      extents.back().length += len;
-    } else {
-      if (extents.size() == max_extents) break;
-      extents.push_back({len, flags});
-    }
-    pos += len;
-  }
-  if (extents.empty()) return error_reply(ctx, h, kErrIo, "block status returned no extent");
+  const MetaSelection& sel = ctx.session.meta;
+  size_t remaining = sel.count();
   Reply r;
-  add_block_status_chunk(r, kReplyFlagDone, h.cookie, kMetaIdBaseAllocation, extents);
+  auto add = [&](uint32_t id, const Result<std::vector<BlockExtent>>& extents) {
+    if (!extents) {
+      add_error_chunk(r, h.cookie, nbd_error(extents.error()), extents.error().message());
+      return false;
+    }
+    add_block_status_chunk(r, --remaining == 0 ? kReplyFlagDone : 0, h.cookie, id, *extents);
+    return true;
+  };
+  if (sel.base_allocation &&
+      !add(kMetaIdBaseAllocation,
+           block_status_extents(image, ExtentKind::kAllocation, h.offset, h.length, max_extents)))
+    return r;
+  if (sel.allocation_depth &&
+      !add(kMetaIdAllocationDepth,
+           block_status_extents(image, ExtentKind::kDepth, h.offset, h.length, max_extents)))
+    return r;
+  for (uint32_t i : sel.bitmaps) {
+    Result<std::vector<BlockExtent>> extents =
+        error(invalid(fmt::format("bitmap {} is not served", i)));
+    if (ctx.policy.bitmaps) {
+      auto bits = ctx.policy.bitmaps->read(i);
+      if (bits) {
+        extents = bitmap_extents(**bits, h.offset, h.length, max_extents);
+      } else {
+        extents = error(bits.error());
+      }
+    }
+    if (!add(kMetaIdDirtyBitmap + i, extents)) return r;
+  }
   return r;
 }
 
@@ -256,7 +264,7 @@ RequestError check_request(const CommandContext& ctx, const RequestHeader& h) {
       break;
     case kCmdBlockStatus:
       allowed |= kCmdFlagReqOne;
-      if (!ctx.session.base_allocation)
+      if (ctx.session.meta.empty())
         return fail(kErrInval, "no metadata context was negotiated");
       if (h.length == 0) return fail(kErrInval, "block status of zero bytes");
       break;

@@ -7,12 +7,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "keel/image.h"
 #include "keel/status.h"
+#include "nbd/export_bitmaps.h"
 #include "nbd/negotiation.h"
 #include "nbd/reply.h"
 #include "nbd/wire.h"
@@ -22,9 +24,13 @@ namespace keel::nbd {
 enum class DiscardMode { kIgnore, kUnmap };       // qemu --discard
 enum class DetectZeroes { kOff, kOn, kUnmap };    // qemu --detect-zeroes
 
+// How the export serves requests, fixed when the server starts.
 struct ExportPolicy {
   DiscardMode discard = DiscardMode::kIgnore;
   DetectZeroes detect_zeroes = DetectZeroes::kOff;
+  // -B: the bitmaps behind the qemu:dirty-bitmap contexts (ExportConfig::meta.bitmaps names
+  // them in the same order); null when none are served.
+  std::shared_ptr<const ExportBitmaps> bitmaps;
 };
 
 // Everything a command needs besides the image: fixed once the handshake is over.

@@ -33,6 +33,7 @@ const char* describe(ReadResult r) {
 Connection::Connection(int fd, uint64_t id, Image& image, const ConnectionConfig& cfg,
                        WorkerPool& pool)
     : fd_(fd),
+      io_(plain_transport(fd)),
       image_(image),
       cfg_(cfg),
       pool_(pool),
@@ -67,10 +68,10 @@ std::optional<Session> Connection::handshake() {
     deadline = std::chrono::steady_clock::now() + cfg_.handshake_limit;
   Negotiator neg(cfg_.export_cfg);
   auto greeting = encode_greeting(Negotiator::handshake_flags());
-  if (!write_all(fd_, greeting.data(), greeting.size())) return std::nullopt;
+  if (!io_->write_all(greeting.data(), greeting.size())) return std::nullopt;
 
   uint8_t flags[4];
-  ReadResult r = read_exact(fd_, flags, sizeof flags, deadline);
+  ReadResult r = io_->read_exact(flags, sizeof flags, deadline);
   if (r != ReadResult::kOk) {
     if (r == ReadResult::kEof) {
       log_debug(fmt::format("{}: closed before the handshake", peer_));
@@ -87,7 +88,7 @@ std::optional<Session> Connection::handshake() {
   std::vector<uint8_t> data;
   for (;;) {
     uint8_t hb[kOptionHeaderBytes];
-    r = read_exact(fd_, hb, sizeof hb, deadline);
+    r = io_->read_exact(hb, sizeof hb, deadline);
     if (r != ReadResult::kOk) {
       if (r == ReadResult::kEof) {
         log_debug(fmt::format("{}: closed during option haggling", peer_));
@@ -103,7 +104,7 @@ std::optional<Session> Connection::handshake() {
     }
     Negotiator::Outcome out;
     if (oh.length > limits::kMaxNbdOptionBytes) {
-      r = skip_bytes(fd_, oh.length, deadline);
+      r = io_->skip_bytes(oh.length, deadline);
       if (r != ReadResult::kOk) {
         log_line(fmt::format("{}: handshake: {} while skipping an option of {} bytes", peer_,
                              describe(r), oh.length));
@@ -112,7 +113,7 @@ std::optional<Session> Connection::handshake() {
       out = neg.handle_oversized(oh.option, oh.length);
     } else {
       data.resize(oh.length);
-      r = read_exact(fd_, data.data(), data.size(), deadline);
+      r = io_->read_exact(data.data(), data.size(), deadline);
       if (r != ReadResult::kOk) {
         log_line(fmt::format("{}: handshake: {}", peer_,
                              r == ReadResult::kEof ? describe(ReadResult::kClosed) : describe(r)));
@@ -121,9 +122,20 @@ std::optional<Session> Connection::handshake() {
       out = neg.handle(oh.option, data);
     }
     if (!out.log.empty()) log_client_error(out.log);
-    if (!out.reply.empty() && !write_all(fd_, out.reply.data(), out.reply.size()))
+    if (!out.reply.empty() && !io_->write_all(out.reply.data(), out.reply.size()))
       return std::nullopt;
     if (out.next == Negotiator::Next::kClose) return std::nullopt;
+    if (out.next == Negotiator::Next::kStartTls) {
+      if (!cfg_.tls) return std::nullopt;
+      auto tls = tls_handshake(fd_, cfg_.tls, deadline);
+      if (!tls) {
+        log_line(fmt::format("{}: {}", peer_, tls.error().message()));
+        return std::nullopt;
+      }
+      io_ = std::move(*tls);
+      neg.tls_started();
+      log_debug(fmt::format("{}: TLS established", peer_));
+    }
     if (out.next == Negotiator::Next::kTransmission) {
       log_debug(fmt::format("{}: transmission phase, flags {:#x}{}", peer_, neg.session().eflags,
                             neg.session().structured_replies ? ", structured replies" : ""));
@@ -187,7 +199,7 @@ void Connection::transmission(const Session& session) {
 
   for (;;) {
     uint8_t hb[kRequestHeaderBytes];
-    ReadResult r = read_exact(fd_, hb, sizeof hb);
+    ReadResult r = io_->read_exact(hb, sizeof hb);
     if (r == ReadResult::kEof) {
       log_debug(fmt::format("{}: client closed the connection", peer_));
       break;
@@ -209,14 +221,14 @@ void Connection::transmission(const Session& session) {
     if (h.type == kCmdWrite) {
       if (err) {
         // Keep the stream in step: read past the payload we refuse, in bounded pieces.
-        if (skip_bytes(fd_, h.length) != ReadResult::kOk) {
+        if (io_->skip_bytes(h.length) != ReadResult::kOk) {
           log_line(fmt::format("{}: connection lost inside a WRITE payload", peer_));
           break;
         }
       } else {
         if (!acquire(h.length)) break;
         std::vector<uint8_t> payload(h.length);
-        if (read_exact(fd_, payload.data(), payload.size()) != ReadResult::kOk) {
+        if (io_->read_exact(payload.data(), payload.size()) != ReadResult::kOk) {
           log_line(fmt::format("{}: connection lost inside a WRITE payload", peer_));
           enqueue(Reply{}, h.length);  // releases what acquire() took
           break;
@@ -263,7 +275,7 @@ void Connection::writer_loop() {
         auto& src = piece.in_data ? p.reply.data : p.reply.meta;
         iov.push_back(iovec{src.data() + piece.offset, piece.length});
       }
-      if (!writev_all(fd_, std::move(iov))) {
+      if (!io_->writev_all(std::move(iov))) {
         log_line(fmt::format("{}: cannot send replies, client gone; dropping the connection",
                              peer_));
         broken_ = true;

@@ -27,6 +27,7 @@
 #include "nbd/commands.h"
 #include "nbd/negotiation.h"
 #include "nbd/reply.h"
+#include "nbd/transport.h"
 #include "nbd/worker_pool.h"
 
 namespace keel::nbd {
@@ -37,6 +38,8 @@ struct ConnectionConfig {
   // The whole handshake must finish within this time (0: no limit), as qemu-nbd's
   // --handshake-limit; a client that connects and stalls cannot hold a slot forever.
   std::chrono::milliseconds handshake_limit{10000};
+  // --tls-creds: STARTTLS is required (export_cfg.tls_required must be set too).
+  std::shared_ptr<const TlsCredentials> tls;
 };
 
 class Connection {
@@ -72,6 +75,7 @@ class Connection {
   void close_fd();
 
   int fd_;
+  std::unique_ptr<Transport> io_;  // plain, or TLS after STARTTLS
   std::mutex fd_mu_;  // guards closing fd_ against interrupt()
   Image& image_;
   const ConnectionConfig& cfg_;

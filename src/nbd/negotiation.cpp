@@ -37,6 +37,7 @@ Negotiator::Outcome Negotiator::handle(uint32_t option, std::span<const uint8_t>
     if (option == kOptExportName) return Outcome{{}, Next::kClose, "EXPORT_NAME while shutting down"};
     return error(option, kRepErrShutdown, "server is shutting down");
   }
+  if (cfg_.tls_required && !tls_active_) return before_tls(option, data);
   switch (option) {
     case kOptExportName:
       return export_name(data);
@@ -57,6 +58,7 @@ Negotiator::Outcome Negotiator::handle(uint32_t option, std::span<const uint8_t>
       return out;
     }
     case kOptStartTls:
+      if (cfg_.tls_required) return error(option, kRepErrInvalid, "TLS already enabled");
       return error(option, kRepErrPolicy, "TLS is not configured on this server");
     case kOptInfo:
     case kOptGo:
@@ -78,7 +80,34 @@ Negotiator::Outcome Negotiator::handle(uint32_t option, std::span<const uint8_t>
   }
 }
 
+Negotiator::Outcome Negotiator::before_tls(uint32_t option, std::span<const uint8_t> data) {
+  if (option == kOptStartTls) return start_tls(data);
+  if (option == kOptExportName)
+    return Outcome{{}, Next::kClose, "EXPORT_NAME not permitted before TLS"};
+  Outcome out = error(option, kRepErrTlsReqd,
+                      fmt::format("Option {:#x} not permitted before TLS", option));
+  if (option == kOptAbort) out.next = Next::kClose;
+  return out;
+}
+
+Negotiator::Outcome Negotiator::start_tls(std::span<const uint8_t> data) {
+  if (!data.empty()) {
+    Outcome out = error(kOptStartTls, kRepErrInvalid, "STARTTLS takes no data");
+    out.next = Next::kClose;
+    return out;
+  }
+  Outcome out;
+  append_option_reply(out.reply, kOptStartTls, kRepAck);
+  out.next = Next::kStartTls;
+  return out;
+}
+
 Negotiator::Outcome Negotiator::handle_oversized(uint32_t option, uint32_t length) {
+  if (cfg_.tls_required && !tls_active_) {
+    if (option == kOptStartTls)
+      return Outcome{{}, Next::kClose, fmt::format("STARTTLS with {} bytes of data", length)};
+    return before_tls(option, {});
+  }
   if (option == kOptExportName)
     return Outcome{{}, Next::kClose, fmt::format("EXPORT_NAME of {} bytes", length)};
   return error(option, kRepErrTooBig,
@@ -139,28 +168,28 @@ Negotiator::Outcome Negotiator::info_or_go(uint32_t option, std::span<const uint
   return out;
 }
 
+// As qemu 7.2: LIST works without structured replies, SET does not; a SET clears the previous
+// selection before anything else, so a SET that fails leaves none; replies go out in id order.
 Negotiator::Outcome Negotiator::meta_context(uint32_t option, std::span<const uint8_t> data) {
-  if (!session_.structured_replies)
+  const bool list = option == kOptListMetaContext;
+  if (!list && !session_.structured_replies)
     return error(option, kRepErrInvalid, "negotiate structured replies first");
+  if (!list) session_.meta = {};
   auto req = parse_meta_context_request(data);
   if (!req) return error(option, req.error().reply_type, req.error().message);
   if (req->name != cfg_.name) {
     return error(option, kRepErrUnknown,
                  fmt::format("export '{}' not present", req->name.substr(0, 256)));
   }
-  const bool list = option == kOptListMetaContext;
-  bool match = list && req->queries.empty();
-  for (const auto& q : req->queries) {
-    if (q == kMetaBaseAllocation || (list && q == "base:")) match = true;
-  }
+  MetaSelection sel = match_meta_queries(cfg_.meta, req->queries, list);
   Outcome out;
-  if (match) {
+  for (const auto& c : meta_context_names(cfg_.meta, sel)) {
     std::vector<uint8_t> item;
-    ByteWriter(item).u32(list ? 0 : kMetaIdBaseAllocation).str(kMetaBaseAllocation);
+    ByteWriter(item).u32(list ? 0 : c.id).str(c.name);
     append_option_reply(out.reply, option, kRepMetaContext, item);
   }
   append_option_reply(out.reply, option, kRepAck);
-  if (!list) session_.base_allocation = match;
+  if (!list) session_.meta = std::move(sel);
   return out;
 }
 

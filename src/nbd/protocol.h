@@ -102,6 +102,15 @@ inline constexpr uint16_t kChunkErrorOffset = 0x8002;
 inline constexpr uint32_t kStateHole = 1u << 0;
 inline constexpr uint32_t kStateZero = 1u << 1;
 
+// Meta contexts we serve, with qemu's context ids (nbd/server.c NBD_META_ID_*; see meta_context.h).
+inline constexpr const char* kMetaBaseAllocation = "base:allocation";
+inline constexpr const char* kMetaAllocationDepth = "qemu:allocation-depth";
+inline constexpr const char* kMetaDirtyBitmapPrefix = "qemu:dirty-bitmap:";
+inline constexpr uint32_t kMetaIdBaseAllocation = 0;
+inline constexpr uint32_t kMetaIdAllocationDepth = 1;
+inline constexpr uint32_t kMetaIdDirtyBitmap = 2;  // + the bitmap's index
+inline constexpr uint32_t kStateDirty = 1u << 0;   // qemu:dirty-bitmap extent flag
+
 // The spec's error values (these happen to be Linux errno numbers, but are fixed by the spec).
 inline constexpr uint32_t kErrPerm = 1;
 inline constexpr uint32_t kErrIo = 5;
@@ -111,10 +120,6 @@ inline constexpr uint32_t kErrNoSpc = 28;
 inline constexpr uint32_t kErrOverflow = 75;
 inline constexpr uint32_t kErrNotSup = 95;
 inline constexpr uint32_t kErrShutdown = 108;
-
-// Meta contexts we serve.
-inline constexpr const char* kMetaBaseAllocation = "base:allocation";
-inline constexpr uint32_t kMetaIdBaseAllocation = 1;
 
 // Block sizes we advertise (NBD_INFO_BLOCK_SIZE), as qemu-nbd does: the engine does
 // read-modify-write for unaligned requests.

@@ -81,6 +81,14 @@ Status nbd(std::span<const uint8_t> client_bytes) {
   cfg.handshake_limit = std::chrono::milliseconds(0);
   cfg.policy.discard = nbd::DiscardMode::kUnmap;
   cfg.policy.detect_zeroes = nbd::DetectZeroes::kUnmap;
+  // Every meta context keel serve can offer: -A and -B b0 (an enabled bitmap that tracks writes).
+  cfg.export_cfg.meta.allocation_depth = true;
+  if ((*img)->bitmap_add("b0").is_ok()) {
+    auto bitmaps = nbd::ExportBitmaps::open(**img, {"b0"}, false);
+    if (!bitmaps) return bitmaps.error();
+    cfg.export_cfg.meta.bitmaps = (*bitmaps)->names();
+    cfg.policy.bitmaps = *bitmaps;
+  }
   std::thread feeder(send_all, sv[1], client_bytes);
   std::thread drainer(drain, sv[1]);
   {

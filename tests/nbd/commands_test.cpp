@@ -20,7 +20,7 @@ using Bytes = std::vector<uint8_t>;
 CommandContext ctx(uint64_t size, bool sr = true, bool ro = false) {
   CommandContext c;
   c.session.structured_replies = sr;
-  c.session.base_allocation = sr;
+  c.session.meta.base_allocation = sr;
   ExportConfig e;
   e.size = size;
   e.read_only = ro;
@@ -226,6 +226,34 @@ TEST(nbd_execute, BlockStatusExtentsAndReqOne) {
   auto one = chunks(execute(img, ctx(1 << 20), req(kCmdBlockStatus, 0, 32768, kCmdFlagReqOne), {}));
   ASSERT_EQ(one[0].payload.size(), 12u);
   EXPECT_EQ(format::get_be32(one[0].payload.data() + 4), 8192u);
+}
+
+// Several contexts: one BLOCK_STATUS chunk each in id order, DONE on the last only (qemu-nbd);
+// a context whose data cannot be read ends the reply with an ERROR chunk.
+TEST(nbd_execute, BlockStatusSeveralContexts) {
+  MemImage img(1 << 20);
+  Bytes data(4096, 1);
+  ASSERT_TRUE(img.write(8192, data, false).is_ok());
+  auto c = ctx(1 << 20);
+  c.session.meta.allocation_depth = true;
+  auto ch = chunks(execute(img, c, req(kCmdBlockStatus, 0, 32768), {}));
+  ASSERT_EQ(ch.size(), 2u);
+  EXPECT_EQ(ch[0].flags, 0u);
+  EXPECT_EQ(ch[1].flags, kReplyFlagDone);
+  EXPECT_EQ(format::get_be32(ch[0].payload.data()), kMetaIdBaseAllocation);
+  EXPECT_EQ(format::get_be32(ch[1].payload.data()), kMetaIdAllocationDepth);
+  ASSERT_EQ(ch[1].payload.size(), 4u + 3 * 8);
+  EXPECT_EQ(format::get_be32(ch[1].payload.data() + 8), 0u);   // no layer
+  EXPECT_EQ(format::get_be32(ch[1].payload.data() + 16), 1u);  // this image
+  c.session.meta.base_allocation = false;
+  c.session.meta.bitmaps = {0};  // selected, but the export serves no bitmap
+  ch = chunks(execute(img, c, req(kCmdBlockStatus, 0, 32768), {}));
+  ASSERT_EQ(ch.size(), 2u);
+  EXPECT_EQ(format::get_be32(ch[0].payload.data()), kMetaIdAllocationDepth);
+  EXPECT_EQ(ch[1].type, kChunkError);
+  // Nothing selected: BLOCK_STATUS is invalid.
+  c.session.meta = {};
+  EXPECT_EQ(check_request(c, req(kCmdBlockStatus, 0, 4096)).error, kErrInval);
 }
 
 TEST(nbd_execute, FlushTrimAndCache) {

@@ -192,7 +192,7 @@ TEST(nbd_negotiation, MetaContextNeedsStructuredReplies) {
   Negotiator n(cfg());
   auto out = n.handle(kOptSetMetaContext, encode_meta_context_request({"", {"base:allocation"}}));
   EXPECT_EQ(split(out.reply).at(0).type, kRepErrInvalid);
-  EXPECT_FALSE(n.session().base_allocation);
+  EXPECT_FALSE(n.session().meta.base_allocation);
 }
 
 TEST(nbd_negotiation, SetAndListMetaContext) {
@@ -206,7 +206,7 @@ TEST(nbd_negotiation, SetAndListMetaContext) {
     EXPECT_EQ(std::string(reps[0].data.begin() + 4, reps[0].data.end()), "base:allocation");
     EXPECT_EQ(reps[1].type, kRepAck);
   }
-  EXPECT_FALSE(n.session().base_allocation);  // LIST selects nothing
+  EXPECT_FALSE(n.session().meta.base_allocation);  // LIST selects nothing
   // Unknown namespaces are ignored.
   auto none = split(n.handle(kOptSetMetaContext,
                              encode_meta_context_request({"", {"qemu:dirty-bitmap:x"}})).reply);
@@ -217,10 +217,10 @@ TEST(nbd_negotiation, SetAndListMetaContext) {
                         .reply);
   ASSERT_EQ(reps.size(), 2u);
   EXPECT_EQ(format::get_be32(reps[0].data.data()), kMetaIdBaseAllocation);
-  EXPECT_TRUE(n.session().base_allocation);
+  EXPECT_TRUE(n.session().meta.base_allocation);
   // A later SET replaces the selection.
   (void)n.handle(kOptSetMetaContext, encode_meta_context_request({"", {}}));
-  EXPECT_FALSE(n.session().base_allocation);
+  EXPECT_FALSE(n.session().meta.base_allocation);
   // Wrong export.
   auto bad = split(n.handle(kOptSetMetaContext,
                             encode_meta_context_request({"other", {"base:allocation"}})).reply);
@@ -279,6 +279,59 @@ TEST(nbd_negotiation, RandomOptionsGetWellFormedReplies) {
       if (out.next != Negotiator::Next::kContinue) break;
     }
   }
+}
+
+}  // namespace
+}  // namespace keel::nbd
+
+namespace keel::nbd {
+namespace {
+
+// TLS required (--tls-creds), as qemu-nbd 7.2: nothing but STARTTLS before the handshake.
+TEST(nbd_negotiation, TlsRequiredRefusesEverythingBeforeStartTls) {
+  ExportConfig c;
+  c.size = 1 << 20;
+  c.tls_required = true;
+  for (uint32_t opt : {kOptList, kOptInfo, kOptGo, kOptStructuredReply, kOptListMetaContext,
+                       kOptSetMetaContext, 42u}) {
+    Negotiator n(c);
+    auto out = n.handle(opt, encode_info_request({"", {}}));
+    ASSERT_EQ(split(out.reply).size(), 1u);
+    EXPECT_EQ(split(out.reply).at(0).type, kRepErrTlsReqd) << opt;
+    EXPECT_EQ(out.next, Negotiator::Next::kContinue);
+    EXPECT_EQ(split(n.handle_oversized(opt, 1u << 20).reply).at(0).type, kRepErrTlsReqd);
+  }
+  Negotiator n(c);
+  // EXPORT_NAME cannot carry an error: the connection closes without a byte.
+  auto en = n.handle(kOptExportName, {});
+  EXPECT_TRUE(en.reply.empty());
+  EXPECT_EQ(en.next, Negotiator::Next::kClose);
+  // ABORT gets TLS_REQD, then the connection closes.
+  auto ab = n.handle(kOptAbort, {});
+  EXPECT_EQ(split(ab.reply).at(0).type, kRepErrTlsReqd);
+  EXPECT_EQ(ab.next, Negotiator::Next::kClose);
+  // STARTTLS with data is fatal.
+  Bytes junk = {1, 2};
+  auto bad = n.handle(kOptStartTls, junk);
+  EXPECT_EQ(split(bad.reply).at(0).type, kRepErrInvalid);
+  EXPECT_EQ(bad.next, Negotiator::Next::kClose);
+  EXPECT_EQ(n.handle_oversized(kOptStartTls, 1u << 20).next, Negotiator::Next::kClose);
+}
+
+TEST(nbd_negotiation, StartTlsThenEverythingWorks) {
+  ExportConfig c;
+  c.size = 1 << 20;
+  c.tls_required = true;
+  Negotiator n(c);
+  auto st = n.handle(kOptStartTls, {});
+  ASSERT_EQ(split(st.reply).size(), 1u);
+  EXPECT_EQ(split(st.reply).at(0).type, kRepAck);
+  EXPECT_EQ(st.next, Negotiator::Next::kStartTls);
+  n.tls_started();
+  EXPECT_EQ(split(n.handle(kOptStartTls, {}).reply).at(0).type, kRepErrInvalid);  // already on
+  EXPECT_EQ(split(n.handle(kOptStructuredReply, {}).reply).at(0).type, kRepAck);
+  auto go = n.handle(kOptGo, encode_info_request({"", {}}));
+  EXPECT_EQ(go.next, Negotiator::Next::kTransmission);
 }
 
 }  // namespace
