@@ -83,11 +83,23 @@ struct IoArgs {
   bool force_share = false;
   std::string discard = "unmap";
   bool quiet = false;
+  bool image_opts = false;
   std::vector<std::string> commands;
   std::string filename;
 };
 
-int run_io(const IoArgs& a) {
+int run_io(const IoArgs& args) {
+  IoArgs a = args;
+  OpenFlags f;
+  if (a.image_opts && !a.filename.empty()) {
+    std::string spec = a.filename;
+    a.filename.clear();
+    if (Status st = parse_image_opts(spec, &f, &a.filename); !st.is_ok()) {
+      print_error(st.message());
+      return 1;
+    }
+    if (a.format.empty()) a.format = f.format;
+  }
   if (a.filename.empty()) {
     print_error("keel io needs an image file (FILE)");
     return 1;
@@ -99,7 +111,6 @@ int run_io(const IoArgs& a) {
     print_error("Invalid discard option: " + a.discard);
     return 1;
   }
-  OpenFlags f;
   f.format = a.format;
   f.read_only = a.read_only;
   f.force_share = a.force_share;
@@ -114,6 +125,13 @@ int run_io(const IoArgs& a) {
     print_error(opts.error().message());
     return 1;
   }
+  // After a corruption event the image is latched and its close reports that; qemu-io's node is
+  // dead then (bs->drv = NULL) and closes silently: so does keel io.
+  bool corrupted = false;
+  opts->on_corruption = [&corrupted, report = opts->on_corruption](const std::string& why) {
+    corrupted = true;
+    if (report) report(why);
+  };
   auto img = Image::open(a.filename, *opts);
   if (!img) {
     print_error(fmt::format("can't open device {}: {}", a.filename, open_error_message(a.filename, img.error())));
@@ -136,7 +154,7 @@ int run_io(const IoArgs& a) {
     while (!session.quit_requested() && std::getline(std::cin, line)) run_line(line);
   }
   Status st = session.close();
-  if (!st.is_ok()) {
+  if (!st.is_ok() && !corrupted) {
     print_error(fmt::format("closing '{}' failed: {}", a.filename, st.message()));
     return 1;
   }
@@ -159,6 +177,9 @@ std::function<int()> setup_io(CLI::App* sub) {
   sub->add_flag("-U,--force-share", a->force_share, "Open without taking image locks");
   sub->add_option("-d,--discard", a->discard, "Discard mode: unmap (default) or ignore");
   sub->add_flag("-q,--quiet", a->quiet, "Accepted for compatibility");
+  sub->add_flag("--image-opts", a->image_opts,
+                "FILE is an option string: driver=qcow2,file.filename=PATH[,overlap-check=MODE]"
+                "[,overlap-check.KIND=on|off]");
   sub->add_option("FILE", a->filename, "Image file");
   std::string footer = "Commands (qemu-io's language; sizes take k/M/G/T/P/E suffixes):\n";
   for (const auto& c : IoSession::commands())

@@ -162,6 +162,7 @@ Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
     if (!inflight_.count(gc)) {
       KEEL_ASSIGN(Mapping m, lookup(gc));
       if (in_place_ok(m, in, d.size())) host = m.host();
+      if (host) KEEL_TRY(data_guard(host + in, d.size()));
     }
   }
   if (host == 0) return allocating_write(gc, in, d);
@@ -176,6 +177,7 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   KEEL_ASSIGN(Mapping m, lookup(gc));
   if (in_place_ok(m, in, d.size())) {
     uint64_t host = m.host();
+    KEEL_TRY(data_guard(host + in, d.size()));
     lk.unlock();
     notify(Event::kDataWrite);
     return data_->write_at(host + in, d);
@@ -185,10 +187,14 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   const bool external = has_external_data();
   const bool reuse = external || ((m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) && m.copied());
   uint64_t host = 0;
+  // QEMU's order (and so its message when either lands on metadata): the L2 table first, then
+  // the data cluster, checked against the metadata map before any byte is written.
+  if (auto t = writable_l2(gc); !t) return t.error();
   if (external) {
     host = gc * cs_;
   } else if (reuse) {
     host = m.host();
+    KEEL_TRY(data_guard(host, cs_));
   } else {
     KEEL_ASSIGN(host, alloc_clusters(1));
   }
@@ -205,10 +211,6 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   auto undo = [&] {
     if (!reuse) (void)change_refcount(host / cs_, -1);
   };
-  if (auto t = writable_l2(gc); !t) {
-    undo();
-    return t.error();
-  }
   lk.unlock();
 
   // Write the data with whatever copy-on-write it needs; the mapping is not changed yet.
@@ -373,8 +375,9 @@ Status Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> cl
   }
   inflight_.insert(gc);
   InflightGuard guard{inflight_, inflight_cv_, gc};
-  KEEL_ASSIGN(uint64_t host, alloc_bytes(packed->size()));
   if (auto t = writable_l2(gc); !t) return t.error();
+  KEEL_ASSIGN(uint64_t host, alloc_bytes(packed->size()));
+  KEEL_TRY(data_guard(host, packed->size()));
   lk.unlock();
   notify(Event::kCompressedWrite);
   Status st = file_->write_at(host, *packed);
