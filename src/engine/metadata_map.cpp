@@ -96,7 +96,16 @@ void MetadataMap::remove(MetaKind k, uint64_t offset, uint64_t length) {
 
 std::optional<MetaKind> MetadataMap::overlap(uint64_t offset, uint64_t length, uint32_t mask) const {
   if (length == 0 || mask == 0 || map_.empty()) return std::nullopt;
-  for (uint64_t c = offset >> cluster_bits_; c <= (offset + length - 1) >> cluster_bits_; ++c) {
+  const uint64_t first = offset >> cluster_bits_, last = (offset + length - 1) >> cluster_bits_;
+  if (last - first >= map_.size()) {  // a long range (a refcount block's): walk the map instead
+    for (const auto& [c, counts] : map_) {
+      if (c < first || c > last) continue;
+      for (int i = 0; i < kMetaKinds; ++i)
+        if ((mask & (1u << i)) && counts[i]) return static_cast<MetaKind>(i);
+    }
+    return std::nullopt;
+  }
+  for (uint64_t c = first; c <= last; ++c) {
     auto it = map_.find(c);
     if (it == map_.end()) continue;
     for (int i = 0; i < kMetaKinds; ++i)

@@ -315,6 +315,9 @@ Result<std::optional<uint64_t>> Qcow2Image::free_covered_cluster() {
 
 Status Qcow2Image::create_refblock(uint64_t rt) {
   if (rt >= reftable_.size()) return grow_reftable(rt);
+  // On a sound image every metadata cluster has a refcount, so a range without a refcount block
+  // holds none: a new (empty) block for a range that does would declare that metadata free.
+  KEEL_TRY(overlap_guard(rt * rb_entries_ * cs_, rb_entries_ * cs_, 0));
   // Like QEMU, the block goes into the lowest free cluster that an existing block already
   // covers; that block, with the new block's refcount, is written and synced before the link.
   // Only when no covered cluster is free does the block describe itself, in the first cluster
