@@ -26,7 +26,9 @@ Status Qcow2Image::rebuild_metadata_map() {
     meta_map_.add(MetaKind::kInactiveL1, s.l1_table_offset, uint64_t(s.l1_size) * 8);
     if (!(overlap_mask_ & kind_bit(MetaKind::kInactiveL2)) || s.l1_size == 0) continue;
     auto l1 = read_l1_table(*file_, s.l1_table_offset, s.l1_size);
-    if (!l1) continue;  // an unreadable snapshot L1 is check's business, not the writer's
+    // Without it the map would miss the snapshot's L2 tables: no more writes (the operation
+    // that moved the metadata reports the error, as G6 wants).
+    if (!l1) return latch(l1.error());
     for (uint64_t e : *l1)
       if (e & kOffsetMask) meta_map_.add(MetaKind::kInactiveL2, e & kOffsetMask, cs_);
   }
