@@ -7,6 +7,7 @@
 // export refuses every allocation).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <span>
