@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "keel/block_file.h"
@@ -48,6 +49,15 @@ struct OpenOptions {
   // refcount-cache-size); 0 = the defaults in limits.h.
   uint64_t l2_cache_size = 0;
   uint64_t refcount_cache_size = 0;
+  // QEMU's qcow2 driver options "overlap-check" (none, constant, cached (default), all) and
+  // "overlap-check.<kind>" (on/off; kinds main-header, active-l1, active-l2, refcount-table,
+  // refcount-block, snapshot-table, inactive-l1, inactive-l2, bitmap-directory, and keel's
+  // bitmap-table), applied in order. An unknown key or value fails the open (kInvalidArgument).
+  std::vector<std::pair<std::string, std::string>> qcow2_options;
+  // Called once, with QEMU's text, when the image is marked corrupt (the first corruption event;
+  // QEMU prints "qcow2: Marking image as corrupt: <text>; further corruption events will be
+  // suppressed"). Called with the metadata lock held: it must not call back into the image.
+  std::function<void(const std::string&)> on_corruption;
 };
 
 // Result of block_status: one extent starting at `offset`.

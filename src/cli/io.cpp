@@ -86,11 +86,23 @@ struct IoArgs {
   std::string discard = "unmap";
   bool quiet = false;
   bool snapshot = false;
+  bool image_opts = false;
   std::vector<std::string> commands;
   std::string filename;
 };
 
-int run_io(const IoArgs& a) {
+int run_io(const IoArgs& args) {
+  IoArgs a = args;
+  OpenFlags f;
+  if (a.image_opts && !a.filename.empty()) {
+    std::string spec = a.filename;
+    a.filename.clear();
+    if (Status st = parse_image_opts(spec, &f, &a.filename); !st.is_ok()) {
+      print_error(st.message());
+      return 1;
+    }
+    if (a.format.empty()) a.format = f.format;
+  }
   bool discard_enabled;
   if (a.discard == "unmap" || a.discard == "on") discard_enabled = true;
   else if (a.discard == "ignore" || a.discard == "off") discard_enabled = false;
@@ -98,17 +110,27 @@ int run_io(const IoArgs& a) {
     print_error("Invalid discard option: " + a.discard);
     return 1;
   }
-  OpenFlags f;
   f.format = a.format;
   f.read_only = a.read_only;
   f.force_share = a.force_share;
   f.cache = a.nocache ? "none" : a.cache;
   f.aio = a.native_aio && a.aio.empty() ? "native" : a.aio;
+  if (!f.format.empty() && !is_known_format(f.format)) {
+    print_error(fmt::format("can't open device {}: Unknown driver '{}'", a.filename, f.format));
+    return 1;
+  }
   auto opts = make_open_options(f, CacheMode::kWritethrough);
   if (!opts) {
     print_error(opts.error().message());
     return 1;
   }
+  // After a corruption event the image is latched and its close reports that; qemu-io's node is
+  // dead then (bs->drv = NULL) and closes silently: so does keel io.
+  bool corrupted = false;
+  opts->on_corruption = [&corrupted, report = opts->on_corruption](const std::string& why) {
+    corrupted = true;
+    if (report) report(why);
+  };
   IoSession session;
   if (!a.filename.empty()) {
     IoOpenRequest req;
@@ -134,7 +156,7 @@ int run_io(const IoArgs& a) {
     while (!session.quit_requested() && std::getline(std::cin, line)) run_line(line);
   }
   Status st = session.close();
-  if (!st.is_ok()) {
+  if (!st.is_ok() && !corrupted) {
     print_error(fmt::format("closing the image failed: {}", st.message()));
     return 1;
   }
@@ -159,6 +181,9 @@ std::function<int()> setup_io(CLI::App* sub) {
   sub->add_flag("-q,--quiet", a->quiet, "Accepted for compatibility");
   sub->add_flag("-s,--snapshot", a->snapshot,
                 "Write to a temporary overlay, thrown away at exit (the image is not changed)");
+  sub->add_flag("--image-opts", a->image_opts,
+                "FILE is an option string: driver=qcow2,file.filename=PATH[,overlap-check=MODE]"
+                "[,overlap-check.KIND=on|off]");
   sub->add_option("FILE", a->filename,
                   "Image file; without it, start with no image (see the 'open' command)");
   std::string footer = "Commands (qemu-io's language; sizes take k/M/G/T/P/E suffixes):\n";

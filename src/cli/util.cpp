@@ -491,6 +491,13 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
   o.no_backing = flags.no_backing;
   o.snapshot = flags.snapshot;
   o.cache = default_cache;
+  o.qcow2_options = flags.qcow2_options;
+  // QEMU's qcow2_signal_corruption() line, printed once per image.
+  o.on_corruption = [](const std::string& why) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n",
+                 why.c_str());
+  };
   if (!flags.cache.empty()) {
     auto c = parse_cache_mode(flags.cache);
     if (!c) return error(invalid(fmt::format("Invalid cache option: {}", flags.cache)));
@@ -502,6 +509,26 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
     o.aio = *a;
   }
   return o;
+}
+
+Status parse_image_opts(const std::string& spec, OpenFlags* flags, std::string* filename) {
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    size_t comma = spec.find(',', pos);
+    std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    pos = comma == std::string::npos ? spec.size() + 1 : comma + 1;
+    if (item.empty()) continue;
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) return invalid(fmt::format("Expected '=' after parameter '{}'", item));
+    std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (key == "driver") flags->format = value;
+    else if (key == "file.filename" || key == "file") *filename = value;
+    else if (key == "file.driver" && value == "file") continue;
+    else if (key.rfind("overlap-check", 0) == 0) flags->qcow2_options.emplace_back(key, value);
+    else return invalid(fmt::format("Invalid parameter '{}'", key));
+  }
+  if (filename->empty()) return invalid("A block device must be specified for \"file\"");
+  return Status::ok();
 }
 
 std::string open_error_message(const std::string& path, const Status& st) {

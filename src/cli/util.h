@@ -114,7 +114,14 @@ struct OpenFlags {
   bool read_only = true;
   bool no_backing = false;
   std::string snapshot;        // -l
+  // qcow2 driver options (overlap-check, overlap-check.<kind>) from --image-opts.
+  std::vector<std::pair<std::string, std::string>> qcow2_options;
 };
+
+// Parses an --image-opts string as QEMU does ("driver=qcow2,file.filename=t.qcow2,
+// overlap-check=none,..."): the format, the file name and the qcow2 options go to `flags` and
+// `filename`. Keys keel does not know are an error naming them ("Invalid parameter 'x'").
+Status parse_image_opts(const std::string& spec, OpenFlags* flags, std::string* filename);
 
 // Builds OpenOptions from the flags; fails with qemu-img's "Invalid cache option: x" style
 // messages for bad -t/-i values. `default_cache` is used when flags.cache is empty.

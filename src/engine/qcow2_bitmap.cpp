@@ -211,7 +211,7 @@ Status Qcow2Image::write_and_switch_bitmaps(std::vector<BitmapDirEntry> next,
       if (!kept) KEEL_TRY(free_bitmap_clusters(e));
     }
   }
-  return Status::ok();
+  return rebuild_metadata_map();  // the bitmap directory and tables moved
 }
 
 // Drops the references of a bitmap no directory points at any more. A table that does not

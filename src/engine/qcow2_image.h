@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "engine/alloc_gate.h"
+#include "engine/metadata_map.h"
 #include "engine/table_cache.h"
 #include "format/bitmap.h"
 #include "format/header.h"
@@ -137,8 +138,10 @@ class Qcow2Image final : public Image {
   Result<RefBlockRef> load_refblock(uint64_t rt_index, bool create);
   Result<uint64_t> get_refcount(uint64_t cluster_index);
   Status change_refcount(uint64_t cluster_index, int64_t delta);
-  // Takes `count` contiguous free clusters (refcount 0 -> 1); returns the host offset.
-  Result<uint64_t> alloc_clusters(uint64_t count);
+  // Takes `count` contiguous free clusters (refcount 0 -> 1); returns the host offset. A free
+  // cluster the metadata map knows is damage: the image is marked corrupt (`what` names the
+  // structure being allocated in QEMU's message for offset 0, e.g. "L2 table").
+  Result<uint64_t> alloc_clusters(uint64_t count, const char* what = nullptr);
   // Takes `bytes` (<= cluster) for compressed data, packing clusters; returns the host offset.
   Result<uint64_t> alloc_bytes(uint64_t bytes);
   Status create_refblock(uint64_t rt_index);
@@ -164,6 +167,20 @@ class Qcow2Image final : public Image {
                              const char* what);
   Status metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what);
   Status latch(Status s);
+
+  // --- overlap protection (qcow2_overlap.cpp); REQUIRE mu_ ---
+  // Rebuilds meta_map_ from the in-memory tables (and the snapshots' L1 tables on disk).
+  Status rebuild_metadata_map();
+  // Marks the image corrupt, as QEMU does, if [offset, offset + length) of the image file
+  // overlaps metadata of a checked kind outside `ignore` (a mask of kind_bit()s).
+  Status overlap_guard(uint64_t offset, uint64_t length, uint32_t ignore);
+  // The same for a guest data write to the data file (no-op with an external data file).
+  Status data_guard(uint64_t host_offset, uint64_t length) {
+    if (data_ != file_.get()) return Status::ok();
+    return overlap_guard(host_offset, length, 0);
+  }
+  // The clusters [first, first + count) about to be handed out (refcount 0): refuses known metadata.
+  Status alloc_guard(uint64_t first, uint64_t count, const char* what);
 
   // --- snapshots and resize (qcow2_snapshot.cpp); REQUIRE mu_, gate_ exclusive ---
   Status tree_refcounts(const std::vector<uint64_t>& l1, int64_t delta);
@@ -325,6 +342,11 @@ class Qcow2Image final : public Image {
   bool closed_ = true;  // until open succeeds
   bool repaired_once_ = false;
   bool freed_unsynced_ = false;  // phase 3 wrote refcount decrements not yet synced
+
+  // Overlap protection: every known metadata cluster, and the kinds checked. Guarded by mu_.
+  MetadataMap meta_map_;
+  uint32_t overlap_mask_ = OverlapCheck::defaults().mask;
+  std::function<void(const std::string&)> on_corruption_;
 
   AllocGate gate_;
   // In-place overwrites hold data_gate_ shared (and not gate_), so they go on while a flush

@@ -173,6 +173,7 @@ Result<bool> Qcow2Image::write_in_place(uint64_t offset, std::span<const uint8_t
       if (inflight_.count(gc)) return false;
       KEEL_ASSIGN(Mapping m, lookup(gc));
       if (!in_place_ok(m, in, n)) return false;
+      KEEL_TRY_R(data_guard(m.host() + in, n));
       if (!pieces.empty() && pieces.back().host + pieces.back().len == m.host() + in)
         pieces.back().len += n;
       else
@@ -226,6 +227,7 @@ Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
     KEEL_ASSIGN(Mapping m, lookup(gc));
     if (in_place_ok(m, in, d.size())) {
       const uint64_t host = m.host();
+      KEEL_TRY(data_guard(host + in, d.size()));
       lk.unlock();
       notify(Event::kDataWrite);
       return data_->write_at(host + in, d);
@@ -241,6 +243,7 @@ Status Qcow2Image::allocating_write(std::unique_lock<std::mutex>& lk, uint64_t g
   KEEL_ASSIGN(Mapping m, lookup(gc));
   if (in_place_ok(m, in, d.size())) {
     uint64_t host = m.host();
+    KEEL_TRY(data_guard(host + in, d.size()));
     lk.unlock();
     notify(Event::kDataWrite);
     return data_->write_at(host + in, d);
@@ -250,6 +253,9 @@ Status Qcow2Image::allocating_write(std::unique_lock<std::mutex>& lk, uint64_t g
   const bool external = has_external_data();
   const bool reuse = external || ((m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) && m.copied());
   uint64_t host = 0;
+  // QEMU's order (and so its message when either lands on metadata): the L2 table first, then
+  // the data cluster, checked against the metadata map before any byte is written.
+  if (auto t = writable_l2(gc); !t) return t.error();
   // A new cluster that lies wholly past zero_from_ has never been written: what the guest does
   // not write of it reads as zeros without being written (a crash leaves a hole, zeros grown
   // ahead, or a shorter file there, and all read as zeros).
@@ -258,6 +264,7 @@ Status Qcow2Image::allocating_write(std::unique_lock<std::mutex>& lk, uint64_t g
     host = gc * cs_;
   } else if (reuse) {
     host = m.host();
+    KEEL_TRY(data_guard(host, cs_));
   } else {
     KEEL_ASSIGN(host, alloc_clusters(1));
     fresh = last_alloc_fresh_;
@@ -267,10 +274,6 @@ Status Qcow2Image::allocating_write(std::unique_lock<std::mutex>& lk, uint64_t g
   auto undo = [&] {
     if (!reuse) (void)change_refcount(host / cs_, -1);
   };
-  if (auto t = writable_l2(gc); !t) {
-    undo();
-    return t.error();
-  }
   lk.unlock();
 
   // Write the data with whatever copy-on-write it needs; the mapping is not changed yet.
@@ -495,8 +498,9 @@ Status Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> cl
   }
   inflight_.insert(gc);
   InflightGuard guard{inflight_, inflight_cv_, gc};
-  KEEL_ASSIGN(uint64_t host, alloc_bytes(packed->size()));
   if (auto t = writable_l2(gc); !t) return t.error();
+  KEEL_ASSIGN(uint64_t host, alloc_bytes(packed->size()));
+  KEEL_TRY(data_guard(host, packed->size()));
   lk.unlock();
   notify(Event::kCompressedWrite);
   Status st = file_->write_at(host, *packed);

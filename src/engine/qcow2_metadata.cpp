@@ -32,6 +32,7 @@ Status Qcow2Image::mark_corrupt(const std::string& why) {
   if (read_only_ || latched_) return err;
   latched_ = true;
   latch_reason_ = "image marked corrupt: " + why;
+  if (on_corruption_) on_corruption_(why);
   if (header_.version >= 3) {
     header_.incompatible |= kIncompatCorrupt;
     uint8_t b[8];
@@ -42,19 +43,21 @@ Status Qcow2Image::mark_corrupt(const std::string& why) {
   return err;
 }
 
-// Refuses metadata writes that would land on the header, the L1 table or the refcount table
-// unless that is what is being written (QEMU's overlap check, "constant" template).
+// Every metadata write goes through the overlap check first (qcow2_overlap.cpp): it may land
+// only on clusters that hold nothing or hold the kind of structure being written.
 Status Qcow2Image::metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what) {
-  const std::string w = what;
-  auto overlaps = [&](uint64_t start, uint64_t len) {
-    return len > 0 && offset < start + len && start < offset + bytes.size();
-  };
-  if (w != "header" && overlaps(0, cs_))
-    return mark_corrupt(fmt::format("Preventing invalid {} write at {:#x} (overlaps with qcow2_header)", w, offset));
-  if (w != "l1" && overlaps(l1_offset_, l1_.size() * 8))
-    return mark_corrupt(fmt::format("Preventing invalid {} write at {:#x} (overlaps with active L1 table)", w, offset));
-  if (w != "reftable" && overlaps(header_.refcount_table_offset, reftable_.size() * 8))
-    return mark_corrupt(fmt::format("Preventing invalid {} write at {:#x} (overlaps with refcount table)", w, offset));
+  const std::string_view w = what;
+  uint32_t ignore = 0;
+  if (w == "header") ignore = kind_bit(MetaKind::kMainHeader);
+  else if (w == "l1") ignore = kind_bit(MetaKind::kActiveL1);
+  else if (w == "l2") ignore = kind_bit(MetaKind::kActiveL2) | kind_bit(MetaKind::kInactiveL2);
+  else if (w == "refblock") ignore = kind_bit(MetaKind::kRefcountBlock);
+  else if (w == "reftable") ignore = kind_bit(MetaKind::kRefcountTable);
+  else if (w == "snapshot_table") ignore = kind_bit(MetaKind::kSnapshotTable);
+  else if (w == "snapshot_l1") ignore = kind_bit(MetaKind::kInactiveL1);
+  else if (w == "bitmap_table") ignore = kind_bit(MetaKind::kBitmapTable);
+  else if (w == "bitmap_directory") ignore = kind_bit(MetaKind::kBitmapDirectory);
+  KEEL_TRY(overlap_guard(offset, bytes.size(), ignore));
   zero_from_ = std::max<uint64_t>(zero_from_, offset + bytes.size());
   return latch(file_->write_at(offset, bytes));
 }
@@ -160,9 +163,11 @@ Result<L2Ref> Qcow2Image::writable_l2(uint64_t gc) {
   uint64_t e = l1_[l1i];
   uint64_t off = e & kOffsetMask;
   if (off && (e & kCopied)) return load_l2(off);
-  KEEL_ASSIGN(uint64_t noff, alloc_clusters(1));
+  KEEL_ASSIGN(uint64_t noff, alloc_clusters(1, "L2 table"));
   auto t = std::make_shared<L2Table>();
+  meta_map_.add(MetaKind::kActiveL2, noff, cs_);
   if (off) {
+    meta_map_.remove(MetaKind::kActiveL2, off, cs_);
     KEEL_ASSIGN(L2Ref old, load_l2(off));
     t->words = old->words;  // copy-on-write of a shared table: references stay counted
     defer_free(off);
@@ -231,7 +236,7 @@ Status Qcow2Image::change_refcount(uint64_t ci, int64_t delta) {
   return Status::ok();
 }
 
-Result<uint64_t> Qcow2Image::alloc_clusters(uint64_t count) {
+Result<uint64_t> Qcow2Image::alloc_clusters(uint64_t count, const char* what) {
   const uint64_t max_cluster = limits::kMaxHostOffset / cs_;
   // A restart follows the creation of refcount blocks (or a larger refcount table) for the run
   // found; a long run may need several, so the bound grows with the number of ranges it spans.
@@ -260,6 +265,7 @@ Result<uint64_t> Qcow2Image::alloc_clusters(uint64_t count) {
       }
     }
     if (retry) continue;
+    KEEL_TRY_R(alloc_guard(start, count, what));
     for (uint64_t i = start; i < start + count; ++i) KEEL_TRY_R(change_refcount(i, +1));
     if (start == free_hint_) free_hint_ = start + count;
     last_alloc_fresh_ = start * cs_ >= zero_from_;
@@ -305,6 +311,9 @@ Result<std::optional<uint64_t>> Qcow2Image::free_covered_cluster() {
 
 Status Qcow2Image::create_refblock(uint64_t rt) {
   if (rt >= reftable_.size()) return grow_reftable(rt);
+  // On a sound image every metadata cluster has a refcount, so a range without a refcount block
+  // holds none: a new (empty) block for a range that does would declare that metadata free.
+  KEEL_TRY(overlap_guard(rt * rb_entries_ * cs_, rb_entries_ * cs_, 0));
   // Like QEMU, the block goes into the lowest free cluster that an existing block already
   // covers; that block, with the new block's refcount, is written and synced before the link.
   // Only when no covered cluster is free does the block describe itself, in the first cluster
@@ -315,6 +324,7 @@ Status Qcow2Image::create_refblock(uint64_t rt) {
   b->bytes.assign(cs_, 0);
   uint64_t off = rt * rb_entries_ * cs_;
   notify(Event::kRefblockAlloc);
+  KEEL_TRY(alloc_guard(covered ? *covered : off / cs_, 1, "refcount block"));
   if (covered) {
     off = *covered * cs_;
     KEEL_TRY(change_refcount(*covered, +1));
@@ -333,6 +343,7 @@ Status Qcow2Image::create_refblock(uint64_t rt) {
   KEEL_TRY(metadata_write(header_.refcount_table_offset + rt * 8, e, "reftable"));
   KEEL_TRY(latch(file_->sync()));
   reftable_[rt] = off;
+  meta_map_.add(MetaKind::kRefcountBlock, off, cs_);
   rb_cache_.insert(rt, std::move(b));
   return Status::ok();
 }
@@ -369,6 +380,7 @@ Status Qcow2Image::grow_reftable(uint64_t needed) {
   // Every cluster of the new area (blocks + table) gets refcount 1 in the block covering it.
   for (uint64_t c = area; c < area + m + rt_clusters; ++c)
     format::set_refcount(blocks[(c - area) / rb_entries_]->bytes, (c - area) % rb_entries_, rc_bits_, 1);
+  KEEL_TRY(alloc_guard(area, m + rt_clusters, "refcount block"));
   notify(Event::kReftableGrow);
   for (uint64_t j = 0; j < m; ++j) KEEL_TRY(metadata_write((area + j) * cs_, blocks[j]->bytes, "refblock"));
   std::vector<uint8_t> tb(want * 8);
@@ -385,8 +397,13 @@ Status Qcow2Image::grow_reftable(uint64_t needed) {
   const uint64_t old_clusters = header_.refcount_table_clusters;
   header_.refcount_table_offset = new_off;
   header_.refcount_table_clusters = static_cast<uint32_t>(rt_clusters);
+  meta_map_.remove(MetaKind::kRefcountTable, old_off, reftable_.size() * 8);
+  meta_map_.add(MetaKind::kRefcountTable, new_off, want * 8);
   reftable_ = std::move(table);
-  for (uint64_t j = 0; j < m; ++j) rb_cache_.insert(old_n + j, std::move(blocks[j]));
+  for (uint64_t j = 0; j < m; ++j) {
+    meta_map_.add(MetaKind::kRefcountBlock, (area + j) * cs_, cs_);
+    rb_cache_.insert(old_n + j, std::move(blocks[j]));
+  }
   // The switch is durable, so the old table's clusters can be freed at once.
   for (uint64_t c = 0; c < old_clusters; ++c) KEEL_TRY(change_refcount(old_off / cs_ + c, -1));
   return Status::ok();

@@ -57,7 +57,17 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
   img->read_only_ = opts.read_only;
   img->writethrough_ = opts.cache == CacheMode::kWritethrough || opts.cache == CacheMode::kDirectsync;
   img->direct_io_ = opts.cache == CacheMode::kNone || opts.cache == CacheMode::kDirectsync;
+  if (depth == 1) {  // the top image (Image::open); backing files are only read
+    OverlapCheck oc = OverlapCheck::defaults();
+    for (const auto& kv : opts.qcow2_options) KEEL_TRY_R(oc.apply(kv.first, kv.second));
+    img->overlap_mask_ = oc.mask;
+    img->on_corruption_ = opts.on_corruption;
+  }
   KEEL_TRY_R(img->open_tables(opts, depth).with_context(fmt::format("Could not open '{}'", path)));
+  if (!img->read_only_) {
+    std::lock_guard<std::mutex> lk(img->mu_);
+    KEEL_TRY_R(img->rebuild_metadata_map());
+  }
   img->closed_ = false;
   return std::unique_ptr<Image>(std::move(img));
 }

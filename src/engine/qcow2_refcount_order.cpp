@@ -145,7 +145,7 @@ Status Qcow2Image::change_refcount_order(uint32_t new_bits) {
   free_hint_ = 0;
   compressed_cursor_ = 0;
   freed_unsynced_ = false;
-  return Status::ok();
+  return rebuild_metadata_map();  // new refcount table and blocks
 }
 
 }  // namespace keel

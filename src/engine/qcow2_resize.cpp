@@ -52,6 +52,7 @@ Status Qcow2Image::unmap_from(uint64_t first_gc) {
     }
     l1_[i] = 0;
     l1_dirty_.insert(i);
+    meta_map_.remove(MetaKind::kActiveL2, off, cs_);
     defer_free(off);
   }
   return Status::ok();

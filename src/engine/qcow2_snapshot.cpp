@@ -131,7 +131,7 @@ Status Qcow2Image::write_snapshot_table(const std::vector<SnapshotEntry>& entrie
     snapshot_table_bytes_ += (40 + std::max<size_t>(e.extra.size(), header_.version >= 3 ? 24 : 0) + e.id.size() +
                               e.name.size() + 7) / 8 * 8;
   for (uint64_t c = 0; c < old_clusters; ++c) KEEL_TRY(change_refcount(old_off / cs_ + c, -1));
-  return Status::ok();
+  return rebuild_metadata_map();  // the snapshot table, the snapshots' L1 and L2 tables moved
 }
 
 Status Qcow2Image::write_new_l1(const std::vector<uint64_t>& l1) {
@@ -159,7 +159,7 @@ Status Qcow2Image::write_new_l1(const std::vector<uint64_t>& l1) {
   l1_ = l1;
   l1_dirty_.clear();
   for (uint64_t c = 0; c < old_clusters && old_off; ++c) KEEL_TRY(change_refcount(old_off / cs_ + c, -1));
-  return Status::ok();
+  return rebuild_metadata_map();  // the active L1 table and its L2 tables changed
 }
 
 Result<std::vector<uint64_t>> read_l1_table(BlockFile& f, uint64_t off, uint32_t n) {

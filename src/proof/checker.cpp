@@ -1,5 +1,6 @@
 // The guarantee checker (see checker.h).
 #include "proof/checker.h"
+#include "proof/damage.h"
 
 #include <algorithm>
 #include <optional>
@@ -232,6 +233,10 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
                          const StateCheckOptions& opts) {
   StateVerdict v;
   const uint32_t md = opts.max_details;
+  if (!spec.damage.empty()) {  // a damaged image: G1-G5 do not apply (proof/damage.h)
+    check_damaged_state(image, v, md);
+    return v;
+  }
   std::vector<uint8_t> computed_backing;
   if (!opts.original_backing) computed_backing = backing_content(spec);
   const std::vector<uint8_t>& original_backing = opts.original_backing ? *opts.original_backing : computed_backing;

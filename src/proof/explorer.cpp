@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "io/recording_file.h"
+#include "proof/damage.h"
 #include "proof/memory_fs.h"
 #include "proof/qemu_oracle.h"
 
@@ -74,6 +75,11 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
     CreateOptions co = s.create;
     co.file_opener = fs.opener();
     out.status = create_image(MemoryFs::path(kImageName), co);
+    if (out.status.is_ok() && !s.damage.empty()) {
+      std::vector<uint8_t> b = fs.bytes(kImageName);
+      apply_damage(s, b);
+      fs.put(kImageName, b);
+    }
     image_path = MemoryFs::path(kImageName);
     Sabotage sabotage = config.sabotage;
     opener = fs.opener([rec, sabotage](std::unique_ptr<BlockFile> inner, const std::string& name, const FileOptions&) {
@@ -91,6 +97,7 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
     if (s.backing_bytes) put(kBackingName, backing_content(s));
     if (s.new_backing_bytes) put(kNewBackingName, new_backing_content(s));
     if (out.status.is_ok()) out.status = create_image(image_path, s.create);
+    if (out.status.is_ok() && !s.damage.empty()) out.status = unsupported("damaged workloads run in memory only");
     Sabotage sabotage = config.sabotage;
     opener = [rec, sabotage](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
       auto f = open_posix_file(path, fo);
@@ -121,9 +128,20 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
   };
   WorkloadRunner runner(s, [&] { return Image::open(image_path, oo); }, [&] { return rec->op_count(); }, layers);
   out.status = runner.open().with_context("open");
-  for (size_t i = 0; out.status.is_ok() && i < s.ops.size(); ++i)
-    out.status = runner.step(i).with_context("guest op " + std::to_string(i) + " " + s.ops[i].describe());
-  if (out.status.is_ok()) out.status = runner.close().with_context("close");
+  // A damaged image's requests are refused (the image is marked corrupt): expected, and required.
+  const bool damaged = !s.damage.empty();
+  bool refused = false;
+  for (size_t i = 0; out.status.is_ok() && i < s.ops.size(); ++i) {
+    Status st = runner.step(i).with_context("guest op " + std::to_string(i) + " " + s.ops[i].describe());
+    if (damaged) refused |= st.code() == Code::kCorrupt;
+    else out.status = st;
+  }
+  if (out.status.is_ok()) {
+    Status st = runner.close().with_context("close");
+    if (!damaged) out.status = st;
+  }
+  if (out.status.is_ok() && damaged && !refused)
+    out.status = corrupt("damaged workload: the engine refused no request (the damage went unnoticed)");
   out.marks = runner.marks();
   return out;
 }

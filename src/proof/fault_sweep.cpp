@@ -1,5 +1,6 @@
 // The G6 fault sweep (see fault_sweep.h).
 #include "proof/fault_sweep.h"
+#include "proof/damage.h"
 
 #include <chrono>
 #include <cstdio>
@@ -58,6 +59,11 @@ Prepared prepare(const std::string& name, uint64_t seed) {
   CreateOptions co = p.spec.create;
   co.file_opener = fs.opener();
   p.status = create_image(MemoryFs::path(kImageName), co).with_context("create");
+  if (p.status.is_ok() && !p.spec.damage.empty()) {
+    std::vector<uint8_t> b = fs.bytes(kImageName);
+    apply_damage(p.spec, b);
+    fs.put(kImageName, b);
+  }
   if (p.status.is_ok() && p.spec.explore_from > 0) {
     OpenOptions oo;
     oo.format = "qcow2";
@@ -138,7 +144,8 @@ Run run_with(const Prepared& p, const std::optional<FaultRule>& rule, bool qemu,
     return t;
   };
   auto note = [&](const Status& s) {
-    if (!rule && out.clean_status.is_ok() && !s.is_ok()) out.clean_status = s;
+    // A damaged workload's requests are refused by design (proof/damage.h).
+    if (!rule && out.clean_status.is_ok() && !s.is_ok() && spec.damage.empty()) out.clean_status = s;
     out.trace += "\n      " + (s.is_ok() ? std::string("ok: ") : "FAILED: " + s.message() + ": ");
   };
 

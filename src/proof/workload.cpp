@@ -138,6 +138,26 @@ WorkloadSpec discard_reuse(uint64_t seed) {
   return s;
 }
 
+// Issue 13: the refcounts of every metadata cluster at 0 (a bad disk, a buggy tool), then guest
+// writes, write-zeroes and discards. The first allocation would land on metadata: the engine must
+// refuse it (mark the image corrupt) and no crash state may hold guest data in metadata.
+WorkloadSpec damaged_refcount(uint64_t seed) {
+  WorkloadSpec s = base("damaged-refcount", "metadata refcounts at 0, then allocating writes", 1 * MiB, 4 * KiB);
+  s.damage = "refcount0";
+  Gen g(s, seed);
+  uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  for (int i = 0; i < 8; ++i) {
+    switch (g.pick(4)) {
+      case 0: g.zeroes(g.pick(n) * c, c, g.chance(50)); break;
+      case 1: g.discard(g.pick(n) * c, c); break;
+      default: g.write(g.pick(n) * c, c, g.chance(20)); break;
+    }
+    g.maybe_flush(3);
+  }
+  g.flush();
+  return s;
+}
+
 // Writes far apart: every one needs a new L2 table (1 KiB clusters: one L2 maps 128 KiB).
 WorkloadSpec l2_tables(uint64_t seed) {
   WorkloadSpec s = base("l2-tables", "writes far apart: a new L2 table each", 2 * MiB, 1 * KiB);
@@ -379,7 +399,7 @@ const std::vector<std::string>& workload_names() {
       "alloc",         "overwrite",      "backing-cow",    "discard-reuse", "l2-tables",
       "refblock-1bit", "reftable-grow", "lazy-refcounts", "compressed",    "mixed",
       "snapshots",     "resize",         "amend",          "refcount-bits", "bitmaps",
-      "commit",        "rebase"};
+      "commit",        "rebase",        "damaged-refcount"};
   return names;
 }
 
@@ -401,6 +421,7 @@ Result<WorkloadSpec> make_workload(const std::string& name, uint64_t seed) {
   if (name == "bitmaps") return gen::bitmaps(seed);
   if (name == "commit") return gen::commit(seed);
   if (name == "rebase") return gen::rebase(seed);
+  if (name == "damaged-refcount") return damaged_refcount(seed);
   return error(invalid("unknown workload '" + name + "'"));
 }
 

@@ -65,6 +65,9 @@ struct WorkloadSpec {
   // new_backing_content(). Never written.
   uint64_t new_backing_bytes = 0;
   std::vector<GuestOp> ops;
+  // Damage the image gets right after creation (proof/damage.h; "" = none). A damaged workload's
+  // crash states are judged by check_damaged_state() instead of G1-G5.
+  std::string damage;
   // Ops before this one are setup (e.g. filling the image up to a refcount-block boundary): they
   // run and enter the model, but crash points start where op `explore_from` starts.
   size_t explore_from = 0;

@@ -58,6 +58,23 @@ with open(sys.argv[1], "r+b") as f:
     f.seek(0, 2); f.write(b"\0" * 512)   # a cluster nobody references
 PY
 
+# Damaged images (issue 13): a metadata cluster's refcount at 0, an L2 entry pointed at
+# metadata, a zeroed refcount table entry; the write target must never put guest data there.
+DAMAGE="python3 $HERE/../interop/overlap_damage.py"
+for kind in main-header active-l1 refcount-table refcount-block active-l2; do
+  cp v3_512.qcow2 "dmg_rc0_$kind.qcow2"; $DAMAGE "dmg_rc0_$kind.qcow2" refcount0 $kind >/dev/null
+  cp rc64.qcow2 "dmg64_rc0_$kind.qcow2"; $DAMAGE "dmg64_rc0_$kind.qcow2" refcount0 $kind >/dev/null
+  cp rc1.qcow2 "dmg1_rc0_$kind.qcow2"; $DAMAGE "dmg1_rc0_$kind.qcow2" refcount0 $kind >/dev/null
+done
+for kind in active-l1 refcount-table refcount-block; do
+  cp v3_512.qcow2 "dmg_l2_$kind.qcow2"; $DAMAGE "dmg_l2_$kind.qcow2" l2point $kind 0 >/dev/null
+done
+for kind in snapshot-table inactive-l1 inactive-l2; do
+  cp snap.qcow2 "dmg_snap_$kind.qcow2"; $DAMAGE "dmg_snap_$kind.qcow2" refcount0 $kind >/dev/null
+done
+cp bitmap.qcow2 dmg_bitmap_dir.qcow2; $DAMAGE dmg_bitmap_dir.qcow2 refcount0 bitmap-directory >/dev/null
+cp v3_512.qcow2 dmg_reftable0.qcow2; $DAMAGE dmg_reftable0.qcow2 reftable0 >/dev/null
+
 for f in *.qcow2; do
   for t in open_info check read; do cp "$f" "$OUT/$t/$f"; done
   # The write target: the image followed by 32 bytes of operations (kind, length, u16 position).

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "overlap_probe.h"
 #include "keel/image.h"
 #include "nbd/connection.h"
 #include "nbd/log.h"
@@ -32,6 +33,26 @@ const std::vector<uint8_t>& template_image() {
     Status s = create_image(proof::MemoryFs::path(kImage), co);
     if (!s.is_ok()) __builtin_trap();
     return fs.bytes(kImage);
+  }();
+  return bytes;
+}
+
+// The same image damaged (issue 13): the refcounts of its metadata clusters (header, refcount
+// table, refcount block, L1 table) at 0, so the first allocation lands on metadata unless the
+// engine refuses it.
+const std::vector<uint8_t>& damaged_image() {
+  static const std::vector<uint8_t> bytes = [] {
+    std::vector<uint8_t> b = template_image();
+    auto be64 = [&](uint64_t o) {
+      uint64_t v = 0;
+      for (int i = 0; i < 8; ++i) v = v << 8 | b.at(o + i);
+      return v;
+    };
+    const uint64_t cs = 4096, rt = be64(48), rb = be64(rt);  // 16-bit refcounts
+    std::vector<uint64_t> meta = {0, rt, rb};
+    for (const ProbeCluster& c : stable_metadata(b)) meta.push_back(c.offset);
+    for (uint64_t off : meta) b.at(rb + off / cs * 2) = b.at(rb + off / cs * 2 + 1) = 0;
+    return b;
   }();
   return bytes;
 }
@@ -65,7 +86,9 @@ void drain(int fd) {
 Status nbd(std::span<const uint8_t> client_bytes) {
   nbd::set_verbose(false);
   proof::MemoryFs fs;
-  fs.put(kImage, template_image());
+  // Every fourth input length serves the damaged image; its metadata must come out unchanged.
+  const bool damaged = client_bytes.size() % 4 == 3;
+  fs.put(kImage, damaged ? damaged_image() : template_image());
   OpenOptions o;
   o.format = "qcow2";
   o.force_share = true;
@@ -98,7 +121,15 @@ Status nbd(std::span<const uint8_t> client_bytes) {
   feeder.join();
   drainer.join();
   ::close(sv[1]);
-  return (*img)->close();
+  Status s = (*img)->close();
+  if (damaged) {
+    const std::vector<uint8_t>& was = damaged_image();
+    const std::vector<uint8_t> now = fs.bytes(kImage);
+    for (const ProbeCluster& c : stable_metadata(was))
+      for (uint64_t i = c.offset; i < c.offset + c.size && i < was.size(); ++i)
+        if (!(i >= 72 && i < 80) && (i >= now.size() || now[i] != was[i])) __builtin_trap();  // 72: the corrupt bit
+  }
+  return s;
 }
 
 }  // namespace keel::fuzz
