@@ -124,7 +124,8 @@ class Qcow2Image final : public Image {
   Status open_backing(const OpenOptions& opts, int depth);
   Status open_data_file(const OpenOptions& opts);
 
-  // --- metadata (qcow2_metadata.cpp); all REQUIRE mu_ held ---
+  // --- the mapping (qcow2_mapping.cpp), the allocator (qcow2_allocator.cpp), the metadata
+  // writer (qcow2_writeback.cpp); all REQUIRE mu_ held ---
   Result<L2Ref> load_l2(uint64_t l2_offset);
   // Makes sure the L2 table that maps guest cluster gc is cached, reading it from the file with
   // mu_ released so that other requests are not held up by the miss. REQUIRES lk holds mu_;

@@ -1,0 +1,195 @@
+// The metadata writer: every metadata write (checked against what it would overlap), the
+// latch after a failed write, the corrupt bit, and flush_metadata, the one ordered write-back
+// path (see qcow2_image.h and docs/architecture.md, "The metadata write-back path").
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "engine/qcow2_image.h"
+#include "format/endian.h"
+#include "keel/limits.h"
+
+namespace keel {
+
+using namespace format;
+
+Status Qcow2Image::latch(Status s) {
+  if (!s.is_ok() && !latched_) {
+    latched_ = true;
+    latch_reason_ = s.message();
+  }
+  return s;
+}
+
+Status Qcow2Image::mark_corrupt(const std::string& why) {
+  Status err = corrupt(why);
+  if (read_only_ || latched_) return err;
+  latched_ = true;
+  latch_reason_ = "image marked corrupt: " + why;
+  if (on_corruption_) on_corruption_(why);
+  if (header_.version >= 3) {
+    header_.incompatible |= kIncompatCorrupt;
+    uint8_t b[8];
+    put_be64(b, header_.incompatible);
+    notify(Event::kHeaderUpdate);
+    if (file_->write_at(kOffsetIncompatible, b).is_ok()) (void)file_->sync();
+  }
+  return err;
+}
+
+// Every metadata write goes through the overlap check first (qcow2_overlap.cpp): it may land
+// only on clusters that hold nothing or hold the kind of structure being written.
+Status Qcow2Image::metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what) {
+  const std::string_view w = what;
+  uint32_t ignore = 0;
+  if (w == "header") ignore = kind_bit(MetaKind::kMainHeader);
+  else if (w == "l1") ignore = kind_bit(MetaKind::kActiveL1);
+  else if (w == "l2") ignore = kind_bit(MetaKind::kActiveL2) | kind_bit(MetaKind::kInactiveL2);
+  else if (w == "refblock") ignore = kind_bit(MetaKind::kRefcountBlock);
+  else if (w == "reftable") ignore = kind_bit(MetaKind::kRefcountTable);
+  else if (w == "snapshot_table") ignore = kind_bit(MetaKind::kSnapshotTable);
+  else if (w == "snapshot_l1") ignore = kind_bit(MetaKind::kInactiveL1);
+  else if (w == "bitmap_table") ignore = kind_bit(MetaKind::kBitmapTable);
+  else if (w == "bitmap_directory") ignore = kind_bit(MetaKind::kBitmapDirectory);
+  KEEL_TRY(overlap_guard(offset, bytes.size(), ignore));
+  zero_from_ = std::max<uint64_t>(zero_from_, offset + bytes.size());
+  return latch(file_->write_at(offset, bytes));
+}
+
+Status Qcow2Image::write_header_field(uint64_t offset, std::span<const uint8_t> bytes) {
+  notify(Event::kHeaderUpdate);
+  return metadata_write(offset, bytes, "header");
+}
+
+Status Qcow2Image::write_l2_table(uint64_t offset, const L2Table& t) {
+  std::vector<uint8_t> b(cs_);
+  for (size_t i = 0; i < t.words.size(); ++i) put_be64(&b[i * 8], t.words[i]);
+  return write_table_sectors(offset, t, b, "l2");
+}
+
+Status Qcow2Image::write_table_sectors(uint64_t offset, const CachedTableState& t, std::span<const uint8_t> bytes,
+                                       const char* what) {
+  if (t.fresh) return metadata_write(offset, bytes, what);
+  // Only the sectors that changed, each run widened to the file's alignment (O_DIRECT would
+  // otherwise read-modify-write); the bytes around a change are what the file already holds.
+  const uint64_t align = std::max<uint64_t>(512, file_->alignment());
+  uint64_t done_to = 0;
+  for (auto [first, end] : TableCache<L2Table>::dirty_runs(t, cs_)) {
+    first = std::max(first / align * align, done_to);
+    end = std::min<uint64_t>((end + align - 1) / align * align, cs_);
+    if (first >= end) continue;
+    KEEL_TRY(metadata_write(offset + first, bytes.subspan(first, end - first), what));
+    done_to = end;
+  }
+  return Status::ok();
+}
+
+Status Qcow2Image::sync_file(BlockFile& f, std::unique_lock<std::mutex>* lk) {
+  if (lk) lk->unlock();
+  Status st = f.sync();
+  if (lk) lk->lock();
+  return latch(st);
+}
+
+Status Qcow2Image::flush_metadata(std::unique_lock<std::mutex>* lk) {
+  // REQUIRES: gate_ exclusive, flush_mu_ held, mu_ held (see the header for `lk`).
+  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  // Phase 1: refcounts and unlinked L2 tables, then one sync that also covers guest data.
+  KEEL_TRY(write_dirty_refblocks());
+  bool fresh_any = false;
+  Status st;
+  l2_cache_.for_each([&](uint64_t off, L2Table& t) {
+    if (!st.is_ok() || !t.fresh || !t.dirty) return;
+    if (!fresh_any) notify(Event::kL2Alloc);
+    fresh_any = true;
+    st = write_l2_table(off, t);
+    if (st.is_ok()) {
+      l2_cache_.mark_clean(t);
+      t.fresh = true;  // its link is not durable until phase 2
+    }
+  });
+  KEEL_TRY(st);
+  notify(Event::kFlushData);
+  if (data_ != file_.get()) KEEL_TRY(sync_file(*data_, lk));
+  KEEL_TRY(sync_file(*file_, lk));
+  freed_unsynced_ = false;
+
+  // Phase 2: links — changed L2 tables and L1 entries.
+  bool linked = false;
+  l2_cache_.for_each([&](uint64_t off, L2Table& t) {
+    if (!st.is_ok() || t.fresh || !t.dirty) return;
+    if (!linked) notify(Event::kL2Update);
+    linked = true;
+    st = write_l2_table(off, t);
+    if (st.is_ok()) l2_cache_.mark_clean(t);
+  });
+  KEEL_TRY(st);
+  if (!l1_dirty_.empty()) {
+    notify(Event::kL1Update);
+    linked = true;
+    std::set<uint64_t> sectors;
+    for (uint64_t i : l1_dirty_) sectors.insert(i * 8 / 512);
+    for (uint64_t s : sectors) {
+      uint64_t first = s * 64, last = std::min<uint64_t>(first + 64, l1_.size());
+      std::vector<uint8_t> b((last - first) * 8);
+      for (uint64_t i = first; i < last; ++i) put_be64(&b[(i - first) * 8], l1_[i]);
+      KEEL_TRY(metadata_write(l1_offset_ + first * 8, b, "l1"));
+    }
+    l1_dirty_.clear();
+  }
+  if (linked) {
+    notify(Event::kFlushMeta);
+    KEEL_TRY(sync_file(*file_, lk));
+  }
+  l2_cache_.for_each([](uint64_t, L2Table& t) { t.fresh = false; });
+
+  // Phase 3: the unlinks are durable; drop the references (written by the next phase 1).
+  // In-place overwrites must be done with any cluster freed here before it can be reused.
+  std::optional<ExclusiveGate> quiet;
+  if (lk && !pending_free_.empty()) {
+    lk->unlock();
+    quiet.emplace(data_gate_);
+    lk->lock();
+  }
+  if (!pending_free_.empty()) notify(Event::kClusterFree);
+  std::vector<uint64_t> frees;
+  frees.swap(pending_free_);
+  for (uint64_t e : frees) {
+    if (e & kCompressed) {
+      CompressedDescriptor d = decode_compressed(e, cbits_);
+      for (uint64_t c = d.host_offset / cs_; c <= (d.host_offset + d.size - 1) / cs_; ++c)
+        KEEL_TRY(change_refcount(c, -1));
+      continue;
+    }
+    uint64_t off = e & kOffsetMask;
+    KEEL_TRY(change_refcount(off / cs_, -1));
+    KEEL_ASSIGN(uint64_t rc, get_refcount(off / cs_));
+    if (rc == 0) {
+      L2Ref t = l2_cache_.find(off);
+      if (t && !t->dirty) l2_cache_.erase(off);
+      if (auto it = l2_loading_.find(off); it != l2_loading_.end()) it->second = true;
+    }
+  }
+  // Write the decrements now; the next sync (next flush, or close) makes them durable. Until
+  // then a crash can only leak these clusters.
+  const bool any = rb_cache_.dirty_bytes() != 0;
+  KEEL_TRY(write_dirty_refblocks());
+  if (any) freed_unsynced_ = true;
+  return Status::ok();
+}
+
+Status Qcow2Image::write_dirty_refblocks() {
+  bool announced = false;
+  Status st;
+  rb_cache_.for_each([&](uint64_t rt, RefBlock& b) {
+    if (!st.is_ok() || !b.dirty) return;
+    if (!announced) notify(Event::kRefblockUpdate);
+    announced = true;
+    st = write_table_sectors(reftable_[rt] & ~kReftableReserved, b, b.bytes, "refblock");
+    if (st.is_ok()) rb_cache_.mark_clean(b);
+  });
+  return st;
+}
+
+}  // namespace keel
