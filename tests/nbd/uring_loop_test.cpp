@@ -67,9 +67,11 @@ class uring_loop : public ::testing::TestWithParam<CacheMode> {
       done_.wait();
       server_.reset();
     }
-    if (image_) EXPECT_TRUE(image_->close().is_ok());
+    if (image_) {
+      EXPECT_TRUE(image_->close().is_ok());
+    }
     image_.reset();
-    std::system(("rm -rf " + dir_).c_str());
+    EXPECT_EQ(std::system(("rm -rf " + dir_).c_str()), 0);
   }
   std::unique_ptr<TestClient> client() {
     auto c = std::make_unique<TestClient>(test::connect_unix(sock_));
