@@ -1,8 +1,8 @@
 // Proves Image::map_direct hands out only host ranges the engine itself would read or overwrite
 // in place (checked by pread/pwrite on the returned fd against Image::read and qemu-img check),
-// refuses everything that needs the engine (unallocated, zero, shared after a snapshot,
-// read-only, tracked bitmaps, subclusters not allocated), and that its ticket holds off a flush
-// until released.
+// refuses everything that needs the engine (unallocated, zero, shared after a snapshot, an L2
+// table not in the cache, read-only, tracked bitmaps, subclusters not allocated), and that its
+// ticket holds off a flush until released.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -73,6 +73,7 @@ TEST(Qcow2Direct, ReadsAndOverwritesOfAllocatedClustersMapToTheirHostBytes) {
   ASSERT_TRUE(im->read((1 << 20) + 65536, back).is_ok());
   EXPECT_EQ(back, fresh);
   ASSERT_TRUE(im->close().is_ok());
+  im.reset();  // releases the image locks
   auto chk = qemu_check(img);
   EXPECT_EQ(chk.exit_code, 0) << chk.output;
 }
@@ -96,6 +97,9 @@ TEST(Qcow2Direct, SharedClustersZerosAndReadOnlyImagesTakeTheEnginePath) {
   }
   auto ro = open_ro(img);
   ASSERT_TRUE(ro);
+  EXPECT_FALSE(ro->map_direct(0, 4096, false));  // its L2 table is not cached yet: a miss
+  std::vector<uint8_t> one(4096);
+  ASSERT_TRUE(ro->read(0, one).is_ok());          // the engine loads it
   EXPECT_TRUE(ro->map_direct(0, 4096, false));
   EXPECT_FALSE(ro->map_direct(0, 4096, true));
 }
