@@ -49,6 +49,11 @@ uint64_t UringLoop::total_direct_requests() { return 0; }
 namespace {
 
 std::atomic<uint64_t> g_direct_total{0};
+// Ring setup and teardown are serialized: liburing maps and unmaps the rings with raw system
+// calls that ThreadSanitizer does not see, so a ring mapped where an ended connection's ring was
+// would look like a race between the two loop threads. Holding this mutex around both makes the
+// reuse of the address ordered for TSan too (and costs nothing per request).
+std::mutex g_ring_setup_mu;
 
 constexpr size_t kSlots = limits::kMaxNbdInFlight;
 // ours, because: one recv of this size holds ~9000 request headers or several 4 KiB writes, so
@@ -141,7 +146,10 @@ struct UringLoop::State {
   }
 
   ~State() {
-    if (ring_ok) io_uring_queue_exit(&ring);
+    if (ring_ok) {
+      std::lock_guard setup(g_ring_setup_mu);
+      io_uring_queue_exit(&ring);
+    }
     std::lock_guard lock(done_mu);
     if (event_fd >= 0) ::close(event_fd);
   }
@@ -621,7 +629,11 @@ UringLoop::UringLoop(int fd, Image& image, const CommandContext& ctx, WorkerPool
 UringLoop::~UringLoop() = default;
 
 bool UringLoop::init(std::string* why) {
-  int rc = io_uring_queue_init(kRingEntries, &s_->ring, 0);
+  int rc;
+  {
+    std::lock_guard setup(g_ring_setup_mu);
+    rc = io_uring_queue_init(kRingEntries, &s_->ring, 0);
+  }
   if (rc < 0) {
     *why = fmt::format("io_uring_queue_init: {}", std::strerror(-rc));
     return false;
