@@ -60,6 +60,10 @@ class BlockFile {
   virtual uint64_t allocated_bytes() { return 0; }
   // Required alignment of offsets/lengths for I/O (1 unless O_DIRECT).
   virtual uint32_t alignment() const { return 1; }
+  // The file descriptor for I/O that bypasses this interface (io_uring, Image::map_direct), or
+  // -1 when the file is not a plain local file (decorators keep -1, so every byte they must see
+  // still goes through read_at/write_at). Users must honour alignment().
+  virtual int native_fd() const { return -1; }
   virtual std::string name() const = 0;
 };
 

@@ -130,6 +130,52 @@ struct ZeroFlags {
   bool fast_only = false;    // fail with ENOTSUP unless zeroing is cheap (NBD FAST_ZERO)
 };
 
+class AllocGate;  // engine-internal (src/engine/alloc_gate.h)
+
+// One host range of a direct I/O: `length` bytes at `host_offset` of file descriptor `fd`.
+struct DirectSegment {
+  int fd = -1;
+  uint64_t host_offset = 0;
+  uint64_t length = 0;
+};
+
+// A guest request that Image::map_direct() resolved to host file ranges: the caller reads or
+// writes them itself (io_uring) instead of calling read()/write(). While the ticket lives it
+// holds the image's allocation gate shared, so no flush, freeing of a discarded cluster,
+// snapshot or resize can re-map or reuse those clusters under the I/O in flight; destroy it (or
+// call release()) once the I/O has completed. Move-only; no allocation.
+class DirectIo {
+ public:
+  // ours, because: a request that needs more host ranges than this takes the engine path.
+  static constexpr size_t kMaxSegments = 16;
+
+  DirectIo() = default;
+  DirectIo(DirectIo&& o) noexcept { *this = std::move(o); }
+  DirectIo& operator=(DirectIo&& o) noexcept;
+  DirectIo(const DirectIo&) = delete;
+  DirectIo& operator=(const DirectIo&) = delete;
+  ~DirectIo() { release(); }
+
+  // Ends the ticket (idempotent): the gate is left; the segments must no longer be used.
+  void release();
+  std::span<const DirectSegment> segments() const { return {segs_, count_}; }
+  // Offsets, lengths and buffer addresses must be multiples of this (O_DIRECT files).
+  uint32_t alignment() const { return alignment_; }
+
+  // --- for Image implementations ---
+  // Appends a host range, merging it with the previous one when contiguous; false when full.
+  bool add(int fd, uint64_t host_offset, uint64_t length);
+  void set_alignment(uint32_t a) { alignment_ = a; }
+  // The ticket now holds `gate` shared (already entered) and leaves it on release().
+  void hold(AllocGate* gate) { gate_ = gate; }
+
+ private:
+  DirectSegment segs_[kMaxSegments];
+  size_t count_ = 0;
+  uint32_t alignment_ = 1;
+  AllocGate* gate_ = nullptr;
+};
+
 class Image {
  public:
   // Opens `path`; format probed unless opts.format is set. Takes QEMU-compatible locks.
@@ -153,6 +199,18 @@ class Image {
   // Writes one whole cluster compressed (qcow2 only; REQUIRES: offset cluster-aligned, the
   // cluster not yet allocated). Falls back to a normal write if compression does not help.
   virtual Status write_compressed(uint64_t offset, std::span<const uint8_t> cluster);
+
+  // The direct-I/O seam (an event loop's fast path). When all of [offset, offset+length) maps to
+  // host ranges that can be read as they are (allocated data) or, for `write`, overwritten in
+  // place without any metadata change, returns a ticket naming them; otherwise nullopt, and the
+  // caller uses read()/write() (on a thread that may block). Never blocks on disk or on a lock
+  // held for I/O: a mapping not in memory, a busy lock or a waiting flush give nullopt. Writes
+  // are refused (nullopt) whenever the engine's write path must see them: read-only or latched
+  // images, pending header work, tracked dirty bitmaps, writethrough caching. Errors surface as
+  // nullopt too (the engine path reports them). Default: never possible.
+  virtual std::optional<DirectIo> map_direct(uint64_t /*offset*/, uint64_t /*length*/, bool /*write*/) {
+    return std::nullopt;
+  }
 
   // Describes the longest uniform extent starting at offset, at most max_length bytes.
   virtual Result<Extent> block_status(uint64_t offset, uint64_t max_length) = 0;

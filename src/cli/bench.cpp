@@ -9,6 +9,8 @@
 //
 // qemu-img keeps `depth` asynchronous requests in flight; keel's API is synchronous and
 // thread-safe, so `depth` worker threads each take the next request index from a shared counter.
+// With -i io_uring or native (and no --flush-interval) the requests run instead on one io_uring
+// loop through Image::map_direct, as keel serve --aio=io_uring runs them (bench_uring.h).
 // --flush-interval=N: when the number of requests not yet started is a multiple of N (counted
 // from the end, as qemu-img does), the requests started so far are drained and the image flushed
 // before the next one starts; with --no-drain the flush is issued (to a flusher thread) without
@@ -39,6 +41,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/bench_uring.h"
 #include "cli/command.h"
 #include "cli/util.h"
 
@@ -393,8 +396,25 @@ int run_bench(const std::vector<std::string>& words) {
     std::printf("Sending flush every %d requests\n", static_cast<int>(a.flush_interval));
   std::fflush(stdout);
 
-  BenchRun run(*image, a);
-  auto seconds = run.run();
+  std::optional<double> seconds;
+  if ((a.aio == "io_uring" || a.native_aio) && !a.flush_interval) {
+    // The server's data path: one io_uring loop through Image::map_direct (bench_uring.h).
+    UringBenchSpec spec{a.count, a.depth, a.offset, a.buffer_size, a.step, a.pattern, a.write};
+    UringBenchResult u = run_bench_uring(*image, spec);
+    if (!u.failure.empty()) {
+      print_error(u.failure);
+      return 1;
+    }
+    if (u.ran) {
+      seconds = u.seconds;
+    } else {
+      print_error(fmt::format("io_uring unavailable ({}); using threads", u.why));
+    }
+  }
+  if (!seconds) {
+    BenchRun run(*image, a);
+    seconds = run.run();
+  }
   if (!seconds) return 1;  // qemu-img exits at once, without closing the image
   std::printf("Run completed in %3.3f seconds.\n", *seconds);
   std::fflush(stdout);

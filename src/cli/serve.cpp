@@ -440,6 +440,8 @@ int run_serve(ServeArgs a) {
   policy.bitmaps = bitmaps;
   cfg.connection.policy = policy;
   cfg.connection.handshake_limit = std::chrono::seconds(std::max(0, a.handshake_limit));
+  // --aio=io_uring and native: the event-loop transmission (src/nbd/uring_loop.h).
+  cfg.connection.io_uring = a.aio == "io_uring" || a.aio == "native";
   cfg.max_connections = a.shared;
   cfg.persistent = a.persistent;
   int rc = 0;
@@ -498,6 +500,8 @@ int run_serve(ServeArgs a) {
 
 std::function<int()> setup(CLI::App* sub) {
   auto a = std::make_shared<ServeArgs>();
+  // KEEL_SERVE_AIO sets the default --aio (the test suite runs the NBD tests on both paths).
+  if (const char* env = std::getenv("KEEL_SERVE_AIO"); env && *env) a->aio = env;
   sub->add_option("-f,--format", a->format, "image format (qcow2 or raw); probed if not given");
   sub->add_option("-k,--socket", a->socket_path, "listen on this unix socket");
   auto* bind = sub->add_option("-b,--bind", a->bind, "TCP address to listen on (default 127.0.0.1)");
@@ -512,7 +516,7 @@ std::function<int()> setup(CLI::App* sub) {
   sub->add_flag("-n,--nocache", a->nocache, "same as --cache=none");
   sub->add_option("--cache", a->cache,
                   "cache mode: writeback (default), writethrough, none, directsync, unsafe");
-  sub->add_option("--aio", a->aio, "aio mode: threads (default), native, io_uring");
+  sub->add_option("--aio", a->aio, "aio mode: threads (default), native or io_uring (an io_uring event loop per connection)");
   sub->add_option("--discard", a->discard, "TRIM handling: ignore (default) or unmap");
   sub->add_option("--detect-zeroes", a->detect_zeroes, "off (default), on, or unmap");
   sub->add_option("--pid-file", a->pid_file, "write the server's pid to this file");

@@ -14,6 +14,13 @@ class AllocGate {
     cv_.wait(lk, [&] { return !exclusive_ && exclusive_waiting_ == 0; });
     ++shared_;
   }
+  // Enters shared only if that needs no wait (for an event loop that must never block).
+  bool try_enter_shared() {
+    std::unique_lock<std::mutex> lk(mu_, std::try_to_lock);
+    if (!lk.owns_lock() || exclusive_ || exclusive_waiting_ != 0) return false;
+    ++shared_;
+    return true;
+  }
   void exit_shared() {
     std::lock_guard<std::mutex> lk(mu_);
     if (--shared_ == 0) cv_.notify_all();

@@ -94,6 +94,7 @@ class Qcow2Image final : public Image {
   Status flush() override;
   Status write_compressed(uint64_t offset, std::span<const uint8_t> cluster) override;
   Result<Extent> block_status(uint64_t offset, uint64_t max_length) override;
+  std::optional<DirectIo> map_direct(uint64_t offset, uint64_t length, bool write) override;  // qcow2_direct.cpp
   ImageInfo info() override;
   Image* backing() override { return backing_.get(); }
   Status close() override;

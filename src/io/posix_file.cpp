@@ -108,6 +108,7 @@ class PosixFile final : public BlockFile {
   }
 
   uint32_t alignment() const override { return direct_ ? kDirectAlign : 1; }
+  int native_fd() const override { return fd_; }
   std::string name() const override { return path_; }
 
   Status lock(unsigned perms, unsigned shared) override {

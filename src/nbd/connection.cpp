@@ -11,6 +11,7 @@
 #include "format/endian.h"
 #include "nbd/log.h"
 #include "nbd/socket.h"
+#include "nbd/uring_loop.h"
 #include "nbd/wire.h"
 
 namespace keel::nbd {
@@ -195,6 +196,18 @@ void Connection::transmission(const Session& session) {
   ctx.export_size = cfg_.export_cfg.size;
   ctx.read_only = cfg_.export_cfg.read_only;
   ctx.policy = cfg_.policy;
+  // TLS sessions stay on the threads path: the loop reads and writes the raw socket.
+  if (cfg_.io_uring && !cfg_.tls) {
+    UringLoop loop(fd_, image_, ctx, pool_, peer_,
+                   [this](const std::string& m) { log_client_error(m); });
+    std::string why;
+    if (loop.init(&why)) {
+      loop.run();
+      return;
+    }
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true)) log_line(fmt::format("io_uring unavailable ({}); using threads", why));
+  }
   writer_ = std::thread([this] { writer_loop(); });
 
   for (;;) {

@@ -1,7 +1,7 @@
 // One NBD client connection: the handshake, then the transmission phase with pipelined
 // requests.
 //
-// Threads: the caller's thread reads (handshake, then request headers and WRITE payloads),
+// Threads (with io_uring, see uring_loop.h instead): the caller's thread reads (handshake, then request headers and WRITE payloads),
 // validates each request and hands it to the shared WorkerPool; a writer thread of this
 // connection sends the replies in the order they complete, so replies go out of order and one
 // client that stops reading stalls only its own writer. Bounds: at most kMaxNbdInFlight
@@ -40,6 +40,9 @@ struct ConnectionConfig {
   std::chrono::milliseconds handshake_limit{10000};
   // --tls-creds: STARTTLS is required (export_cfg.tls_required must be set too).
   std::shared_ptr<const TlsCredentials> tls;
+  // Transmission on an io_uring event loop (uring_loop.h) instead of the reader/writer threads;
+  // falls back to threads, with one log line, where io_uring cannot be set up.
+  bool io_uring = false;
 };
 
 class Connection {

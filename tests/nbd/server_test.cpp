@@ -4,6 +4,7 @@
 // requests, clients that never read) are refused or dropped while other clients keep being
 // served; also the lifecycle: DISC and stop() finish the requests in flight, -e queues extra
 // clients, without -t the server ends with its last client, the handshake has a time limit.
+// Every test runs twice: on the reader/writer threads and on the io_uring event loop.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,7 +35,7 @@ Bytes pattern(size_t n, uint8_t seed) {
   return b;
 }
 
-class nbd_server : public ::testing::Test {
+class nbd_server : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/keel-nbd-test.XXXXXX";
@@ -52,6 +53,7 @@ class nbd_server : public ::testing::Test {
     image_ = std::make_unique<MemImage>(size, read_only);
     cfg.connection.export_cfg.size = size;
     cfg.connection.export_cfg.read_only = read_only;
+    cfg.connection.io_uring = GetParam();
     if (cfg.max_connections == 1) cfg.max_connections = 8;
     server_ = std::make_unique<Server>(*image_, cfg);
     auto fd = listen_unix(sock_);
@@ -96,7 +98,7 @@ class nbd_server : public ::testing::Test {
   std::future<void> done_;
 };
 
-TEST_F(nbd_server, HandshakeWriteRead) {
+TEST_P(nbd_server, HandshakeWriteRead) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -127,7 +129,7 @@ TEST_F(nbd_server, HandshakeWriteRead) {
   EXPECT_EQ(bs->extents[1].flags, 0u);
 }
 
-TEST_F(nbd_server, SimpleRepliesWithoutStructuredReplies) {
+TEST_P(nbd_server, SimpleRepliesWithoutStructuredReplies) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -150,7 +152,7 @@ TEST_F(nbd_server, SimpleRepliesWithoutStructuredReplies) {
   EXPECT_EQ(bs->error, kErrInval);
 }
 
-TEST_F(nbd_server, PipelinedRequestsCompleteOutOfOrder) {
+TEST_P(nbd_server, PipelinedRequestsCompleteOutOfOrder) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -177,7 +179,7 @@ TEST_F(nbd_server, PipelinedRequestsCompleteOutOfOrder) {
   EXPECT_GT(image_->max_concurrency(), 1);
 }
 
-TEST_F(nbd_server, ManyWritesInFlightThenVerify) {
+TEST_P(nbd_server, ManyWritesInFlightThenVerify) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -203,7 +205,7 @@ TEST_F(nbd_server, ManyWritesInFlightThenVerify) {
   for (const auto& [off, d] : writes) EXPECT_EQ(image_->contents(off, d.size()), d);
 }
 
-TEST_F(nbd_server, SeveralClientsAtOnce) {
+TEST_P(nbd_server, SeveralClientsAtOnce) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -227,7 +229,7 @@ TEST_F(nbd_server, SeveralClientsAtOnce) {
   EXPECT_GE(server_->connections_accepted(), 4u);
 }
 
-TEST_F(nbd_server, GarbageAndBadMagicDropOnlyThatClient) {
+TEST_P(nbd_server, GarbageAndBadMagicDropOnlyThatClient) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -269,7 +271,7 @@ TEST_F(nbd_server, GarbageAndBadMagicDropOnlyThatClient) {
   EXPECT_EQ(good->roundtrip(kCmdRead, 0, 0, 512)->data, d);
 }
 
-TEST_F(nbd_server, OversizedOptionIsSkippedAndRefused) {
+TEST_P(nbd_server, OversizedOptionIsSkippedAndRefused) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -288,7 +290,7 @@ TEST_F(nbd_server, OversizedOptionIsSkippedAndRefused) {
   EXPECT_EQ(reps->back().type, kRepAck);
 }
 
-TEST_F(nbd_server, RequestErrorsKeepTheConnection) {
+TEST_P(nbd_server, RequestErrorsKeepTheConnection) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -315,7 +317,7 @@ TEST_F(nbd_server, RequestErrorsKeepTheConnection) {
   EXPECT_FALSE(image_->allocated(0));
 }
 
-TEST_F(nbd_server, ReadOnlyExportRefusesWrites) {
+TEST_P(nbd_server, ReadOnlyExportRefusesWrites) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg, 1 << 20, true);
@@ -332,7 +334,7 @@ TEST_F(nbd_server, ReadOnlyExportRefusesWrites) {
   EXPECT_EQ(c->roundtrip(kCmdFlush, 0, 0, 0)->error, 0u);
 }
 
-TEST_F(nbd_server, HalfRequestsAndVanishingClients) {
+TEST_P(nbd_server, HalfRequestsAndVanishingClients) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -366,7 +368,7 @@ TEST_F(nbd_server, HalfRequestsAndVanishingClients) {
   EXPECT_TRUE(finished_within(5s));
 }
 
-TEST_F(nbd_server, ClientThatNeverReadsIsCutAtShutdown) {
+TEST_P(nbd_server, ClientThatNeverReadsIsCutAtShutdown) {
   ServerConfig cfg;
   cfg.persistent = true;
   cfg.stop_grace = 300ms;
@@ -387,7 +389,7 @@ TEST_F(nbd_server, ClientThatNeverReadsIsCutAtShutdown) {
   sender.join();
 }
 
-TEST_F(nbd_server, DiscFinishesRequestsInFlight) {
+TEST_P(nbd_server, DiscFinishesRequestsInFlight) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -406,7 +408,7 @@ TEST_F(nbd_server, DiscFinishesRequestsInFlight) {
     EXPECT_EQ(image_->contents(i * 4096, 4096), pattern(4096, uint8_t(i)));
 }
 
-TEST_F(nbd_server, StopFinishesRequestsInFlight) {
+TEST_P(nbd_server, StopFinishesRequestsInFlight) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -425,7 +427,7 @@ TEST_F(nbd_server, StopFinishesRequestsInFlight) {
   EXPECT_TRUE(finished_within(5s));
 }
 
-TEST_F(nbd_server, NotPersistentEndsWithTheLastClient) {
+TEST_P(nbd_server, NotPersistentEndsWithTheLastClient) {
   ServerConfig cfg;
   cfg.persistent = false;
   start(cfg);
@@ -439,7 +441,7 @@ TEST_F(nbd_server, NotPersistentEndsWithTheLastClient) {
   EXPECT_TRUE(finished_within(5s));
 }
 
-TEST_F(nbd_server, SharedLimitQueuesExtraClients) {
+TEST_P(nbd_server, SharedLimitQueuesExtraClients) {
   ServerConfig cfg;
   cfg.persistent = true;
   start(cfg);
@@ -455,7 +457,7 @@ TEST_F(nbd_server, SharedLimitQueuesExtraClients) {
   EXPECT_TRUE(c->recv_bytes(kGreetingBytes, 5000));
 }
 
-TEST_F(nbd_server, HandshakeTimeLimit) {
+TEST_P(nbd_server, HandshakeTimeLimit) {
   ServerConfig cfg;
   cfg.persistent = true;
   cfg.connection.handshake_limit = 200ms;
@@ -467,7 +469,7 @@ TEST_F(nbd_server, HandshakeTimeLimit) {
   expect_serving();
 }
 
-TEST_F(nbd_server, ExportNameOption) {
+TEST_P(nbd_server, ExportNameOption) {
   ServerConfig cfg;
   cfg.persistent = true;
   cfg.connection.export_cfg.name = "disk0";
@@ -490,6 +492,11 @@ TEST_F(nbd_server, ExportNameOption) {
     EXPECT_TRUE(c->wait_closed());
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Aio, nbd_server, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "io_uring" : "threads";
+                         });
 
 }  // namespace
 }  // namespace keel::nbd
