@@ -12,6 +12,7 @@
 # "prealloc" = an image created once with preallocation=full, so every cluster is allocated):
 #   alloc-cluster   fresh     -w -s 4k -S 64k: every write allocates a new cluster
 #   alloc-seq       fresh     -w -s 64k: sequential allocating writes of whole clusters
+#   alloc-seq1m     fresh     -w -s 1M: sequential allocating writes of 16 clusters each
 #   overwrite       prealloc  -w -s 4k -S 64k: overwrites of allocated clusters
 #   read            prealloc  -s 4k -S 64k: reads of allocated clusters
 #   flush1          fresh     alloc-cluster with --flush-interval=1 (a flush after each write), depth 1
@@ -23,6 +24,7 @@
 #   BENCH_SIZE         virtual size of every image                       [1G]
 #   BENCH_COUNT        requests per run of the 4 KiB workloads           [2048]
 #   BENCH_SEQ_COUNT    requests per alloc-seq run (64 KiB each)          [1024]
+#   BENCH_SEQ1M_COUNT  requests per alloc-seq1m run (1 MiB each)         [128]
 #   BENCH_FLUSH_COUNT  requests per run of the flush workloads           [256]
 #   BENCH_CACHES       cache modes                                       ["none writeback"]
 #   BENCH_DEPTHS       depths of the workloads without a flush interval  ["1 32"]
@@ -43,10 +45,11 @@ bench_init img_bench "${1:-}"
 SIZE=${BENCH_SIZE:-1G}
 COUNT=${BENCH_COUNT:-2048}
 SEQ_COUNT=${BENCH_SEQ_COUNT:-1024}
+SEQ1M_COUNT=${BENCH_SEQ1M_COUNT:-128}
 FLUSH_COUNT=${BENCH_FLUSH_COUNT:-256}
 CACHES=${BENCH_CACHES:-none writeback}
 DEPTHS=${BENCH_DEPTHS:-1 32}
-WORKLOADS=${BENCH_WORKLOADS:-alloc-cluster alloc-seq overwrite read flush1 flush16 flush32-nodrain}
+WORKLOADS=${BENCH_WORKLOADS:-alloc-cluster alloc-seq alloc-seq1m overwrite read flush1 flush16 flush32-nodrain}
 size_bytes=$(numfmt --from=iec "$SIZE")
 for n in "$COUNT" "$SEQ_COUNT" "$FLUSH_COUNT"; do
   ((n * 65536 <= size_bytes)) || { echo "img_bench: $n requests 64 KiB apart do not fit in $SIZE" >&2; exit 1; }
@@ -58,6 +61,7 @@ workload() {
   case $1 in
     alloc-cluster)   echo "fresh|$DEPTHS|$stride -c $COUNT" ;;
     alloc-seq)       echo "fresh|$DEPTHS|-w -s 64k -c $SEQ_COUNT" ;;
+    alloc-seq1m)     echo "fresh|$DEPTHS|-w -s 1M -c $SEQ1M_COUNT" ;;
     overwrite)       echo "prealloc|$DEPTHS|$stride -c $COUNT" ;;
     read)            echo "prealloc|$DEPTHS|-s 4k -S 64k -c $COUNT" ;;
     flush1)          echo "fresh|1|$stride --flush-interval=1 -c $FLUSH_COUNT" ;;

@@ -128,22 +128,28 @@ TEST(Qcow2Direct, ExtendedL2NeedsEveryTouchedSubclusterAllocated) {
   EXPECT_FALSE(im->map_direct(4096, 4096, true));
 }
 
-TEST(Qcow2Direct, TicketHoldsOffFlushUntilReleased) {
+TEST(Qcow2Direct, TicketHoldsOffFreesButNotTheFlushSyncs) {
   TempDir dir;
   std::string img = make_image(dir);
   auto im = open_rw(img);
   ASSERT_TRUE(im);
-  ASSERT_TRUE(im->write(0, pattern(65536, 1)).is_ok());
+  ASSERT_TRUE(im->write(0, pattern(2 * 65536, 1)).is_ok());
+  ASSERT_TRUE(im->flush().is_ok());
   auto t = im->map_direct(0, 4096, true);
   ASSERT_TRUE(t);
+  // Nothing to free: the flush (its syncs) goes on while the ticket is held.
+  ASSERT_TRUE(im->write(4 * 65536, pattern(4096, 2)).is_ok());
+  EXPECT_TRUE(im->flush().is_ok());
+  // A discard leaves a cluster to free: the flush's phase 3 waits for the ticket.
+  ASSERT_TRUE(im->discard(65536, 65536).is_ok());
   std::atomic<bool> flushed{false};
   std::thread f([&] {
     EXPECT_TRUE(im->flush().is_ok());
     flushed = true;
   });
   std::this_thread::sleep_for(200ms);
-  EXPECT_FALSE(flushed);
-  // A flush is waiting: new tickets are refused rather than waited for.
+  EXPECT_FALSE(flushed) << "a cluster was freed while a direct ticket could still write to it";
+  // A free is waiting: new tickets are refused rather than waited for.
   EXPECT_FALSE(im->map_direct(0, 4096, false));
   t->release();
   f.join();
