@@ -43,7 +43,7 @@ fio --enghelp=nbd >/dev/null 2>&1 || { echo "nbd_bench: this fio has no nbd engi
 
 CACHE=${NBD_CACHE:-none}
 AIO=${NBD_AIO:-io_uring}
-WL=${BENCH_NBD_WORKLOADS:-rw-alloc-qd1 rw-alloc-qd32 rw-full-qd32 rr-qd32 sw-1m rw-alloc-fsync16-qd32}
+WL=${BENCH_NBD_WORKLOADS:-rw-alloc-qd1 rw-alloc-qd32 rw-full-qd1 rw-full-qd32 rr-qd1 rr-qd32 sw-1m rw-alloc-fsync16-qd32}
 SIZE=${BENCH_SIZE:-256M}
 RUNTIME=${BENCH_NBD_RUNTIME:-3}
 RES=$OUT/nbd-compare
