@@ -225,6 +225,7 @@ fuse_session* try_mount(State& st, bool allow_other) {
   char* argv[] = {prog.data(), dash_o.data(), opts.data(), nullptr};
   fuse_args args = FUSE_ARGS_INIT(3, argv);
   fuse_session* se = fuse_session_new(&args, &kOps, sizeof kOps, &st);
+  fuse_opt_free_args(&args);  // the session keeps what it parsed; the copies are ours (LeakSanitizer)
   if (!se) return nullptr;
   if (fuse_session_mount(se, st.cfg.mountpoint.c_str()) != 0) {
     fuse_session_destroy(se);
