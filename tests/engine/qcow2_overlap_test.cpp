@@ -7,6 +7,9 @@
 // and the bitmap directory's in-use flags); qemu-img info still opens the images as qcow2 (64 KiB/16-bit
 // variants), and keel check -r all makes a refused image writable again.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <fmt/format.h>
 
 #include <cstring>
@@ -274,9 +277,15 @@ std::vector<uint8_t> make_base(const TempDir& dir, const Variant& v) {
 TEST(Qcow2Overlap, DamagedImagesNeverLoseMetadata) {
   TempDir dir;
   Counts counts;
+  // KEEL_OVERLAP_EVERY=N runs every Nth of the 18 variants (the sanitizer runs use 5: each
+  // cluster size, each refcount width, with and without snapshots and bitmaps still appear).
+  const char* every_env = std::getenv("KEEL_OVERLAP_EVERY");
+  const int every = every_env ? std::max(1, std::atoi(every_env)) : 1;
+  int variant = 0;
   for (uint32_t cs : {512u, 4096u, 65536u})
     for (uint32_t bits : {1u, 16u, 64u})
       for (bool extras : {false, true}) {
+        if (variant++ % every != 0) continue;
         Variant v{cs, bits, extras};
         std::vector<uint8_t> base = make_base(dir, v);
         if (HasFatalFailure()) return;
