@@ -5,13 +5,8 @@
 # Usage: bash nbd_fio.sh /path/to/keel
 set -euo pipefail
 KEEL=$(realpath "${1:?usage: $0 /path/to/keel}")
-T=$(mktemp -d /tmp/keel-nbd-fio.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
+source "$(dirname "$(realpath "$0")")/nbd_lib.bash"
+nbd_setup fio
 fail() {
   echo "FAIL: $*" >&2
   [ -s "$T/fio.out" ] && tail -30 "$T/fio.out" | sed 's/^/  fio: /' >&2

@@ -8,13 +8,8 @@
 set -euo pipefail
 KEEL=$(realpath "${1:?usage: $0 /path/to/keel}")
 PY=/usr/bin/python3
-T=$(mktemp -d /tmp/keel-nbd-hostile.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
+source "$(dirname "$(realpath "$0")")/nbd_lib.bash"
+nbd_setup hostile
 fail() {
   echo "FAIL: $*" >&2
   [ -s "$T/serve.log" ] && tail -60 "$T/serve.log" | sed 's/^/  serve.log: /' >&2

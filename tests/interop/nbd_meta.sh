@@ -10,18 +10,8 @@ set -euo pipefail
 KEEL=$(realpath "${1:?usage: $0 /path/to/keel}")
 HERE=$(dirname "$(realpath "$0")")
 PROBE="/usr/bin/python3 $HERE/nbd_meta_probe.py"
-T=$(mktemp -d /tmp/keel-nbd-meta.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  [ -s "$T/serve.log" ] && sed 's/^/  serve.log: /' "$T/serve.log" >&2
-  exit 1
-}
+source "$(dirname "$(realpath "$0")")/nbd_lib.bash"
+nbd_setup meta
 uri() { echo "nbd+unix:///?socket=$1"; }
 # start SERVER SOCKET ARGS...: SERVER is keel or qemu; returns once the socket accepts.
 start() {

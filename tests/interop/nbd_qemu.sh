@@ -7,18 +7,8 @@
 set -euo pipefail
 KEEL=$(realpath "${1:?usage: $0 /path/to/keel}")
 PY=/usr/bin/python3
-T=$(mktemp -d /tmp/keel-nbd-qemu.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  [ -s "$T/serve.log" ] && sed 's/^/  serve.log: /' "$T/serve.log" >&2
-  exit 1
-}
+source "$(dirname "$(realpath "$0")")/nbd_lib.bash"
+nbd_setup qemu
 start_server() {  # start_server SOCKET ARGS...
   local sock=$1; shift
   timeout 30 "$KEEL" serve --fork --pid-file "$sock.pid" -k "$sock" "$@" 2>>"$T/serve.log" ||

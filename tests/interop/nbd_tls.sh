@@ -9,18 +9,8 @@
 # Usage: bash nbd_tls.sh /path/to/keel
 set -euo pipefail
 KEEL=$(realpath "${1:?usage: $0 /path/to/keel}")
-T=$(mktemp -d /tmp/keel-nbd-tls.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$T"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  [ -s "$T/serve.log" ] && sed 's/^/  serve.log: /' "$T/serve.log" >&2
-  exit 1
-}
+source "$(dirname "$(realpath "$0")")/nbd_lib.bash"
+nbd_setup tls
 command -v certtool >/dev/null || fail "certtool missing (gnutls-bin)"
 start() {  # start SOCKET ARGS...
   local sock=$1; shift
