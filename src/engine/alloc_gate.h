@@ -37,6 +37,14 @@ class AllocGate {
     exclusive_ = false;
     cv_.notify_all();
   }
+  // Turns the caller's exclusive hold into a shared one, letting shared entrants in while
+  // other exclusive entrants still wait (never blocks).
+  void downgrade() {
+    std::lock_guard<std::mutex> lk(mu_);
+    exclusive_ = false;
+    ++shared_;
+    cv_.notify_all();
+  }
 
  private:
   std::mutex mu_;
@@ -56,6 +64,25 @@ struct ExclusiveGate {
   explicit ExclusiveGate(AllocGate& g) : gate(g) { gate.enter_exclusive(); }
   ~ExclusiveGate() { gate.exit_exclusive(); }
   AllocGate& gate;
+};
+
+// An exclusive hold that its owner may downgrade to shared: the guest flush lets writers in
+// while its last sync runs.
+class DowngradableGate {
+ public:
+  explicit DowngradableGate(AllocGate& g) : gate_(g) { gate_.enter_exclusive(); }
+  ~DowngradableGate() { exclusive_ ? gate_.exit_exclusive() : gate_.exit_shared(); }
+  DowngradableGate(const DowngradableGate&) = delete;
+  DowngradableGate& operator=(const DowngradableGate&) = delete;
+  void downgrade() {
+    if (!exclusive_) return;
+    gate_.downgrade();
+    exclusive_ = false;
+  }
+
+ private:
+  AllocGate& gate_;
+  bool exclusive_ = true;
 };
 
 }  // namespace keel

@@ -155,7 +155,9 @@ class Qcow2Image final : public Image {
   // REQUIRES gate_ exclusive, flush_mu_, mu_. With `lk` (the guest flush): mu_ is released
   // around each sync, so reads and in-place overwrites go on while it syncs, and data_gate_ is
   // taken exclusive for phase 3 (the frees). Without it, the caller holds data_gate_ too.
-  Status flush_metadata(std::unique_lock<std::mutex>* lk = nullptr);
+  // With `hold` (the guest flush's hold on gate_), the hold is downgraded to shared once every
+  // link is written, so allocating writes go on during the last sync and phase 3.
+  Status flush_metadata(std::unique_lock<std::mutex>* lk = nullptr, DowngradableGate* hold = nullptr);
   Status sync_file(BlockFile& f, std::unique_lock<std::mutex>* lk);
   Status write_dirty_refblocks();
   Status write_l2_table(uint64_t offset, const L2Table& t);

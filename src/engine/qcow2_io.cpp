@@ -514,9 +514,9 @@ Status Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> cl
 Status Qcow2Image::flush() {
   if (read_only_) return Status::ok();
   std::lock_guard<std::mutex> fl(flush_mu_);
-  ExclusiveGate g(gate_);
+  DowngradableGate g(gate_);
   std::unique_lock<std::mutex> lk(mu_);
-  return flush_metadata(&lk);
+  return flush_metadata(&lk, &g);
 }
 
 Result<Extent> Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {

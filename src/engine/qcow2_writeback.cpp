@@ -92,7 +92,7 @@ Status Qcow2Image::sync_file(BlockFile& f, std::unique_lock<std::mutex>* lk) {
   return latch(st);
 }
 
-Status Qcow2Image::flush_metadata(std::unique_lock<std::mutex>* lk) {
+Status Qcow2Image::flush_metadata(std::unique_lock<std::mutex>* lk, DowngradableGate* hold) {
   // REQUIRES: gate_ exclusive, flush_mu_ held, mu_ held (see the header for `lk`).
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   // Phase 1: refcounts and unlinked L2 tables, then one sync that also covers guest data.
@@ -138,23 +138,33 @@ Status Qcow2Image::flush_metadata(std::unique_lock<std::mutex>* lk) {
     }
     l1_dirty_.clear();
   }
+  // Every link is written: the tables phase 1 wrote whole are ordinary linked tables from now
+  // on (a failed sync below latches the image, so nothing is written after it).
+  l2_cache_.for_each([](uint64_t, L2Table& t) { t.fresh = false; });
+  // The clusters these links stopped referencing; frees deferred from here on belong to the
+  // next flush.
+  std::vector<uint64_t> frees;
+  frees.swap(pending_free_);
+  // The guest flush lets allocating writes in while the links sync: what they change in the
+  // caches (new refcounts, entries, fresh tables, L1 entries, deferred frees) is the next
+  // flush's, and nothing of it reaches the file before that flush's phase 1 except refcount
+  // increments (phase 3 below), which can only leak. Structural operations and other flushes
+  // still wait (they enter the gate exclusive).
+  if (hold) hold->downgrade();
   if (linked) {
     notify(Event::kFlushMeta);
     KEEL_TRY(sync_file(*file_, lk));
   }
-  l2_cache_.for_each([](uint64_t, L2Table& t) { t.fresh = false; });
 
   // Phase 3: the unlinks are durable; drop the references (written by the next phase 1).
   // In-place overwrites must be done with any cluster freed here before it can be reused.
   std::optional<ExclusiveGate> quiet;
-  if (lk && !pending_free_.empty()) {
+  if (lk && !frees.empty()) {
     lk->unlock();
     quiet.emplace(data_gate_);
     lk->lock();
   }
-  if (!pending_free_.empty()) notify(Event::kClusterFree);
-  std::vector<uint64_t> frees;
-  frees.swap(pending_free_);
+  if (!frees.empty()) notify(Event::kClusterFree);
   for (uint64_t e : frees) {
     if (e & kCompressed) {
       CompressedDescriptor d = decode_compressed(e, cbits_);
