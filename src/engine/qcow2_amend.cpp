@@ -28,6 +28,7 @@ Status Qcow2Image::rewrite_header(const Header& h) {
 Result<std::vector<uint64_t>> Qcow2Image::distinct_l2_tables(bool snapshots_too) {
   std::set<uint64_t> seen;
   auto add = [&](const std::vector<uint64_t>& l1) -> Status {
+    mu_.assert_held();
     for (uint64_t e : l1) {
       const uint64_t off = e & kOffsetMask;
       if (!off) continue;
@@ -125,7 +126,7 @@ Status Qcow2Image::amend(const AmendOptions& o) {
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
   ExclusiveGate dg(data_gate_);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   Header h = header_;
   if (o.version && *o.version != 2 && *o.version != 3) return invalid(fmt::format("Invalid compat level {}", *o.version));
   const int version = o.version.value_or(static_cast<int>(h.version));

@@ -281,7 +281,7 @@ Status Qcow2Image::start_tracking_bitmaps(bool all) {
   }
   KEEL_TRY(write_bitmap_flags(next));
   {
-    std::lock_guard<std::mutex> b(bm_mu_);
+    MutexLock b(bm_mu_);
     tracked_ = std::move(t);
   }
   tracking_ = true;
@@ -292,11 +292,11 @@ Status Qcow2Image::start_tracking_bitmaps(bool all) {
 Status Qcow2Image::note_guest_write(uint64_t offset, uint64_t length) {
   if (length == 0 || !track_writes_.load(std::memory_order_acquire)) return Status::ok();
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(mu_);
     if (!tracking_) KEEL_TRY(start_tracking());
     if (!tracking_) return Status::ok();
   }
-  std::lock_guard<std::mutex> b(bm_mu_);
+  MutexLock b(bm_mu_);
   for (auto& t : tracked_) set_bit_range(t.bits, offset >> t.granularity_bits, (offset + length - 1) >> t.granularity_bits);
   return Status::ok();
 }
@@ -305,7 +305,7 @@ Status Qcow2Image::stop_tracking() {
   if (!tracking_) return Status::ok();
   std::vector<TrackedBitmap> t;
   {
-    std::lock_guard<std::mutex> b(bm_mu_);
+    MutexLock b(bm_mu_);
     t.swap(tracked_);
   }
   tracking_ = false;
@@ -329,7 +329,7 @@ Status Qcow2Image::store_bitmaps_at_close() {
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
   ExclusiveGate dg(data_gate_);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   if (!tracking_) return Status::ok();
   KEEL_TRY(stop_tracking());
   return flush_metadata();
@@ -346,7 +346,7 @@ Status Qcow2Image::bitmaps_before_resize() {
 Status Qcow2Image::bitmaps_after_resize(uint64_t new_size) {
   if (!tracking_) return Status::ok();
   {
-    std::lock_guard<std::mutex> b(bm_mu_);
+    MutexLock b(bm_mu_);
     for (auto& t : tracked_) {
       t.bits.resize(bitmap_data_bytes(new_size, t.granularity_bits), 0);
       clear_tail(t.bits, bitmap_bit_count(new_size, t.granularity_bits));
@@ -396,7 +396,7 @@ Status Qcow2Image::begin_bitmap_change() {
   std::lock_guard<std::mutex> fl(flush_mu_);    \
   ExclusiveGate gate_lock(gate_);               \
   ExclusiveGate data_gate_lock(data_gate_);     \
-  std::lock_guard<std::mutex> lk(mu_);          \
+  MutexLock lk(mu_);          \
   KEEL_TRY(begin_bitmap_change())
 
 Status Qcow2Image::bitmap_add(const std::string& name, uint32_t granularity, bool disabled) {
@@ -511,13 +511,13 @@ Status Qcow2Image::bitmap_merge(const std::string& target, const BitmapData& src
 }
 
 Result<BitmapData> Qcow2Image::bitmap_read(const std::string& name) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   BitmapData d;
   d.virtual_size = size_;
   for (size_t i = 0; i < bitmap_dir_.size(); ++i) {
     if (bitmap_dir_[i].name != name) continue;
     d.granularity = static_cast<uint32_t>(bitmap_dir_[i].granularity());
-    std::lock_guard<std::mutex> b(bm_mu_);
+    MutexLock b(bm_mu_);
     for (const auto& t : tracked_) {
       if (t.index != i) continue;
       d.bits = t.bits;

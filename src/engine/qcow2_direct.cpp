@@ -32,8 +32,9 @@ std::optional<DirectIo> Qcow2Image::map_direct(uint64_t offset, uint64_t length,
   if (!data_gate_.try_enter_shared()) return std::nullopt;
   io.hold(&data_gate_);  // from here on, io's destructor leaves the gate on every return
 
-  std::unique_lock<std::mutex> lk(mu_, std::try_to_lock);
-  if (!lk.owns_lock() || closed_) return std::nullopt;
+  if (!mu_.try_lock()) return std::nullopt;
+  MutexLock lk(mu_, std::adopt_lock);
+  if (closed_) return std::nullopt;
   if (write && (latched_ || autoclear_pending_)) return std::nullopt;
   for (uint64_t pos = 0; pos < length;) {
     const uint64_t off = offset + pos;

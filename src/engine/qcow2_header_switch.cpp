@@ -85,6 +85,7 @@ std::vector<uint8_t> without_feature_table(std::span<const uint8_t> c0) {
 // or data file names) falls back to writing the cluster at once, as QEMU always does.
 Status Qcow2Image::write_cluster0(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0) {
   auto write = [&](uint64_t off, std::span<const uint8_t> bytes) -> Status {
+    mu_.assert_held();
     KEEL_TRY(write_header_field(off, bytes));
     return latch(file_->sync());
   };
@@ -150,10 +151,14 @@ Status Qcow2Image::switch_bitmaps_extension(const std::optional<BitmapsExtension
 // write_cluster0.
 Status Qcow2Image::rewrite_header_layout(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0) {
   auto write = [&](uint64_t off, std::span<const uint8_t> bytes) -> Status {
+    mu_.assert_held();
     KEEL_TRY(write_header_field(off, bytes));
     return latch(file_->sync());
   };
-  auto whole = [&] { return write_cluster0(old_c0, new_c0); };
+  auto whole = [&] {
+    mu_.assert_held();
+    return write_cluster0(old_c0, new_c0);
+  };
   const bool v3 = header_.version >= 3;
   const uint64_t hlen = v3 ? get_be32(&old_c0[100]) : kV2HeaderLength;
   if (v3 && get_be32(&new_c0[100]) != hlen) return whole();

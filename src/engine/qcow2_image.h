@@ -28,6 +28,7 @@
 #include "engine/alloc_gate.h"
 #include "engine/metadata_map.h"
 #include "engine/table_cache.h"
+#include "engine/thread_annotations.h"
 #include "format/bitmap.h"
 #include "format/header.h"
 #include "format/snapshot_table.h"
@@ -119,99 +120,99 @@ class Qcow2Image final : public Image {
  private:
   friend Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile>, const std::string&,
                                                          const OpenOptions&, int);
-  Status open_tables(const OpenOptions& opts, int depth);
-  Status load_snapshot_table();
-  Status load_bitmap_directory(bool check_mode);
-  Status open_backing(const OpenOptions& opts, int depth);
-  Status open_data_file(const OpenOptions& opts);
+  Status open_tables(const OpenOptions& opts, int depth) KEEL_REQUIRES(mu_);
+  Status load_snapshot_table() KEEL_REQUIRES(mu_);
+  Status load_bitmap_directory(bool check_mode) KEEL_REQUIRES(mu_);
+  Status open_backing(const OpenOptions& opts, int depth) KEEL_REQUIRES(mu_);
+  Status open_data_file(const OpenOptions& opts) KEEL_REQUIRES(mu_);
 
   // --- the mapping (qcow2_mapping.cpp), the allocator (qcow2_allocator.cpp), the metadata
   // writer (qcow2_writeback.cpp); all REQUIRE mu_ held ---
-  Result<L2Ref> load_l2(uint64_t l2_offset);
+  Result<L2Ref> load_l2(uint64_t l2_offset) KEEL_REQUIRES(mu_);
   // Makes sure the L2 table that maps guest cluster gc is cached, reading it from the file with
-  // mu_ released so that other requests are not held up by the miss. REQUIRES lk holds mu_;
-  // returns with it held. A read that raced with a change of that table is dropped (lookup
+  // mu_ released so that other requests are not held up by the miss; returns with mu_ held. A read that raced with a change of that table is dropped (lookup
   // then loads it under the lock); a failed read is returned (never retried as if it had worked).
-  Status prefetch_l2(std::unique_lock<std::mutex>& lk, uint64_t gc);
-  Result<Mapping> lookup(uint64_t guest_cluster);
+  Status prefetch_l2(uint64_t gc) KEEL_REQUIRES(mu_);
+  Result<Mapping> lookup(uint64_t guest_cluster) KEEL_REQUIRES(mu_);
   // Returns the L2 table for guest_cluster ready for modification (allocating or copying it).
-  Result<L2Ref> writable_l2(uint64_t guest_cluster);
-  void set_l2(L2Table* t, uint64_t guest_cluster, uint64_t entry, uint64_t bitmap);
-  Result<RefBlockRef> load_refblock(uint64_t rt_index, bool create);
-  Result<uint64_t> get_refcount(uint64_t cluster_index);
-  Status change_refcount(uint64_t cluster_index, int64_t delta);
+  Result<L2Ref> writable_l2(uint64_t guest_cluster) KEEL_REQUIRES(mu_);
+  void set_l2(L2Table* t, uint64_t guest_cluster, uint64_t entry, uint64_t bitmap) KEEL_REQUIRES(mu_);
+  Result<RefBlockRef> load_refblock(uint64_t rt_index, bool create) KEEL_REQUIRES(mu_);
+  Result<uint64_t> get_refcount(uint64_t cluster_index) KEEL_REQUIRES(mu_);
+  Status change_refcount(uint64_t cluster_index, int64_t delta) KEEL_REQUIRES(mu_);
   // Takes `count` contiguous free clusters (refcount 0 -> 1); returns the host offset. A free
   // cluster the metadata map knows is damage: the image is marked corrupt (`what` names the
   // structure being allocated in QEMU's message for offset 0, e.g. "L2 table").
-  Result<uint64_t> alloc_clusters(uint64_t count, const char* what = nullptr);
+  Result<uint64_t> alloc_clusters(uint64_t count, const char* what = nullptr) KEEL_REQUIRES(mu_);
   // Takes `bytes` (<= cluster) for compressed data, packing clusters; returns the host offset.
-  Result<uint64_t> alloc_bytes(uint64_t bytes);
-  Status create_refblock(uint64_t rt_index);
+  Result<uint64_t> alloc_bytes(uint64_t bytes) KEEL_REQUIRES(mu_);
+  Status create_refblock(uint64_t rt_index) KEEL_REQUIRES(mu_);
   // The lowest free cluster at or above free_hint_ that an existing refcount block covers.
-  Result<std::optional<uint64_t>> free_covered_cluster();
-  Status grow_reftable(uint64_t needed_rt_index);
+  Result<std::optional<uint64_t>> free_covered_cluster() KEEL_REQUIRES(mu_);
+  Status grow_reftable(uint64_t needed_rt_index) KEEL_REQUIRES(mu_);
   // Frees the host clusters an entry references once its unlink is durable.
-  void defer_free(uint64_t entry);
-  // REQUIRES gate_ exclusive, flush_mu_, mu_. With `lk` (the guest flush): mu_ is released
-  // around each sync, so reads and in-place overwrites go on while it syncs, and data_gate_ is
-  // taken exclusive for phase 3 (the frees). Without it, the caller holds data_gate_ too.
-  // With `hold` (the guest flush's hold on gate_), the hold is downgraded to shared once every
-  // link is written, so allocating writes go on during the last sync and phase 3.
-  Status flush_metadata(std::unique_lock<std::mutex>* lk = nullptr, DowngradableGate* hold = nullptr);
-  Status sync_file(BlockFile& f, std::unique_lock<std::mutex>* lk);
-  Status write_dirty_refblocks();
-  Status write_l2_table(uint64_t offset, const L2Table& t);
-  Status write_header_field(uint64_t offset, std::span<const uint8_t> bytes);
-  Status mark_corrupt(const std::string& why);
-  // Bytes of dirty L2 tables and refcount blocks (running counters; no lock needed).
-  size_t dirty_bytes() const { return l2_cache_.dirty_bytes() + rb_cache_.dirty_bytes(); }
+  void defer_free(uint64_t entry) KEEL_REQUIRES(mu_);
+  // REQUIRES gate_ exclusive, flush_mu_, mu_. With `hold` (the guest flush, holding gate_
+  // through it): mu_ is released around each sync, so reads and in-place overwrites go on while
+  // it syncs; the hold is downgraded to shared once every link is written, so allocating writes
+  // go on during the last sync and phase 3; data_gate_ is taken exclusive for phase 3 (the
+  // frees). Without it, the caller holds data_gate_ too and mu_ throughout.
+  Status flush_metadata(DowngradableGate* hold = nullptr) KEEL_REQUIRES(mu_);
+  // Syncs f; with `unlocked`, mu_ is released meanwhile.
+  Status sync_file(BlockFile& f, bool unlocked) KEEL_REQUIRES(mu_);
+  Status write_dirty_refblocks() KEEL_REQUIRES(mu_);
+  Status write_l2_table(uint64_t offset, const L2Table& t) KEEL_REQUIRES(mu_);
+  Status write_header_field(uint64_t offset, std::span<const uint8_t> bytes) KEEL_REQUIRES(mu_);
+  Status mark_corrupt(const std::string& why) KEEL_REQUIRES(mu_);
+  // Bytes of dirty L2 tables and refcount blocks (running atomic counters; no lock needed).
+  size_t dirty_bytes() const KEEL_NO_THREAD_SAFETY_ANALYSIS { return l2_cache_.dirty_bytes() + rb_cache_.dirty_bytes(); }
   // Writes the changed sectors of a table (all of it when fresh), widened to the file's
   // alignment, through metadata_write.
   Status write_table_sectors(uint64_t offset, const CachedTableState& t, std::span<const uint8_t> bytes,
-                             const char* what);
-  Status metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what);
-  Status latch(Status s);
+                             const char* what) KEEL_REQUIRES(mu_);
+  Status metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what) KEEL_REQUIRES(mu_);
+  Status latch(Status s) KEEL_REQUIRES(mu_);
 
   // --- overlap protection (qcow2_overlap.cpp); REQUIRE mu_ ---
   // Rebuilds meta_map_ from the in-memory tables (and the snapshots' L1 tables on disk).
-  Status rebuild_metadata_map();
+  Status rebuild_metadata_map() KEEL_REQUIRES(mu_);
   // Marks the image corrupt, as QEMU does, if [offset, offset + length) of the image file
   // overlaps metadata of a checked kind outside `ignore` (a mask of kind_bit()s).
-  Status overlap_guard(uint64_t offset, uint64_t length, uint32_t ignore);
+  Status overlap_guard(uint64_t offset, uint64_t length, uint32_t ignore) KEEL_REQUIRES(mu_);
   // The same for a guest data write to the data file (no-op with an external data file).
-  Status data_guard(uint64_t host_offset, uint64_t length) {
+  Status data_guard(uint64_t host_offset, uint64_t length) KEEL_REQUIRES(mu_) {
     if (data_ != file_.get()) return Status::ok();
     return overlap_guard(host_offset, length, 0);
   }
   // The clusters [first, first + count) about to be handed out (refcount 0): refuses known metadata.
-  Status alloc_guard(uint64_t first, uint64_t count, const char* what);
+  Status alloc_guard(uint64_t first, uint64_t count, const char* what) KEEL_REQUIRES(mu_);
 
   // --- snapshots and resize (qcow2_snapshot.cpp); REQUIRE mu_, gate_ exclusive ---
-  Status tree_refcounts(const std::vector<uint64_t>& l1, int64_t delta);
-  Status recompute_copied();
-  Status set_dirty_bit(bool dirty);
-  Status write_snapshot_table(const std::vector<format::SnapshotEntry>& entries);
-  Status write_new_l1(const std::vector<uint64_t>& l1);
-  const format::SnapshotEntry* find_snapshot(const std::string& id_or_name) const;
-  Status rewrite_header(const format::Header& h);
+  Status tree_refcounts(const std::vector<uint64_t>& l1, int64_t delta) KEEL_REQUIRES(mu_);
+  Status recompute_copied() KEEL_REQUIRES(mu_);
+  Status set_dirty_bit(bool dirty) KEEL_REQUIRES(mu_);
+  Status write_snapshot_table(const std::vector<format::SnapshotEntry>& entries) KEEL_REQUIRES(mu_);
+  Status write_new_l1(const std::vector<uint64_t>& l1) KEEL_REQUIRES(mu_);
+  const format::SnapshotEntry* find_snapshot(const std::string& id_or_name) const KEEL_REQUIRES(mu_);
+  Status rewrite_header(const format::Header& h) KEEL_REQUIRES(mu_);
 
   // --- resize and emptying (qcow2_resize.cpp); REQUIRE mu_, gate_ exclusive, flush_mu_ ---
   // Unmaps every guest cluster from first_gc on (L2 entries and whole L2 tables); the frees
   // are deferred to the flush path.
-  Status unmap_from(uint64_t first_gc);
+  Status unmap_from(uint64_t first_gc) KEEL_REQUIRES(mu_);
   // Truncates the file after its last cluster with a nonzero refcount. REQUIRES: every
   // refcount decrement durable.
-  Status trim_file_tail();
+  Status trim_file_tail() KEEL_REQUIRES(mu_);
 
   // --- amend (qcow2_amend.cpp, qcow2_refcount_order.cpp); REQUIRE mu_, gate_ exclusive ---
   // Downgrade to v2: rewrites every zero cluster of the active and snapshot trees.
-  Status expand_zero_clusters();
+  Status expand_zero_clusters() KEEL_REQUIRES(mu_);
   // The offsets of the L2 tables of the active tree (and the snapshots' trees), each once.
-  Result<std::vector<uint64_t>> distinct_l2_tables(bool snapshots_too);
+  Result<std::vector<uint64_t>> distinct_l2_tables(bool snapshots_too) KEEL_REQUIRES(mu_);
   // True if a tree (the active one, or any snapshot's too) has a compressed cluster.
-  Result<bool> has_compressed_clusters(bool snapshots_too);
+  Result<bool> has_compressed_clusters(bool snapshots_too) KEEL_REQUIRES(mu_);
   // Rebuilds the refcount structures at new_bits per entry and switches to them.
-  Status change_refcount_order(uint32_t new_bits);
+  Status change_refcount_order(uint32_t new_bits) KEEL_REQUIRES(mu_);
 
   // --- persistent bitmaps (qcow2_bitmap.cpp) ---
   // A bitmap whose bits are tracked in memory while the image is written.
@@ -227,31 +228,31 @@ class Qcow2Image final : public Image {
   Status note_guest_write(uint64_t offset, uint64_t length);
   // Stores tracked bitmaps and clears their in-use flag (close, before any bitmap change).
   // REQUIRE mu_, gate_ exclusive.
-  Status stop_tracking();
+  Status stop_tracking() KEEL_REQUIRES(mu_);
   Status store_bitmaps_at_close();
   // resize and snapshot apply: REQUIRE mu_, gate_ exclusive.
-  Status bitmaps_before_resize();
-  Status bitmaps_after_resize(uint64_t new_size);
-  Status bitmaps_before_apply();
+  Status bitmaps_before_resize() KEEL_REQUIRES(mu_);
+  Status bitmaps_after_resize(uint64_t new_size) KEEL_REQUIRES(mu_);
+  Status bitmaps_before_apply() KEEL_REQUIRES(mu_);
   // REQUIRE mu_ (and gate_ exclusive for the rest).
-  Status start_tracking();                  // the auto bitmaps
-  Status start_tracking_bitmaps(bool all);  // all consistent bitmaps (resize)
-  format::BitmapGeometry bitmap_geometry();
-  Result<std::vector<uint8_t>> read_bitmap_bits(const format::BitmapDirEntry& e);
+  Status start_tracking() KEEL_REQUIRES(mu_);                  // the auto bitmaps
+  Status start_tracking_bitmaps(bool all) KEEL_REQUIRES(mu_);  // all consistent bitmaps (resize)
+  format::BitmapGeometry bitmap_geometry() KEEL_REQUIRES(mu_);
+  Result<std::vector<uint8_t>> read_bitmap_bits(const format::BitmapDirEntry& e) KEEL_REQUIRES(mu_);
   Status publish_bitmaps(std::vector<format::BitmapDirEntry> next,
-                         const std::vector<const std::vector<uint8_t>*>& new_bits);
+                         const std::vector<const std::vector<uint8_t>*>& new_bits) KEEL_REQUIRES(mu_);
   Status write_and_switch_bitmaps(std::vector<format::BitmapDirEntry> next,
-                                  const std::vector<const std::vector<uint8_t>*>& new_bits);
-  Status free_bitmap_clusters(const format::BitmapDirEntry& e);
-  Status write_bitmap_flags(const std::vector<format::BitmapDirEntry>& next);
+                                  const std::vector<const std::vector<uint8_t>*>& new_bits) KEEL_REQUIRES(mu_);
+  Status free_bitmap_clusters(const format::BitmapDirEntry& e) KEEL_REQUIRES(mu_);
+  Status write_bitmap_flags(const std::vector<format::BitmapDirEntry>& next) KEEL_REQUIRES(mu_);
   // qcow2_header_switch.cpp: REQUIRE mu_.
-  Status switch_bitmaps_extension(const std::optional<format::BitmapsExtension>& next);
-  Status rewrite_header_layout(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0);
-  Status write_cluster0(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0);
-  Status drop_stale_bitmaps_extension();
-  Result<size_t> find_bitmap(const std::string& name, bool need_consistent);
-  Status begin_bitmap_change();
-  void refresh_bitmap_state();
+  Status switch_bitmaps_extension(const std::optional<format::BitmapsExtension>& next) KEEL_REQUIRES(mu_);
+  Status rewrite_header_layout(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0) KEEL_REQUIRES(mu_);
+  Status write_cluster0(std::span<const uint8_t> old_c0, std::span<const uint8_t> new_c0) KEEL_REQUIRES(mu_);
+  Status drop_stale_bitmaps_extension() KEEL_REQUIRES(mu_);
+  Result<size_t> find_bitmap(const std::string& name, bool need_consistent) KEEL_REQUIRES(mu_);
+  Status begin_bitmap_change() KEEL_REQUIRES(mu_);
+  void refresh_bitmap_state() KEEL_REQUIRES(mu_);
 
   // --- guest I/O (qcow2_io.cpp) ---
   Status read_mapped(const Mapping& m, uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> buf);
@@ -262,9 +263,9 @@ class Qcow2Image final : public Image {
   // merged) with no metadata change and returns true; false when any part needs the metadata
   // path. REQUIRES data_gate_ shared (not gate_).
   Result<bool> write_in_place(uint64_t offset, std::span<const uint8_t> buf);
-  // REQUIRES lk holds mu_ (released on return).
-  Status allocating_write(std::unique_lock<std::mutex>& lk, uint64_t guest_cluster, uint64_t in_cluster,
-                          std::span<const uint8_t> buf);
+  // Releases mu_ while the data is written; returns with it held.
+  Status allocating_write(uint64_t guest_cluster, uint64_t in_cluster, std::span<const uint8_t> buf)
+      KEEL_REQUIRES(mu_);
   // cache=none: makes the data file at least `end` bytes long, growing it ahead in steps
   // (QEMU's preallocate filter does the same), so that O_DIRECT writes into new clusters land
   // inside the file and do not serialize on its size. close() trims what was not used.
@@ -280,7 +281,12 @@ class Qcow2Image final : public Image {
   void notify(Event e) const {
     if (observer_) observer_->on_event(e);
   }
-  bool has_external_data() const { return header_.has_data_file(); }
+  bool has_external_data() const { return external_data_; }
+  // The header's version (amend may change it, under the exclusive gates).
+  uint32_t version() const KEEL_EXCLUDES(mu_) {
+    MutexLock lk(mu_);
+    return header_.version;
+  }
 
   // Immutable after open.
   std::string path_;
@@ -300,56 +306,57 @@ class Qcow2Image final : public Image {
   uint64_t size_ = 0;
   bool writethrough_ = false;
   bool direct_io_ = false;  // cache=none/directsync: the file is opened O_DIRECT
+  bool external_data_ = false;  // the header names an external data file
   CompressionType compression_ = CompressionType::kZlib;
   std::string snapshot_name_;
 
   // Guarded by mu_.
-  mutable std::mutex mu_;
-  format::Header header_;
-  std::vector<format::SnapshotEntry> snapshots_;
+  mutable Mutex mu_;
+  format::Header header_ KEEL_GUARDED_BY(mu_);
+  std::vector<format::SnapshotEntry> snapshots_ KEEL_GUARDED_BY(mu_);
   // The persistent bitmaps as the on-disk directory has them (empty when the autoclear bit says
   // they are stale); flags include in-use while tracking.
-  std::vector<format::BitmapDirEntry> bitmap_dir_;
-  bool stale_bitmaps_ext_ = false;  // an extension without autoclear bit 0: dropped on first write
-  bool tracking_ = false;           // auto bitmaps are in-use on disk and tracked in tracked_
+  std::vector<format::BitmapDirEntry> bitmap_dir_ KEEL_GUARDED_BY(mu_);
+  bool stale_bitmaps_ext_ KEEL_GUARDED_BY(mu_) = false;  // an extension without autoclear bit 0: dropped on first write
+  bool tracking_ KEEL_GUARDED_BY(mu_) = false;           // auto bitmaps are in-use on disk and tracked in tracked_
   std::atomic<bool> track_writes_{false};  // some consistent auto bitmap exists (RW images)
-  std::mutex bm_mu_;                       // guards tracked_ bits (lock order: mu_ then bm_mu_)
-  std::vector<TrackedBitmap> tracked_;
-  uint64_t snapshot_table_bytes_ = 0;  // on-disk length of the current snapshot table
-  std::vector<uint64_t> l1_;
-  uint64_t l1_offset_ = 0;
-  std::set<uint64_t> l1_dirty_;  // indices
-  std::vector<uint64_t> reftable_;
-  TableCache<L2Table> l2_cache_{64 * 1024, limits::kDefaultL2CacheBytes};        // key: host offset
-  TableCache<RefBlock> rb_cache_{64 * 1024, limits::kDefaultRefcountCacheBytes};  // key: reftable index
-  uint64_t free_hint_ = 0;         // no free cluster below this index
+  Mutex bm_mu_;                            // guards tracked_ bits (lock order: mu_ then bm_mu_)
+  std::vector<TrackedBitmap> tracked_ KEEL_GUARDED_BY(bm_mu_);
+  uint64_t snapshot_table_bytes_ KEEL_GUARDED_BY(mu_) = 0;  // on-disk length of the current snapshot table
+  std::vector<uint64_t> l1_ KEEL_GUARDED_BY(mu_);
+  uint64_t l1_offset_ KEEL_GUARDED_BY(mu_) = 0;
+  std::set<uint64_t> l1_dirty_ KEEL_GUARDED_BY(mu_);  // indices
+  std::vector<uint64_t> reftable_ KEEL_GUARDED_BY(mu_);
+  TableCache<L2Table> l2_cache_ KEEL_GUARDED_BY(mu_){64 * 1024, limits::kDefaultL2CacheBytes};        // key: host offset
+  TableCache<RefBlock> rb_cache_ KEEL_GUARDED_BY(mu_){64 * 1024, limits::kDefaultRefcountCacheBytes};  // key: reftable index
+  uint64_t free_hint_ KEEL_GUARDED_BY(mu_) = 0;         // no free cluster below this index
   // Every byte of the image file at or past zero_from_ reads as zeros and has not been written
   // since open: a cluster allocated there needs no zeroing of what the guest does not write.
   // alloc_clusters and metadata_write move it up; last_alloc_fresh_ says whether the last
   // allocation lay wholly past it.
-  uint64_t zero_from_ = 0;
-  bool last_alloc_fresh_ = false;
-  uint64_t compressed_cursor_ = 0; // next free byte in the current compressed-data cluster
-  std::vector<uint64_t> pending_free_;  // L2/L1 entries whose clusters lose a reference
+  uint64_t zero_from_ KEEL_GUARDED_BY(mu_) = 0;
+  bool last_alloc_fresh_ KEEL_GUARDED_BY(mu_) = false;
+  uint64_t compressed_cursor_ KEEL_GUARDED_BY(mu_) = 0; // next free byte in the current compressed-data cluster
+  std::vector<uint64_t> pending_free_ KEEL_GUARDED_BY(mu_);  // L2/L1 entries whose clusters lose a reference
                                         // once the unlink is durable
   // L2 tables being read by prefetch_l2 without mu_; true once the cache got that table by
   // another way (the read may be stale and is dropped).
-  std::unordered_map<uint64_t, bool> l2_loading_;
-  std::condition_variable l2_loading_cv_;
-  std::unordered_set<uint64_t> inflight_;  // guest clusters with an allocating write under way
-  std::condition_variable inflight_cv_;
+  std::unordered_map<uint64_t, bool> l2_loading_ KEEL_GUARDED_BY(mu_);
+  std::condition_variable_any l2_loading_cv_;  // waits on mu_
+  std::unordered_set<uint64_t> inflight_ KEEL_GUARDED_BY(mu_);  // guest clusters with an allocating write under way
+  std::condition_variable_any inflight_cv_;  // waits on mu_
   bool read_only_ = false;
   std::atomic<bool> latched_{false};  // a metadata write failed: no more writes (read without mu_
                                      // by before_write's fast path)
-  std::string latch_reason_;
+  std::string latch_reason_ KEEL_GUARDED_BY(mu_);
   std::atomic<bool> autoclear_pending_{false};  // unknown autoclear bits to clear before the first write
   bool closed_ = true;  // until open succeeds
-  bool repaired_once_ = false;
-  bool freed_unsynced_ = false;  // phase 3 wrote refcount decrements not yet synced
+  bool repaired_once_ KEEL_GUARDED_BY(mu_) = false;
+  bool freed_unsynced_ KEEL_GUARDED_BY(mu_) = false;  // phase 3 wrote refcount decrements not yet synced
 
   // Overlap protection: every known metadata cluster, and the kinds checked. Guarded by mu_.
-  MetadataMap meta_map_;
-  uint32_t overlap_mask_ = OverlapCheck::defaults().mask;
+  MetadataMap meta_map_ KEEL_GUARDED_BY(mu_);
+  uint32_t overlap_mask_ KEEL_GUARDED_BY(mu_) = OverlapCheck::defaults().mask;
   std::function<void(const std::string&)> on_corruption_;
 
   AllocGate gate_;
@@ -358,9 +365,9 @@ class Qcow2Image final : public Image {
   // amend, bitmaps) holds it exclusive. Lock order: flush_mu_, gate_, data_gate_, mu_.
   AllocGate data_gate_;
   std::mutex flush_mu_;
-  std::mutex grow_mu_;       // guards the two below
-  uint64_t open_size_ = 0;   // the file's size at open
-  uint64_t grown_to_ = 0;    // how far grow_ahead has extended the file
+  Mutex grow_mu_;
+  uint64_t open_size_ KEEL_GUARDED_BY(grow_mu_) = 0;  // the file's size at open
+  uint64_t grown_to_ KEEL_GUARDED_BY(grow_mu_) = 0;   // how far grow_ahead has extended the file
 };
 
 }  // namespace keel

@@ -19,7 +19,7 @@ namespace {
 // Erases a guest cluster from the in-flight set when an allocating operation ends.
 struct InflightGuard {
   std::unordered_set<uint64_t>& set;
-  std::condition_variable& cv;
+  std::condition_variable_any& cv;
   uint64_t gc;
   ~InflightGuard() {
     set.erase(gc);
@@ -45,7 +45,7 @@ Status Qcow2Image::before_write() {
   // The common case takes no lock: no latch, no header work pending, the dirty metadata within
   // its bound (running counters).
   if (!latched_ && !autoclear_pending_ && dirty_bytes() <= limits::kMaxDirtyMetadataBytes) return Status::ok();
-  std::unique_lock<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   if (autoclear_pending_) {
     // The spec: unknown autoclear bits must be cleared before the first write; a bitmaps
@@ -68,7 +68,7 @@ Status Qcow2Image::before_write() {
 Status Qcow2Image::grow_ahead(uint64_t end) {
   // Steps of 1/8 of the file, between 1 MiB and 64 MiB, in whole MiB.
   constexpr uint64_t kMiB = 1ull << 20;
-  std::lock_guard<std::mutex> g(grow_mu_);
+  MutexLock g(grow_mu_);
   if (end <= grown_to_) return Status::ok();
   const uint64_t step = std::clamp<uint64_t>(grown_to_ / 8, kMiB, 64 * kMiB);
   const uint64_t target = (end + step + kMiB - 1) / kMiB * kMiB;
@@ -146,8 +146,8 @@ Status Qcow2Image::read(uint64_t offset, std::span<uint8_t> buf) {
     uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - in);
     Mapping m;
     {
-      std::unique_lock<std::mutex> lk(mu_);
-      KEEL_TRY(prefetch_l2(lk, gc));
+      MutexLock lk(mu_);
+      KEEL_TRY(prefetch_l2(gc));
       KEEL_ASSIGN(m, lookup(gc));
     }
     KEEL_TRY(read_mapped(m, gc, in, buf.subspan(pos, n)));
@@ -162,11 +162,11 @@ Result<bool> Qcow2Image::write_in_place(uint64_t offset, std::span<const uint8_t
   };
   std::vector<Piece> pieces;
   {
-    std::unique_lock<std::mutex> lk(mu_);
+    MutexLock lk(mu_);
     if (latched_) return false;  // the metadata path reports it
     const uint64_t first = offset >> cbits_, last = (offset + buf.size() - 1) >> cbits_;
     // prefetch_l2 may release the lock: every table first, then one pass that does not.
-    for (uint64_t gc = first; gc <= last; gc += l2_entries_ - gc % l2_entries_) KEEL_TRY_R(prefetch_l2(lk, gc));
+    for (uint64_t gc = first; gc <= last; gc += l2_entries_ - gc % l2_entries_) KEEL_TRY_R(prefetch_l2(gc));
     for (uint64_t pos = 0; pos < buf.size();) {
       const uint64_t off = offset + pos, gc = off >> cbits_, in = off & (cs_ - 1);
       const uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - in);
@@ -220,9 +220,9 @@ Status Qcow2Image::write(uint64_t offset, std::span<const uint8_t> buf, bool fua
 
 Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
   uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
-  std::unique_lock<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
-  KEEL_TRY(prefetch_l2(lk, gc));
+  KEEL_TRY(prefetch_l2(gc));
   if (!inflight_.count(gc)) {
     KEEL_ASSIGN(Mapping m, lookup(gc));
     if (in_place_ok(m, in, d.size())) {
@@ -233,20 +233,24 @@ Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
       return data_->write_at(host + in, d);
     }
   }
-  return allocating_write(lk, gc, in, d);
+  return allocating_write(gc, in, d);
 }
 
-Status Qcow2Image::allocating_write(std::unique_lock<std::mutex>& lk, uint64_t gc, uint64_t in,
-                                    std::span<const uint8_t> d) {
-  inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });
+Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const uint8_t> d) {
+  inflight_cv_.wait(mu_, [&] {
+    mu_.assert_held();
+    return !inflight_.count(gc);
+  });
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   KEEL_ASSIGN(Mapping m, lookup(gc));
-  if (in_place_ok(m, in, d.size())) {
+  if (in_place_ok(m, in, d.size())) {  // another writer allocated it meanwhile
     uint64_t host = m.host();
     KEEL_TRY(data_guard(host + in, d.size()));
-    lk.unlock();
+    mu_.unlock();
     notify(Event::kDataWrite);
-    return data_->write_at(host + in, d);
+    Status st = data_->write_at(host + in, d);
+    mu_.lock();
+    return st;
   }
   inflight_.insert(gc);
   InflightGuard guard{inflight_, inflight_cv_, gc};
@@ -271,10 +275,7 @@ Status Qcow2Image::allocating_write(std::unique_lock<std::mutex>& lk, uint64_t g
   }
   const bool cow_is_zero = m.type == ClusterType::kZeroPlain ||
                            (m.type == ClusterType::kUnallocated && (!backing_ || backing_->size() <= gc * cs_));
-  auto undo = [&] {
-    if (!reuse) (void)change_refcount(host / cs_, -1);
-  };
-  lk.unlock();
+  mu_.unlock();
 
   // Write the data with whatever copy-on-write it needs; the mapping is not changed yet.
   Status st;
@@ -322,9 +323,9 @@ Status Qcow2Image::allocating_write(std::unique_lock<std::mutex>& lk, uint64_t g
     uint64_t old_zero = (m.bitmap >> 32) & ~bits & ~old_alloc;
     bitmap = old_alloc | bits | (old_zero << 32);
   }
-  lk.lock();
+  mu_.lock();
   if (!st.is_ok()) {
-    undo();
+    if (!reuse) (void)change_refcount(host / cs_, -1);
     return st;
   }
   KEEL_ASSIGN(L2Ref t, writable_l2(gc));
@@ -338,12 +339,12 @@ Status Qcow2Image::allocating_write(std::unique_lock<std::mutex>& lk, uint64_t g
 Result<uint64_t> Qcow2Image::allocating_run(uint64_t gc0, std::span<const uint8_t> buf) {
   if (has_external_data()) return uint64_t{0};
   const uint64_t want = buf.size() / cs_;
-  std::unique_lock<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   if (latched_) return error(Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO));
   // The leading clusters that need a new host cluster: not in flight elsewhere and not owned
   // (an owned cluster is overwritten in place, with no metadata change).
   // prefetch_l2 may release the lock: every table first, then one pass that does not.
-  for (uint64_t i = 0; i < want; i += l2_entries_ - (gc0 + i) % l2_entries_) KEEL_TRY_R(prefetch_l2(lk, gc0 + i));
+  for (uint64_t i = 0; i < want; i += l2_entries_ - (gc0 + i) % l2_entries_) KEEL_TRY_R(prefetch_l2(gc0 + i));
   std::vector<Mapping> old;
   for (uint64_t i = 0; i < want; ++i) {
     const uint64_t gc = gc0 + i;
@@ -398,8 +399,11 @@ Result<uint64_t> Qcow2Image::allocating_run(uint64_t gc0, std::span<const uint8_
 // cluster this image owns (ZERO_ALLOC). The cluster an entry stops referencing is freed once
 // the new entry is durable.
 Status Qcow2Image::zero_or_discard_cluster(uint64_t gc, bool discard, bool may_unmap) {
-  std::unique_lock<std::mutex> lk(mu_);
-  inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });
+  MutexLock lk(mu_);
+  inflight_cv_.wait(mu_, [&] {
+    mu_.assert_held();
+    return !inflight_.count(gc);
+  });
   KEEL_ASSIGN(Mapping m, lookup(gc));
   const bool has_host = (m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) && m.host() != 0;
   const bool own = has_host && m.copied();
@@ -433,7 +437,7 @@ Status Qcow2Image::zero_or_discard_cluster(uint64_t gc, bool discard, bool may_u
 Status Qcow2Image::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags) {
   KEEL_TRY(check_request(offset, length, true));
   bool aligned = offset % cs_ == 0 && (length % cs_ == 0 || offset + length == size_);
-  if (flags.fast_only && (!aligned || (header_.version < 3 && backing_) || has_external_data()))
+  if (flags.fast_only && (!aligned || (version() < 3 && backing_) || has_external_data()))
     return Status(Code::kUnsupported, "fast zeroing is not possible for this range", ENOTSUP);
   KEEL_TRY(before_write());
   {
@@ -469,7 +473,10 @@ Status Qcow2Image::discard(uint64_t offset, uint64_t length) {
     // v2 has no zero flag: a discarded cluster would read the backing file's data again. QEMU
     // (qcow2_co_pdiscard) does nothing there; so does Keel. (The header changes only under the
     // exclusive gate.)
-    if (header_.version < 3 && !header_.backing_file.empty()) return Status::ok();
+    {
+      MutexLock lk(mu_);
+      if (header_.version < 3 && !header_.backing_file.empty()) return Status::ok();
+    }
     KEEL_TRY(note_guest_write(offset, length));
     for (uint64_t gc = first; gc < end; ++gc) KEEL_TRY(zero_or_discard_cluster(gc, true, true));
   }
@@ -489,8 +496,11 @@ Status Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> cl
   SharedGate g(gate_);
   KEEL_TRY(note_guest_write(offset, cluster.size()));
   uint64_t gc = offset >> cbits_;
-  std::unique_lock<std::mutex> lk(mu_);
-  inflight_cv_.wait(lk, [&] { return !inflight_.count(gc); });
+  MutexLock lk(mu_);
+  inflight_cv_.wait(mu_, [&] {
+    mu_.assert_held();
+    return !inflight_.count(gc);
+  });
   KEEL_ASSIGN(Mapping m, lookup(gc));
   if (m.type != ClusterType::kUnallocated && m.type != ClusterType::kZeroPlain) {
     lk.unlock();
@@ -515,8 +525,8 @@ Status Qcow2Image::flush() {
   if (read_only_) return Status::ok();
   std::lock_guard<std::mutex> fl(flush_mu_);
   DowngradableGate g(gate_);
-  std::unique_lock<std::mutex> lk(mu_);
-  return flush_metadata(&lk, &g);
+  MutexLock lk(mu_);
+  return flush_metadata(&g);
 }
 
 Result<Extent> Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
@@ -538,8 +548,8 @@ Result<Extent> Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
     uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
     Mapping m;
     {
-      std::unique_lock<std::mutex> lk(mu_);
-      KEEL_TRY_R(prefetch_l2(lk, gc));
+      MutexLock lk(mu_);
+      KEEL_TRY_R(prefetch_l2(gc));
       KEEL_ASSIGN(m, lookup(gc));
     }
     if (m.type == ClusterType::kCompressed) return Piece{0, std::nullopt, true, cs_ - in};

@@ -26,24 +26,27 @@ Result<L2Ref> Qcow2Image::load_l2(uint64_t l2_offset) {
   return l2_cache_.insert(l2_offset, std::move(t));
 }
 
-Status Qcow2Image::prefetch_l2(std::unique_lock<std::mutex>& lk, uint64_t gc) {
+Status Qcow2Image::prefetch_l2(uint64_t gc) {
   const uint64_t l1i = gc / l2_entries_;
   if (l1i >= l1_.size()) return Status::ok();
   const uint64_t l2off = l1_[l1i] & kOffsetMask;
   if (l2off == 0 || l2off % cs_ != 0 || l2_cache_.contains(l2off)) return Status::ok();
   if (l2_loading_.count(l2off)) {
-    l2_loading_cv_.wait(lk, [&] { return !l2_loading_.count(l2off); });
+    l2_loading_cv_.wait(mu_, [&] {
+      mu_.assert_held();
+      return !l2_loading_.count(l2off);
+    });
     return Status::ok();
   }
   l2_loading_[l2off] = false;
   auto t = std::make_shared<L2Table>();
   l2_cache_.recycle_into(t->words);
-  lk.unlock();
+  mu_.unlock();
   t->words.resize(cs_ / 8);
   notify(Event::kL2Load);
   Status st = file_->read_at(l2off, {reinterpret_cast<uint8_t*>(t->words.data()), cs_});
   for (auto& w : t->words) w = get_be64(reinterpret_cast<const uint8_t*>(&w));
-  lk.lock();
+  mu_.lock();
   const bool raced = l2_loading_[l2off];
   l2_loading_.erase(l2off);
   l2_loading_cv_.notify_all();

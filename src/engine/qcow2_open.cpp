@@ -57,16 +57,17 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
   img->read_only_ = opts.read_only;
   img->writethrough_ = opts.cache == CacheMode::kWritethrough || opts.cache == CacheMode::kDirectsync;
   img->direct_io_ = opts.cache == CacheMode::kNone || opts.cache == CacheMode::kDirectsync;
-  if (depth == 1) {  // the top image (Image::open); backing files are only read
-    OverlapCheck oc = OverlapCheck::defaults();
-    for (const auto& kv : opts.qcow2_options) KEEL_TRY_R(oc.apply(kv.first, kv.second));
-    img->overlap_mask_ = oc.mask;
-    img->on_corruption_ = opts.on_corruption;
-  }
-  KEEL_TRY_R(img->open_tables(opts, depth).with_context(fmt::format("Could not open '{}'", path)));
-  if (!img->read_only_) {
-    std::lock_guard<std::mutex> lk(img->mu_);
-    KEEL_TRY_R(img->rebuild_metadata_map());
+  {
+    // Nobody else sees the image yet; the lock is taken for the analysis' sake.
+    MutexLock lk(img->mu_);
+    if (depth == 1) {  // the top image (Image::open); backing files are only read
+      OverlapCheck oc = OverlapCheck::defaults();
+      for (const auto& kv : opts.qcow2_options) KEEL_TRY_R(oc.apply(kv.first, kv.second));
+      img->overlap_mask_ = oc.mask;
+      img->on_corruption_ = opts.on_corruption;
+    }
+    KEEL_TRY_R(img->open_tables(opts, depth).with_context(fmt::format("Could not open '{}'", path)));
+    if (!img->read_only_) KEEL_TRY_R(img->rebuild_metadata_map());
   }
   img->closed_ = false;
   return std::unique_ptr<Image>(std::move(img));
@@ -93,8 +94,13 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
     return open_tables(opts, depth);
   }
   cbits_ = header_.cluster_bits;
+  external_data_ = header_.has_data_file();
   cs_ = header_.cluster_size();
-  zero_from_ = open_size_ = grown_to_ = file_size;
+  zero_from_ = file_size;
+  {
+    MutexLock g(grow_mu_);
+    open_size_ = grown_to_ = file_size;
+  }
   l2_cache_.reset(cs_, opts.l2_cache_size ? opts.l2_cache_size : limits::kDefaultL2CacheBytes);
   rb_cache_.reset(cs_, opts.refcount_cache_size ? opts.refcount_cache_size : limits::kDefaultRefcountCacheBytes);
   ext_l2_ = header_.extended_l2();
@@ -238,7 +244,7 @@ Status Qcow2Image::open_data_file(const OpenOptions& opts) {
 }
 
 ImageInfo Qcow2Image::info() {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   ImageInfo i;
   i.filename = path_;
   i.format = "qcow2";
@@ -285,15 +291,16 @@ Status Qcow2Image::close() {
   Status s = Status::ok();
   if (!read_only_ && latched_) {
     // Nothing since the failure is durable: say so rather than report a clean close.
+    MutexLock lk(mu_);
     s = Status(Code::kIo, "image is read-only after an error: " + latch_reason_, EIO);
   } else if (!read_only_) {
     s = flush();
     if (s.is_ok()) s = store_bitmaps_at_close();  // tracked bitmaps: stored, in_use cleared
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(mu_);
     if (s.is_ok() && freed_unsynced_) s = latch(file_->sync());
     freed_unsynced_ = false;
     // What grow_ahead added past the last cluster written is given back.
-    std::lock_guard<std::mutex> g(grow_mu_);
+    MutexLock g(grow_mu_);
     const uint64_t used = std::max(open_size_, zero_from_);
     if (s.is_ok() && grown_to_ > used) {
       auto size = file_->size();

@@ -21,7 +21,7 @@ Status Qcow2Image::preallocate(Preallocation mode) {
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
   ExclusiveGate dg(data_gate_);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   const uint64_t clusters = (size_ + cs_ - 1) / cs_;
   uint64_t run_start = 0, run_len = 0, end = 0;
   auto fill = [&](uint64_t start, uint64_t len) -> Status {

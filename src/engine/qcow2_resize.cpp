@@ -83,7 +83,7 @@ Status Qcow2Image::make_empty() {
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
   ExclusiveGate dg(data_gate_);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   KEEL_TRY(unmap_from(0));
   KEEL_TRY(flush_metadata());
   KEEL_TRY(latch(file_->sync()));
@@ -95,14 +95,17 @@ Status Qcow2Image::resize(uint64_t new_size, bool shrink) {
   if (read_only_) return Status(Code::kReadOnly, "image is opened read-only", EPERM);
   if (new_size > limits::kMaxVirtualSize) return invalid(fmt::format("size {} is too large", new_size));
   if (new_size < size_ && !shrink) return invalid("Use the --shrink option to perform a shrink operation.");
-  if (header_.version < 3 && !snapshots_.empty()) return unsupported("Can't resize a v2 image which has snapshots");
+  {
+    MutexLock lk(mu_);
+    if (header_.version < 3 && !snapshots_.empty()) return unsupported("Can't resize a v2 image which has snapshots");
+  }
   const uint64_t old_size = size_;
   const bool shrinking = new_size < old_size;
   // Like QEMU (bdrv_co_truncate): growing over a backing file longer than the old size must
   // not make the backing file's data visible, so the new area is zeroed. v2 has no zero
   // clusters, and QEMU refuses.
   const bool zero_new = new_size > old_size && backing_ && backing_->size() > old_size;
-  if (zero_new && header_.version < 3)
+  if (zero_new && version() < 3)
     return Status(Code::kUnsupported, "Failed to zero out new clusters: Operation not supported", ENOTSUP);
   KEEL_TRY(before_write());
   if (shrinking) {
@@ -115,7 +118,7 @@ Status Qcow2Image::resize(uint64_t new_size, bool shrink) {
     std::lock_guard<std::mutex> fl(flush_mu_);
     ExclusiveGate g(gate_);
     ExclusiveGate dg(data_gate_);
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(mu_);
     KEEL_TRY(bitmaps_before_resize());  // persistent bitmaps in use until stored at the new size
     if (shrinking) {
       // Like QEMU: the clusters past the end are deallocated (not zeroed) and the L2 tables
@@ -152,7 +155,7 @@ Status Qcow2Image::resize(uint64_t new_size, bool shrink) {
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
   ExclusiveGate dg(data_gate_);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   if (header_.data_file_raw()) KEEL_TRY(data_->truncate(new_size));
   uint8_t b[8];
   put_be64(b, new_size);

@@ -176,12 +176,15 @@ Status Qcow2Image::snapshot_create(const std::string& name) {
   // Empty names are allowed, as in QEMU (the on-disk name length is 16 bits; qemu-img cuts
   // names to 255 bytes before they get here).
   if (name.size() > 1024) return invalid("snapshot name must be at most 1024 bytes");
-  if (snapshots_.size() >= limits::kMaxSnapshots) return invalid("too many snapshots");
+  {
+    MutexLock lk(mu_);
+    if (snapshots_.size() >= limits::kMaxSnapshots) return invalid("too many snapshots");
+  }
   KEEL_TRY(flush());
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
   ExclusiveGate dg(data_gate_);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   KEEL_TRY(set_dirty_bit(true));
   // The snapshot's L1: a copy of the active one in fresh clusters.
   uint64_t l1_clusters = (l1_.size() * 8 + cs_ - 1) / cs_;
@@ -225,7 +228,7 @@ Status Qcow2Image::snapshot_delete(const std::string& key) {
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
   ExclusiveGate dg(data_gate_);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   const SnapshotEntry* s = find_snapshot(key);
   if (!s) return Status(Code::kNotFound, fmt::format("Can't find the snapshot '{}'", key), ENOENT);
   SnapshotEntry victim = *s;
@@ -249,7 +252,7 @@ Status Qcow2Image::snapshot_apply(const std::string& key) {
   std::lock_guard<std::mutex> fl(flush_mu_);
   ExclusiveGate g(gate_);
   ExclusiveGate dg(data_gate_);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(mu_);
   const SnapshotEntry* s = find_snapshot(key);
   if (!s) return Status(Code::kNotFound, fmt::format("Can't find the snapshot '{}'", key), ENOENT);
   KEEL_TRY(bitmaps_before_apply());  // enabled bitmaps: the whole disk is about to change

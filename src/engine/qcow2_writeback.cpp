@@ -85,14 +85,16 @@ Status Qcow2Image::write_table_sectors(uint64_t offset, const CachedTableState& 
   return Status::ok();
 }
 
-Status Qcow2Image::sync_file(BlockFile& f, std::unique_lock<std::mutex>* lk) {
-  if (lk) lk->unlock();
+Status Qcow2Image::sync_file(BlockFile& f, bool unlocked) {
+  if (!unlocked) return latch(f.sync());
+  mu_.unlock();
   Status st = f.sync();
-  if (lk) lk->lock();
+  mu_.lock();
   return latch(st);
 }
 
-Status Qcow2Image::flush_metadata(std::unique_lock<std::mutex>* lk, DowngradableGate* hold) {
+Status Qcow2Image::flush_metadata(DowngradableGate* hold) {
+  const bool unlocked = hold != nullptr;  // the guest flush releases mu_ around its syncs
   // REQUIRES: gate_ exclusive, flush_mu_ held, mu_ held (see the header for `lk`).
   if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
   // Phase 1: refcounts and unlinked L2 tables, then one sync that also covers guest data.
@@ -100,6 +102,7 @@ Status Qcow2Image::flush_metadata(std::unique_lock<std::mutex>* lk, Downgradable
   bool fresh_any = false;
   Status st;
   l2_cache_.for_each([&](uint64_t off, L2Table& t) {
+    mu_.assert_held();
     if (!st.is_ok() || !t.fresh || !t.dirty) return;
     if (!fresh_any) notify(Event::kL2Alloc);
     fresh_any = true;
@@ -111,13 +114,14 @@ Status Qcow2Image::flush_metadata(std::unique_lock<std::mutex>* lk, Downgradable
   });
   KEEL_TRY(st);
   notify(Event::kFlushData);
-  if (data_ != file_.get()) KEEL_TRY(sync_file(*data_, lk));
-  KEEL_TRY(sync_file(*file_, lk));
+  if (data_ != file_.get()) KEEL_TRY(sync_file(*data_, unlocked));
+  KEEL_TRY(sync_file(*file_, unlocked));
   freed_unsynced_ = false;
 
   // Phase 2: links — changed L2 tables and L1 entries.
   bool linked = false;
   l2_cache_.for_each([&](uint64_t off, L2Table& t) {
+    mu_.assert_held();
     if (!st.is_ok() || t.fresh || !t.dirty) return;
     if (!linked) notify(Event::kL2Update);
     linked = true;
@@ -153,16 +157,16 @@ Status Qcow2Image::flush_metadata(std::unique_lock<std::mutex>* lk, Downgradable
   if (hold) hold->downgrade();
   if (linked) {
     notify(Event::kFlushMeta);
-    KEEL_TRY(sync_file(*file_, lk));
+    KEEL_TRY(sync_file(*file_, unlocked));
   }
 
   // Phase 3: the unlinks are durable; drop the references (written by the next phase 1).
   // In-place overwrites must be done with any cluster freed here before it can be reused.
   std::optional<ExclusiveGate> quiet;
-  if (lk && !frees.empty()) {
-    lk->unlock();
+  if (unlocked && !frees.empty()) {
+    mu_.unlock();
     quiet.emplace(data_gate_);
-    lk->lock();
+    mu_.lock();
   }
   if (!frees.empty()) notify(Event::kClusterFree);
   for (uint64_t e : frees) {
@@ -193,6 +197,7 @@ Status Qcow2Image::write_dirty_refblocks() {
   bool announced = false;
   Status st;
   rb_cache_.for_each([&](uint64_t rt, RefBlock& b) {
+    mu_.assert_held();
     if (!st.is_ok() || !b.dirty) return;
     if (!announced) notify(Event::kRefblockUpdate);
     announced = true;
