@@ -39,6 +39,7 @@ inline constexpr uint32_t kMaxNbdMetaQueries = 64;           // ours
 inline constexpr uint32_t kMaxNbdInFlight = 64;              // ours: per connection
 inline constexpr uint64_t kDefaultL2CacheBytes = 32ull << 20;     // qemu default on Linux
 inline constexpr uint64_t kDefaultRefcountCacheBytes = 4ull << 20;  // ours
+inline constexpr uint64_t kDefaultCacheCleanSeconds = 600;          // qemu default on Linux (cache-clean-interval)
 inline constexpr uint64_t kMaxDirtyMetadataBytes = 16ull << 20;     // ours: bounds RSS; a write
                                                                      // past it triggers a flush
 

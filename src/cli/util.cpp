@@ -524,7 +524,9 @@ Status parse_image_opts(const std::string& spec, OpenFlags* flags, std::string* 
     if (key == "driver") flags->format = value;
     else if (key == "file.filename" || key == "file") *filename = value;
     else if (key == "file.driver" && value == "file") continue;
-    else if (key.rfind("overlap-check", 0) == 0) flags->qcow2_options.emplace_back(key, value);
+    else if (key.rfind("overlap-check", 0) == 0 || key == "cache-size" || key == "l2-cache-size" ||
+             key == "refcount-cache-size" || key == "l2-cache-entry-size" || key == "cache-clean-interval")
+      flags->qcow2_options.emplace_back(key, value);
     else return invalid(fmt::format("Invalid parameter '{}'", key));
   }
   if (filename->empty()) return invalid("A block device must be specified for \"file\"");

@@ -114,7 +114,8 @@ struct OpenFlags {
   bool read_only = true;
   bool no_backing = false;
   std::string snapshot;        // -l
-  // qcow2 driver options (overlap-check, overlap-check.<kind>) from --image-opts.
+  // qcow2 driver options from --image-opts: overlap-check, overlap-check.<kind>, cache-size,
+  // l2-cache-size, refcount-cache-size, l2-cache-entry-size, cache-clean-interval.
   std::vector<std::pair<std::string, std::string>> qcow2_options;
 };
 

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -365,6 +366,13 @@ class Qcow2Image final : public Image {
   // amend, bitmaps) holds it exclusive. Lock order: flush_mu_, gate_, data_gate_, mu_.
   AllocGate data_gate_;
   std::mutex flush_mu_;
+  // cache-clean-interval: a thread that drops cache entries unused for an interval.
+  uint64_t clean_interval_s_ = 0;  // set at open
+  std::thread cleaner_;
+  std::condition_variable_any cleaner_cv_;  // waits on mu_
+  bool cleaner_stop_ KEEL_GUARDED_BY(mu_) = false;
+  void start_cleaner();
+  void stop_cleaner() KEEL_EXCLUDES(mu_);
   Mutex grow_mu_;
   uint64_t open_size_ KEEL_GUARDED_BY(grow_mu_) = 0;  // the file's size at open
   uint64_t grown_to_ KEEL_GUARDED_BY(grow_mu_) = 0;   // how far grow_ahead has extended the file

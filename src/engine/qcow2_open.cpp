@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <stdlib.h>
 
+#include "engine/cache_options.h"
 #include "engine/qcow2_image.h"
 #include "keel/check.h"
 #include "format/endian.h"
@@ -62,7 +63,8 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
     MutexLock lk(img->mu_);
     if (depth == 1) {  // the top image (Image::open); backing files are only read
       OverlapCheck oc = OverlapCheck::defaults();
-      for (const auto& kv : opts.qcow2_options) KEEL_TRY_R(oc.apply(kv.first, kv.second));
+      for (const auto& kv : opts.qcow2_options)
+        if (!is_cache_option(kv.first)) KEEL_TRY_R(oc.apply(kv.first, kv.second));
       img->overlap_mask_ = oc.mask;
       img->on_corruption_ = opts.on_corruption;
     }
@@ -70,6 +72,7 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
     if (!img->read_only_) KEEL_TRY_R(img->rebuild_metadata_map());
   }
   img->closed_ = false;
+  img->start_cleaner();
   return std::unique_ptr<Image>(std::move(img));
 }
 
@@ -101,8 +104,18 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
     MutexLock g(grow_mu_);
     open_size_ = grown_to_ = file_size;
   }
-  l2_cache_.reset(cs_, opts.l2_cache_size ? opts.l2_cache_size : limits::kDefaultL2CacheBytes);
-  rb_cache_.reset(cs_, opts.refcount_cache_size ? opts.refcount_cache_size : limits::kDefaultRefcountCacheBytes);
+  {
+    // QEMU's cache options apply to the image they are given for, not to its backing files.
+    const CacheDefaults dflt{opts.l2_cache_size ? opts.l2_cache_size : limits::kDefaultL2CacheBytes,
+                             opts.refcount_cache_size ? opts.refcount_cache_size : limits::kDefaultRefcountCacheBytes,
+                             limits::kDefaultCacheCleanSeconds};
+    static const std::vector<std::pair<std::string, std::string>> kNone;
+    KEEL_ASSIGN(CacheConfig cc, read_cache_options(depth == 1 ? opts.qcow2_options : kNone, cs_, header_.size,
+                                                   header_.extended_l2() ? 16 : 8, dflt));
+    l2_cache_.reset(cs_, cc.l2_bytes);
+    rb_cache_.reset(cs_, cc.refcount_bytes);
+    clean_interval_s_ = cc.clean_interval_s;
+  }
   ext_l2_ = header_.extended_l2();
   l2_words_ = ext_l2_ ? 2 : 1;
   l2_entries_ = header_.l2_entries();
@@ -286,8 +299,36 @@ ImageInfo Qcow2Image::info() {
   return i;
 }
 
+void Qcow2Image::start_cleaner() {
+  if (clean_interval_s_ == 0) return;
+  cleaner_ = std::thread([this] {
+    MutexLock lk(mu_);
+    while (!cleaner_stop_) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(clean_interval_s_);
+      cleaner_cv_.wait_until(mu_, deadline, [&] {
+        mu_.assert_held();
+        return cleaner_stop_;
+      });
+      if (cleaner_stop_) break;
+      l2_cache_.drop_unused();
+      rb_cache_.drop_unused();
+    }
+  });
+}
+
+void Qcow2Image::stop_cleaner() {
+  if (!cleaner_.joinable()) return;
+  {
+    MutexLock lk(mu_);
+    cleaner_stop_ = true;
+  }
+  cleaner_cv_.notify_all();
+  cleaner_.join();
+}
+
 Status Qcow2Image::close() {
   if (closed_) return Status::ok();
+  stop_cleaner();
   Status s = Status::ok();
   if (!read_only_ && latched_) {
     // Nothing since the failure is durable: say so rather than report a clean close.

@@ -107,6 +107,20 @@ class TableCache {
   uint64_t dirty_bytes() const { return dirty_count_.load(std::memory_order_relaxed) * entry_bytes_; }
   uint64_t cached_bytes() const { return map_.size() * entry_bytes_; }
 
+  // Drops the clean entries nobody holds that were not used since the previous call, and the
+  // spare buffers (QEMU's cache-clean-interval timer: memory goes back when the guest is idle).
+  void drop_unused() {
+    for (auto it = map_.begin(); it != map_.end();) {
+      if (!it->second->dirty && it->second.use_count() == 1 && it->second->last_use <= clean_mark_)
+        it = map_.erase(it);
+      else
+        ++it;
+    }
+    clean_mark_ = tick_;
+    spare_.clear();
+    spare_.shrink_to_fit();
+  }
+
   // Calls f(key, T&) for every entry (the write-back path; f must not insert or erase).
   template <class F>
   void for_each(F&& f) {
@@ -164,6 +178,7 @@ class TableCache {
   uint64_t entry_bytes_;
   uint64_t budget_ = 0;
   uint64_t tick_ = 0;
+  uint64_t clean_mark_ = 0;  // tick_ at the last drop_unused()
   std::atomic<uint64_t> dirty_count_{0};
   std::unordered_map<uint64_t, Handle> map_;
   std::vector<typename T::Payload> spare_;

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "engine/cache_options.h"
 #include "engine/engine_util.h"
 #include "engine/qcow2_image.h"
 #include "engine/table_cache.h"
@@ -370,6 +371,96 @@ TEST(EngineCore, AllocatingWritesFlowWhileAFlushSyncsItsLinks) {
   auto r = run("qemu-io -r -c 'read -P 0xaa 0 64k' -c 'read -P 0xbb 1M 4k' -c 'read -P 0xbb 2M 4k' "
                "-c 'read -P 0xcc 3G 8k' " + q(img));
   EXPECT_EQ(r.output.find("Pattern verification failed"), std::string::npos) << r.output;
+}
+
+// QEMU's cache options: the sizes QEMU's read_cache_sizes() would pick and its messages.
+TEST(CacheOptions, SizesAndErrorsAsQemu) {
+  using Opts = std::vector<std::pair<std::string, std::string>>;
+  const CacheDefaults d{32ull << 20, 4ull << 20, 600};
+  const uint64_t cs = 65536, disk = 1ull << 30;  // 1 GiB: 16384 clusters, 128 KiB of L2 entries
+  auto cfg = [&](const Opts& o) { return read_cache_options(o, cs, disk, 8, d); };
+  auto c = cfg({});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->l2_bytes, 128u << 10);  // capped at what covers the disk
+  EXPECT_EQ(c->refcount_bytes, 4u << 20);
+  EXPECT_EQ(c->l2_entry_bytes, cs);
+  EXPECT_EQ(c->clean_interval_s, 600u);
+  c = cfg({{"cache-size", "1M"}});  // the L2 cache gets what covers the disk, refcounts the rest
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->l2_bytes, 128u << 10);
+  EXPECT_EQ(c->refcount_bytes, (1u << 20) - (128u << 10));
+  c = cfg({{"cache-size", "256k"}});  // too small for both: refcounts get their minimum first
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->refcount_bytes, 4 * cs);
+  EXPECT_EQ(c->l2_bytes, 2 * cs);  // 0 left, raised to QEMU's minimum of two entries
+  c = cfg({{"l2-cache-size", "128k"}, {"l2-cache-size", "96k"}, {"cache-clean-interval", "0"}});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->l2_bytes, 2 * cs);  // the last one wins, raised to two whole tables
+  EXPECT_EQ(c->l2_entry_bytes, 4096u);  // the cache does not cover the disk: 4 KiB entries
+  EXPECT_EQ(c->clean_interval_s, 0u);
+  auto err = [&](const Opts& o) { auto r = cfg(o); return r ? std::string("ok") : r.error().message(); };
+  EXPECT_EQ(err({{"cache-size", "1M"}, {"l2-cache-size", "2M"}}), "l2-cache-size may not exceed cache-size");
+  EXPECT_EQ(err({{"cache-size", "1M"}, {"refcount-cache-size", "2M"}}), "refcount-cache-size may not exceed cache-size");
+  EXPECT_EQ(err({{"cache-size", "1M"}, {"l2-cache-size", "512k"}, {"refcount-cache-size", "512k"}}),
+            "cache-size, l2-cache-size and refcount-cache-size may not be set at the same time");
+  EXPECT_EQ(err({{"l2-cache-entry-size", "1000"}}),
+            "L2 cache entry size must be a power of two between 512 and the cluster size (65536)");
+  EXPECT_EQ(err({{"cache-clean-interval", "-1"}}), "Cache clean interval too big");
+  EXPECT_EQ(err({{"cache-clean-interval", "x"}}), "Parameter 'cache-clean-interval' expects a number");
+  EXPECT_EQ(err({{"l2-cache-size", "abc"}}).rfind("Parameter 'l2-cache-size' expects a non-negative number below 2^64", 0), 0u);
+}
+
+TEST(TableCache, DropUnusedKeepsWhatWasUsedSinceTheLastCleanAndWhatIsHeldOrDirty) {
+  TableCache<Table> c(65536, 64 * 65536);
+  for (uint64_t k = 0; k < 4; ++k) c.insert(k, std::make_shared<Table>());
+  c.drop_unused();  // all four were used after the (initial) mark: kept
+  EXPECT_EQ(c.cached_bytes(), 4 * 65536u);
+  auto held = c.find(0);
+  c.mark_dirty(*c.find(1), 0, 8);
+  (void)c.find(2);  // used since the last clean
+  c.drop_unused();
+  EXPECT_TRUE(c.contains(0));   // held
+  EXPECT_TRUE(c.contains(1));   // dirty
+  EXPECT_TRUE(c.contains(2));   // used
+  EXPECT_FALSE(c.contains(3));  // idle for an interval
+  held.reset();
+  c.drop_unused();
+  EXPECT_FALSE(c.contains(0));
+  EXPECT_FALSE(c.contains(2));
+  EXPECT_TRUE(c.contains(1));
+}
+
+// cache-clean-interval=1 with tiny caches: the cleaner thread runs beside writers, readers and
+// flushes (TSan watches it), the data and image stay right, and close does not wait for the
+// interval.
+TEST(EngineCore, CacheCleanerRunsBesideGuestIo) {
+  TempDir d;
+  const std::string img = d.path("c.qcow2");
+  ASSERT_EQ(run("qemu-img create -q -f qcow2 -o cluster_size=4k " + q(img) + " 64M").exit_code, 0);
+  OpenOptions o;
+  o.qcow2_options = {{"l2-cache-size", "16k"}, {"refcount-cache-size", "16k"}, {"cache-clean-interval", "1"}};
+  auto im = Image::open(img, o);
+  ASSERT_TRUE(im) << im.error().message();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  std::vector<std::thread> ts;
+  std::atomic<bool> ok{true};
+  for (int t = 0; t < 3; ++t)
+    ts.emplace_back([&, t] {
+      std::vector<uint8_t> w(4096, uint8_t(0x40 + t)), r(4096);
+      for (uint64_t i = 0; std::chrono::steady_clock::now() < until; ++i) {
+        const uint64_t off = ((i * 7 + t) % 4096) * 16384 + t * 4096;  // spread over many L2 tables
+        if (!(*im)->write(off, w, false).is_ok() || !(*im)->read(off, r).is_ok() || r != w) ok = false;
+        if (i % 64 == 0 && !(*im)->flush().is_ok()) ok = false;
+        if (i % 16 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_TRUE(ok.load());
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE((*im)->close().is_ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(900));
+  im->reset();
+  EXPECT_EQ(qemu_check(img).exit_code, 0);
 }
 
 }  // namespace
