@@ -140,20 +140,47 @@ Status Qcow2Image::read_mapped(const Mapping& m, uint64_t gc, uint64_t in, std::
 
 Status Qcow2Image::read(uint64_t offset, std::span<uint8_t> buf) {
   KEEL_TRY(check_request(offset, buf.size(), false));
-  for (uint64_t pos = 0; pos < buf.size();) {
-    uint64_t off = offset + pos;
-    uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
-    uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - in);
-    Mapping m;
-    {
-      MutexLock lk(mu_);
-      KEEL_TRY(prefetch_l2(gc));
-      KEEL_ASSIGN(m, lookup(gc));
+  if (buf.empty()) return Status::ok();
+  // Every cluster's mapping under one hold of the lock, then the data without it: clusters
+  // whose data lies back to back in the file are read with one call, as QEMU does.
+  const uint64_t first = offset >> cbits_, last = (offset + buf.size() - 1) >> cbits_;
+  std::vector<Mapping> maps(last - first + 1);
+  {
+    MutexLock lk(mu_);
+    // prefetch_l2 may release the lock: every table first, then one pass that does not.
+    for (uint64_t gc = first; gc <= last; gc += l2_entries_ - gc % l2_entries_) KEEL_TRY(prefetch_l2(gc));
+    for (uint64_t gc = first; gc <= last; ++gc) {
+      KEEL_ASSIGN(maps[gc - first], lookup(gc));
     }
-    KEEL_TRY(read_mapped(m, gc, in, buf.subspan(pos, n)));
+  }
+  uint64_t run_host = 0, run_pos = 0, run_len = 0;  // a pending run of plain data
+  auto flush_run = [&]() -> Status {
+    if (run_len == 0) return Status::ok();
+    notify(Event::kDataRead);
+    Status st = data_->read_at(run_host, buf.subspan(run_pos, run_len));
+    run_len = 0;
+    return st;
+  };
+  for (uint64_t pos = 0; pos < buf.size();) {
+    const uint64_t off = offset + pos, gc = off >> cbits_, in = off & (cs_ - 1);
+    const uint64_t n = std::min<uint64_t>(buf.size() - pos, cs_ - in);
+    const Mapping& m = maps[gc - first];
+    if (m.type == ClusterType::kNormal && !ext_l2_) {
+      if (run_len && run_host + run_len == m.host() + in) {
+        run_len += n;
+      } else {
+        KEEL_TRY(flush_run());
+        run_host = m.host() + in;
+        run_pos = pos;
+        run_len = n;
+      }
+    } else {
+      KEEL_TRY(flush_run());
+      KEEL_TRY(read_mapped(m, gc, in, buf.subspan(pos, n)));
+    }
     pos += n;
   }
-  return Status::ok();
+  return flush_run();
 }
 
 Result<bool> Qcow2Image::write_in_place(uint64_t offset, std::span<const uint8_t> buf) {
