@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # keel bench vs qemu-img bench on the same qcow2 images (64 KiB clusters), with qemu-img bench
 # -f raw on a preallocated raw file of the same size as the physical limit (the same requests
-# with no mapping and no allocation at all). Every workload runs in both cache
+# with no mapping and no allocation at all). Workloads on fresh images also run qemu-img bench on a
+# fallocated raw file ("raw-falloc"): blocks allocated but never written, as the new clusters of a
+# growing image are, so the file system's unwritten-extent conversion is in that limit too. Every
+# workload runs in both cache
 # modes (none, writeback) and at the depths listed; the three tools run interleaved, in an order
 # that rotates every round, for BENCH_ROUNDS rounds. Prints one table: the median seconds of each
 # tool and keel's speed-up over qemu-img and over the raw file (see bench/summarize.py).
@@ -95,6 +98,13 @@ run_tool() {
   if [ "$tool" = raw ]; then
     fmt=raw
     img=$PRE_R
+  elif [ "$tool" = raw-falloc ]; then
+    # The physical limit for allocating writes: a raw file whose blocks are allocated but
+    # never written (fallocate), as new clusters of a growing image are.
+    fmt=raw
+    img=$DIR/falloc.raw
+    rm -f "$img"
+    fallocate -l "$SIZE" "$img"
   elif [ "$image" = fresh ]; then
     img=$DIR/fresh.qcow2
     qemu-img create -q -f qcow2 -o cluster_size=64k "$img" "$SIZE"
@@ -120,7 +130,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for cache in $CACHES; do
       for depth in $depths; do
         name="$w d$depth $cache"
-        for tool in $(rotated "$round" keel qemu raw); do
+        tools="keel qemu raw"
+        [ "$image" = fresh ] && tools="keel qemu raw raw-falloc"
+        for tool in $(rotated "$round" $tools); do
           s=$(run_tool "$tool" "$image" "$cache" "$depth" "$args")
           count=$(sed -n 's/.*-c \([0-9]*\).*/\1/p' <<<"$args")
           record "$name" "$round" "$tool" "$s" "$count"

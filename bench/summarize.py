@@ -20,8 +20,10 @@ def load(path):
     workloads = OrderedDict()
     tools = []
     data = defaultdict(lambda: defaultdict(dict))  # workload -> round -> tool -> seconds
+    ran = defaultdict(set)  # workload -> tools that ran it (failed or not)
     for r in rows:
         workloads.setdefault(r["workload"], None)
+        ran[r["workload"]].add(r["tool"])
         if r["tool"] not in tools:
             tools.append(r["tool"])
         try:
@@ -30,7 +32,7 @@ def load(path):
             continue
         if s == s and s > 0:  # not nan
             data[r["workload"]][r["round"]][r["tool"]] = s
-    return list(workloads), tools, data
+    return list(workloads), tools, data, ran
 
 
 def median_or_none(values):
@@ -45,7 +47,7 @@ def main(argv):
     base = "keel"
     if "--base" in argv:
         base = argv[argv.index("--base") + 1]
-    workloads, tools, data = load(path)
+    workloads, tools, data, ran = load(path)
     if base in tools:
         tools.remove(base)
         tools.insert(0, base)
@@ -58,7 +60,7 @@ def main(argv):
         cells = [w]
         for t in tools:
             m = median_or_none([r[t] for r in rounds if t in r])
-            cells.append("failed" if m is None else f"{m:.3f}")
+            cells.append(("failed" if t in ran[w] else "-") if m is None else f"{m:.3f}")
         for t in others:
             m = median_or_none([r[t] / r[base] for r in rounds if t in r and base in r])
             cells.append("-" if m is None else f"**{m:.2f}x**")
