@@ -41,8 +41,13 @@ FileOptions file_options_for(const OpenOptions& opts);
 Result<std::unique_ptr<BlockFile>> open_block_file(const std::string& path, const OpenOptions& opts,
                                                    const FileOptions& f);
 Status lock_image_file(BlockFile& file, const OpenOptions& opts);
+// The images being opened, from the top image down to the parent of the one being opened
+// (canonical paths): a backing file already on it is a loop. Passed down the open explicitly.
+using OpenChain = std::vector<std::string>;
+// Opens a qcow2 image below the images on `chain` (empty for the top image). `chain` is
+// restored before returning.
 Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file, const std::string& path,
-                                                const OpenOptions& opts, int depth);
+                                                const OpenOptions& opts, OpenChain& chain);
 Status create_qcow2_image(const std::string& path, const CreateOptions& opts);
 // Links every guest cluster of a freshly created qcow2 image to a host cluster.
 Status preallocate_qcow2(Image& image, Preallocation mode);
@@ -118,11 +123,11 @@ class Qcow2Image final : public Image {
 
  private:
   friend Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile>, const std::string&,
-                                                         const OpenOptions&, int);
-  Status open_tables(const OpenOptions& opts, int depth);
+                                                         const OpenOptions&, OpenChain&);
+  Status open_tables(const OpenOptions& opts, OpenChain& chain);
   Status load_snapshot_table();
   Status load_bitmap_directory(bool check_mode);
-  Status open_backing(const OpenOptions& opts, int depth);
+  Status open_backing(const OpenOptions& opts, OpenChain& chain);
   Status open_data_file(const OpenOptions& opts);
 
   // --- the mapping (qcow2_mapping.cpp), the allocator (qcow2_allocator.cpp), the metadata

@@ -22,8 +22,6 @@ std::string resolve_relative(const std::string& image_path, const std::string& n
 }
 
 namespace {
-// Images being opened on this thread's current chain, to name a loop instead of recursing.
-thread_local std::vector<std::string> chain;
 
 std::string canonical(const std::string& path) {
   char* real = ::realpath(path.c_str(), nullptr);
@@ -32,7 +30,7 @@ std::string canonical(const std::string& path) {
   return key;
 }
 
-Status check_backing_loop(const std::string& path) {
+Status check_backing_loop(const OpenChain& chain, const std::string& path) {
   std::string key = canonical(path);
   for (const auto& p : chain)
     if (p == key) return invalid(fmt::format("backing file loop: '{}' appears twice in its own backing chain", path));
@@ -41,15 +39,17 @@ Status check_backing_loop(const std::string& path) {
 }  // namespace
 
 Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file, const std::string& path,
-                                                const OpenOptions& opts, int depth) {
+                                                const OpenOptions& opts, OpenChain& chain) {
+  int depth = static_cast<int>(chain.size()) + 1;  // 1 = the top image
   int max_depth = opts.max_backing_depth ? opts.max_backing_depth : limits::kMaxBackingDepth;
   if (depth > max_depth)
     return error(invalid(fmt::format("backing chain of '{}' is deeper than {} (a loop?)", path, max_depth)));
-  KEEL_TRY_R(check_backing_loop(path));
+  KEEL_TRY_R(check_backing_loop(chain, path));
   chain.push_back(canonical(path));
   struct Pop {
+    OpenChain& chain;
     ~Pop() { chain.pop_back(); }
-  } pop;
+  } pop{chain};
   auto img = std::make_unique<Qcow2Image>();
   img->path_ = path;
   img->file_ = std::move(file);
@@ -63,7 +63,7 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
     img->overlap_mask_ = oc.mask;
     img->on_corruption_ = opts.on_corruption;
   }
-  KEEL_TRY_R(img->open_tables(opts, depth).with_context(fmt::format("Could not open '{}'", path)));
+  KEEL_TRY_R(img->open_tables(opts, chain).with_context(fmt::format("Could not open '{}'", path)));
   if (!img->read_only_) {
     std::lock_guard<std::mutex> lk(img->mu_);
     KEEL_TRY_R(img->rebuild_metadata_map());
@@ -72,7 +72,7 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
   return std::unique_ptr<Image>(std::move(img));
 }
 
-Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
+Status Qcow2Image::open_tables(const OpenOptions& opts, OpenChain& chain) {
   KEEL_ASSIGN(uint64_t file_size, file_->size());
   uint8_t start[512] = {};
   KEEL_TRY(file_->read_at(0, start));
@@ -90,7 +90,7 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
     co.repair = RepairMode::kAll;
     auto r = check_qcow2(*file_, co);
     if (!r) return r.error().with_context("Could not repair dirty image");
-    return open_tables(opts, depth);
+    return open_tables(opts, chain);
   }
   cbits_ = header_.cluster_bits;
   cs_ = header_.cluster_size();
@@ -161,7 +161,7 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
   // Start the free-cluster search after the fixed structures.
   free_hint_ = 0;
 
-  if (!opts.no_backing) KEEL_TRY(open_backing(opts, depth));
+  if (!opts.no_backing) KEEL_TRY(open_backing(opts, chain));
   KEEL_TRY(open_data_file(opts));
 
   if (!read_only_) {
@@ -184,10 +184,10 @@ Status Qcow2Image::load_snapshot_table() {
   return Status::ok();
 }
 
-Status Qcow2Image::open_backing(const OpenOptions& opts, int depth) {
+Status Qcow2Image::open_backing(const OpenOptions& opts, OpenChain& chain) {
   if (header_.backing_file.empty()) return Status::ok();
   std::string bpath = resolve_relative(path_, header_.backing_file);
-  KEEL_TRY(check_backing_loop(bpath));
+  KEEL_TRY(check_backing_loop(chain, bpath));
   OpenOptions bo = opts;
   bo.read_only = true;
   bo.snapshot.clear();
@@ -210,7 +210,7 @@ Status Qcow2Image::open_backing(const OpenOptions& opts, int depth) {
                                                          const OpenOptions&);
     KEEL_ASSIGN(backing_, open_raw_image(std::move(bfile), bpath, ro));
   } else {
-    auto r = open_qcow2_image(std::move(bfile), bpath, bo, depth + 1);
+    auto r = open_qcow2_image(std::move(bfile), bpath, bo, chain);
     if (!r) return r.error();
     backing_ = std::move(*r);
   }
