@@ -1,13 +1,10 @@
 // keel_check: the consistency check and repair of keel/check.h behind the C API, with the same
-// steps as `keel check` (src/cli/check.cpp): open the file, take QEMU's lock permissions for a
-// check (shared read) or a repair (exclusive write), probe the format, check, and after a repair
-// check again to verify it.
+// steps as `keel check` (src/cli/check.cpp): open_for_check (open, QEMU's lock permissions, format
+// probe, header), check, and after a repair check again to verify it.
 #include <cerrno>
 #include <cstring>
 
 #include "capi/capi_internal.h"
-#include "check/check_header.h"
-#include "format/header.h"
 #include "keel/check.h"
 
 using keel::capi::report;
@@ -38,28 +35,18 @@ extern "C" keel_status keel_check(const char* path, keel_repair repair, keel_che
     if (repair < KEEL_REPAIR_NONE || repair > KEEL_REPAIR_ALL)
       return report(KEEL_E_INVALID_ARGUMENT, EINVAL, "Invalid repair mode: " + std::to_string(static_cast<int>(repair)),
                     error);
-    FileOptions fo;
-    fo.read_only = repair == KEEL_REPAIR_NONE;
-    auto file = open_posix_file(path, fo);
-    if (!file) return report(file.error().with_context(std::string("Could not open '") + path + "'"), error);
-    Status locked = fo.read_only
-                        ? (*file)->lock(kPermConsistentRead, kPermConsistentRead | kPermWriteUnchanged | kPermResize)
-                        : (*file)->lock(kPermConsistentRead | kPermWrite | kPermResize,
-                                        kPermConsistentRead | kPermWriteUnchanged);
-    if (!locked) return report(locked.with_context(std::string("Could not open '") + path + "'"), error);
-    uint8_t magic[4] = {};
-    if (Status s = (*file)->read_at(0, magic); !s) return report(s, error);
-    if (!format::is_qcow2(magic))
+    auto target = open_for_check(path, static_cast<RepairMode>(repair));  // same order as keel_repair
+    if (!target) return report(target.error(), error);
+    if (target->format != "qcow2")
       return report(KEEL_E_UNSUPPORTED, ENOTSUP, "This image format does not support checks", error);
-    if (auto h = check::read_check_header(**file); !h)
-      return report(h.error().with_context(std::string("Could not open '") + path + "'"), error);
+    BlockFile& file = *target->file;
     CheckOptions opts;
-    opts.repair = static_cast<RepairMode>(repair);  // same order as keel::RepairMode
-    auto first = check_qcow2(**file, opts);
+    opts.repair = static_cast<RepairMode>(repair);
+    auto first = check_qcow2(file, opts);
     if (!first) return report(first.error().with_context("Check failed"), error);
     CheckResult r = *first;
     if (r.corruptions_fixed || r.leaks_fixed) {
-      auto second = check_qcow2(**file, CheckOptions{});
+      auto second = check_qcow2(file, CheckOptions{});
       if (!second) return report(second.error().with_context("Check failed"), error);
       second->corruptions_fixed = r.corruptions_fixed;
       second->leaks_fixed = r.leaks_fixed;
