@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "format/endian.h"
+#include "keel/endian.h"
 #include "nbd/log.h"
 #include "nbd/socket.h"
 #include "nbd/uring_loop.h"
@@ -81,9 +81,9 @@ std::optional<Session> Connection::handshake() {
     }
     return std::nullopt;
   }
-  if (!neg.accept_client_flags(format::get_be32(flags))) {
+  if (!neg.accept_client_flags(get_be32(flags))) {
     cfg_.log.line(fmt::format("{}: handshake: unknown client flags {:#x}, disconnecting", peer_,
-                              format::get_be32(flags)));
+                              get_be32(flags)));
     return std::nullopt;
   }
   std::vector<uint8_t> data;

@@ -17,7 +17,7 @@
 
 #include <fmt/format.h>
 
-#include "format/endian.h"
+#include "keel/endian.h"
 #include "keel/limits.h"
 #include "nbd/buffer_pool.h"
 #include "nbd/log.h"
@@ -418,9 +418,9 @@ struct UringLoop::State {
     g_direct_total.fetch_add(1, std::memory_order_relaxed);
     const uint64_t cookie = s.h.cookie;
     if (s.write) {
-      format::put_be32(s.hdr, kSimpleReplyMagic);
-      format::put_be32(s.hdr + 4, 0);
-      format::put_be64(s.hdr + 8, cookie);
+      put_be32(s.hdr, kSimpleReplyMagic);
+      put_be32(s.hdr + 4, 0);
+      put_be64(s.hdr + 8, cookie);
       s.hdr_len = kSimpleReplyHeaderBytes;
       s.data_len = 0;
       s.direct_reply = true;
@@ -428,17 +428,17 @@ struct UringLoop::State {
       return;
     }
     if (ctx.session.structured_replies) {
-      format::put_be32(s.hdr, kStructuredReplyMagic);
-      format::put_be16(s.hdr + 4, kReplyFlagDone);
-      format::put_be16(s.hdr + 6, kChunkOffsetData);
-      format::put_be64(s.hdr + 8, cookie);
-      format::put_be32(s.hdr + 16, 8 + s.h.length);
-      format::put_be64(s.hdr + 20, s.h.offset);
+      put_be32(s.hdr, kStructuredReplyMagic);
+      put_be16(s.hdr + 4, kReplyFlagDone);
+      put_be16(s.hdr + 6, kChunkOffsetData);
+      put_be64(s.hdr + 8, cookie);
+      put_be32(s.hdr + 16, 8 + s.h.length);
+      put_be64(s.hdr + 20, s.h.offset);
       s.hdr_len = kChunkHeaderBytes + 8;
     } else {
-      format::put_be32(s.hdr, kSimpleReplyMagic);
-      format::put_be32(s.hdr + 4, 0);
-      format::put_be64(s.hdr + 8, cookie);
+      put_be32(s.hdr, kSimpleReplyMagic);
+      put_be32(s.hdr + 4, 0);
+      put_be64(s.hdr + 8, cookie);
       s.hdr_len = kSimpleReplyHeaderBytes;
     }
     s.data_len = s.h.length;
