@@ -174,6 +174,9 @@ class Qcow2Image final : public Image {
                              const char* what);
   Status metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what);
   Status latch(Status s);
+  // The error a write (or, with kIo, close) returns once the image is latched: "image is
+  // read-only after an error: <first error>", with the first error's errno. REQUIRES latched_.
+  Status latched_error(Code code = Code::kReadOnly) const;
 
   // --- overlap protection (qcow2_overlap.cpp); REQUIRE mu_ ---
   // Rebuilds meta_map_ from the in-memory tables (and the snapshots' L1 tables on disk).
@@ -344,7 +347,7 @@ class Qcow2Image final : public Image {
   bool read_only_ = false;
   std::atomic<bool> latched_{false};  // a metadata write failed: no more writes (read without mu_
                                      // by before_write's fast path)
-  std::string latch_reason_;
+  Status latch_cause_;  // the first error, with its code and errno (set once, when latched_ is)
   std::atomic<bool> autoclear_pending_{false};  // unknown autoclear bits to clear before the first write
   bool closed_ = true;  // until open succeeds
   bool repaired_once_ = false;

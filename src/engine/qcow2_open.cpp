@@ -285,7 +285,7 @@ Status Qcow2Image::close() {
   Status s = Status::ok();
   if (!read_only_ && latched_) {
     // Nothing since the failure is durable: say so rather than report a clean close.
-    s = Status(Code::kIo, "image is read-only after an error: " + latch_reason_, EIO);
+    s = latched_error(Code::kIo);
   } else if (!read_only_) {
     s = flush();
     if (s.is_ok()) s = store_bitmaps_at_close();  // tracked bitmaps: stored, in_use cleared
