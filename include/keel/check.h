@@ -44,4 +44,20 @@ struct CheckResult {
 // never leaves the image worse than before if interrupted.
 Result<CheckResult> check_qcow2(BlockFile& file, const CheckOptions& opts);
 
+// An image opened for check_qcow2 by open_for_check.
+struct CheckTarget {
+  std::unique_ptr<BlockFile> file;
+  std::string format;  // "qcow2" or "raw": the caller's, else probed from the magic
+};
+
+// Opens `path` the way `keel check` and keel_check (keel.h) do, so every caller follows one rule:
+// read-only for a check, read-write for a repair; QEMU's lock permissions for that unless
+// `force_share` (a check holds consistent-read and shares the image with readers and with
+// writers that change nothing; a repair holds consistent-read, write and resize and shares only
+// reads); the format probed unless `format` is given; and for qcow2, cluster 0 read with the
+// checker's lenient decoder. A raw image is returned as such (it has no check: the caller says
+// so). Errors read "Could not open '<path>': <reason>" and keep the reason's code and errno.
+Result<CheckTarget> open_for_check(const std::string& path, RepairMode repair, bool force_share = false,
+                                   const std::string& format = "");
+
 }  // namespace keel

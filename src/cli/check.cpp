@@ -12,10 +12,8 @@
 
 #include <fmt/format.h>
 
-#include "check/check_header.h"
 #include "cli/command.h"
 #include "cli/util.h"
-#include "format/header.h"
 #include "keel/block_file.h"
 #include "keel/check.h"
 
@@ -114,40 +112,16 @@ int run_check(const CheckArgs& a) {
     print_error("-U/--force-share cannot be used with -r (a repair needs the image to itself)");
     return 1;
   }
-  FileOptions fo;
-  fo.read_only = mode == RepairMode::kNone;
-  auto file = open_posix_file(a.filename, fo);
-  if (!file) {
-    print_error(fmt::format("Could not open '{}': {}", a.filename, file.error().message()));
+  auto target = open_for_check(a.filename, mode, a.force_share, a.format);
+  if (!target) {
+    print_error(target.error().message());
     return 1;
   }
-  if (!a.force_share) {
-    Status s = fo.read_only
-                   ? (*file)->lock(kPermConsistentRead, kPermConsistentRead | kPermWriteUnchanged | kPermResize)
-                   : (*file)->lock(kPermConsistentRead | kPermWrite | kPermResize,
-                                   kPermConsistentRead | kPermWriteUnchanged);
-    if (!s) {
-      print_error(fmt::format("Could not open '{}': {}", a.filename, s.message()));
-      return 1;
-    }
-  }
-  std::string format = a.format;
-  if (format.empty()) {
-    uint8_t magic[4] = {};
-    if (Status s = (*file)->read_at(0, magic); !s) {
-      print_error(fmt::format("Could not open '{}': {}", a.filename, s.message()));
-      return 1;
-    }
-    format = format::is_qcow2(magic) ? "qcow2" : "raw";
-  }
-  if (format != "qcow2") {
+  if (target->format != "qcow2") {
     print_error("This image format does not support checks");
     return kExitUnsupported;
   }
-  if (auto h = check::read_check_header(**file); !h) {
-    print_error(fmt::format("Could not open '{}': {}", a.filename, h.error().message()));
-    return 1;
-  }
+  BlockFile& file = *target->file;
 
   Progress progress(a.progress && !*json && !a.quiet);
   CheckOptions opts;
@@ -157,7 +131,7 @@ int run_check(const CheckArgs& a) {
     std::fprintf(stderr, "%s\n", line.c_str());
   };
   opts.progress = [&progress](double p) { progress.update(p); };
-  auto result = check_qcow2(**file, opts);
+  auto result = check_qcow2(file, opts);
   progress.finish();
   if (!result) {
     print_error(fmt::format("Check failed: {}", result.error().message()));
@@ -174,7 +148,7 @@ int run_check(const CheckArgs& a) {
                   static_cast<unsigned long long>(r.corruptions_fixed));
     CheckOptions again;
     again.report = opts.report;
-    auto second = check_qcow2(**file, again);
+    auto second = check_qcow2(file, again);
     if (!second) {
       print_error(fmt::format("Check failed: {}", second.error().message()));
       return 1;

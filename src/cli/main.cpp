@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "keel/version.h"
 
 namespace keel::cli {
 
@@ -48,7 +49,7 @@ int main(int argc, char** argv) {
   // qemu-img --help ends with the formats it supports; scripts grep that line.
   app.footer("Supported formats: qcow2 raw");
   app.require_subcommand(1);
-  app.set_version_flag("-V,--version", "keel 0.1");
+  app.set_version_flag("-V,--version", "keel " KEEL_VERSION_STRING);
   auto& cmds = registry();
   std::sort(cmds.begin(), cmds.end(), [](const Command& a, const Command& b) { return a.name < b.name; });
   std::vector<std::pair<CLI::App*, std::function<int()>>> runners;

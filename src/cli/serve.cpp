@@ -186,7 +186,7 @@ Result<std::vector<int>> open_listeners(const ServeArgs& a, Cleanup& cleanup) {
     return std::vector<int>{fd};
   }
   KEEL_ASSIGN(fds, nbd::listen_tcp(a.bind, static_cast<uint16_t>(a.port)));
-  if (a.port == 0) nbd::log_line(fmt::format("listening on {} port {}", a.bind, nbd::bound_port(fds[0])));
+  if (a.port == 0) nbd::Log().line(fmt::format("listening on {} port {}", a.bind, nbd::bound_port(fds[0])));
   return fds;
 }
 
@@ -354,7 +354,7 @@ int run_serve(ServeArgs a) {
     return 1;
   }
   opts.aio = *aio;
-  nbd::set_verbose(a.verbose);
+  const nbd::Log log(a.verbose);  // the server's log lines: stderr, details with -v
 
   // Fork before any thread exists; the child does everything below.
   int ready_fd = a.fork ? fork_and_wait() : -1;
@@ -439,6 +439,7 @@ int run_serve(ServeArgs a) {
   if (bitmaps) cfg.connection.export_cfg.meta.bitmaps = bitmaps->names();
   policy.bitmaps = bitmaps;
   cfg.connection.policy = policy;
+  cfg.connection.log = log;
   cfg.connection.handshake_limit = std::chrono::seconds(std::max(0, a.handshake_limit));
   // --aio=io_uring and native: the event-loop transmission (src/nbd/uring_loop.h).
   cfg.connection.io_uring = a.aio == "io_uring" || a.aio == "native";
@@ -454,7 +455,7 @@ int run_serve(ServeArgs a) {
 #endif
   if (fuse_only) {
 #ifdef KEEL_HAVE_FUSE
-    nbd::log_debug(fmt::format("exporting '{}' over FUSE", a.file));
+    log.debug(fmt::format("exporting '{}' over FUSE", a.file));
     if (ready_fd >= 0) {
       char b = 1;
       [[maybe_unused]] ssize_t n = ::write(ready_fd, &b, 1);
@@ -465,8 +466,8 @@ int run_serve(ServeArgs a) {
   } else {
     nbd::Server server(*image, cfg);
     for (int fd : listeners) server.add_listener(fd);
-    nbd::log_debug(fmt::format("serving '{}' ({} bytes{})", a.file, image->size(),
-                               cfg.connection.export_cfg.read_only ? ", read-only" : ""));
+    log.debug(fmt::format("serving '{}' ({} bytes{})", a.file, image->size(),
+                          cfg.connection.export_cfg.read_only ? ", read-only" : ""));
     if (ready_fd >= 0) {
       char b = 1;
       [[maybe_unused]] ssize_t n = ::write(ready_fd, &b, 1);
@@ -475,7 +476,7 @@ int run_serve(ServeArgs a) {
     server.run(sig_fd);
     signalfd_siginfo si;
     if (::read(sig_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si))
-      nbd::log_debug(fmt::format("{} received; finished the requests in flight",
+      log.debug(fmt::format("{} received; finished the requests in flight",
                                 ::strsignal(static_cast<int>(si.ssi_signo))));
   }
 #ifdef KEEL_HAVE_FUSE

@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <fmt/printf.h>
 
+#include "keel/paths.h"
+
 namespace keel::cli {
 namespace {
 
@@ -558,10 +560,7 @@ std::unique_ptr<Image> open_image_or_report(const std::string& path, const OpenF
 }
 
 std::string path_combine(const std::string& image, const std::string& name) {
-  if (name.empty() || name[0] == '/') return name;
-  auto slash = image.rfind('/');
-  if (slash == std::string::npos) return name;
-  return image.substr(0, slash + 1) + name;
+  return resolve_relative(image, name);  // the engine's rule (keel/paths.h), not a second copy
 }
 
 bool is_known_format(std::string_view name) { return name == "qcow2" || name == "raw"; }

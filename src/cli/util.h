@@ -136,8 +136,9 @@ std::string open_error_message(const std::string& path, const Status& st);
 std::unique_ptr<Image> open_image_or_report(const std::string& path, const OpenFlags& flags,
                                             CacheMode default_cache);
 
-// QEMU's path_combine: a relative name stored in `image` (backing file) is relative to the
-// directory of `image`; absolute names are returned unchanged.
+// QEMU's path_combine: keel::resolve_relative (keel/paths.h), the rule the engine opens with:
+// a relative name is relative to the directory of `image`; absolute, protocol and json: names
+// are returned unchanged.
 std::string path_combine(const std::string& image, const std::string& name);
 
 // "Unknown file format 'x'" unless name is a format keel can create/open ("qcow2", "raw").

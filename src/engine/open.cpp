@@ -79,7 +79,8 @@ Result<std::unique_ptr<Image>> Image::open(const std::string& path, const OpenOp
     if (!o.snapshot.empty()) return error(unsupported("raw images have no snapshots"));
     return open_raw_image(std::move(file), path, o);
   }
-  return open_qcow2_image(std::move(file), path, o, 1);
+  OpenChain chain;
+  return open_qcow2_image(std::move(file), path, o, chain);
 }
 
 Status create_image(const std::string& path, const CreateOptions& opts) {

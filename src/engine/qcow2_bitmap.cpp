@@ -126,7 +126,7 @@ Result<std::vector<uint8_t>> Qcow2Image::read_bitmap_bits(const BitmapDirEntry& 
 // new_bits[i] (when not null) replaces the data of next[i]; the other entries keep their tables.
 Status Qcow2Image::publish_bitmaps(std::vector<BitmapDirEntry> next,
                                    const std::vector<const std::vector<uint8_t>*>& new_bits) {
-  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  if (latched_) return latched_error();
   if (header_.version < 3) return unsupported("Cannot store dirty bitmaps in qcow2 v2 files");
   // Check that the new directory and header fit before allocating anything.
   std::vector<uint8_t> dir = encode_bitmap_directory(next);
@@ -232,7 +232,7 @@ Status Qcow2Image::free_bitmap_clusters(const BitmapDirEntry& e) {
 // entries otherwise), in place: each is 4 bytes inside one sector, so a power cut leaves every
 // entry with its old or its new flags. Synced.
 Status Qcow2Image::write_bitmap_flags(const std::vector<BitmapDirEntry>& next) {
-  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  if (latched_) return latched_error();
   uint64_t pos = header_.bitmaps->directory_offset;
   bool any = false;
   for (size_t i = 0; i < next.size(); ++i) {
@@ -265,7 +265,7 @@ Status Qcow2Image::start_tracking() {
 }
 
 Status Qcow2Image::start_tracking_bitmaps(bool all) {
-  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  if (latched_) return latched_error();
   std::vector<TrackedBitmap> t;
   std::vector<BitmapDirEntry> next = bitmap_dir_;
   for (size_t i = 0; i < next.size(); ++i) {
@@ -310,7 +310,7 @@ Status Qcow2Image::stop_tracking() {
   }
   tracking_ = false;
   refresh_bitmap_state();
-  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  if (latched_) return latched_error();
   if (header_.version < 3) {  // amended to v2 meanwhile: v2 images cannot keep bitmaps
     bitmap_dir_.clear();
     refresh_bitmap_state();

@@ -43,8 +43,13 @@ FileOptions file_options_for(const OpenOptions& opts);
 Result<std::unique_ptr<BlockFile>> open_block_file(const std::string& path, const OpenOptions& opts,
                                                    const FileOptions& f);
 Status lock_image_file(BlockFile& file, const OpenOptions& opts);
+// The images being opened, from the top image down to the parent of the one being opened
+// (canonical paths): a backing file already on it is a loop. Passed down the open explicitly.
+using OpenChain = std::vector<std::string>;
+// Opens a qcow2 image below the images on `chain` (empty for the top image). `chain` is
+// restored before returning.
 Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file, const std::string& path,
-                                                const OpenOptions& opts, int depth);
+                                                const OpenOptions& opts, OpenChain& chain);
 Status create_qcow2_image(const std::string& path, const CreateOptions& opts);
 // Links every guest cluster of a freshly created qcow2 image to a host cluster.
 Status preallocate_qcow2(Image& image, Preallocation mode);
@@ -120,11 +125,11 @@ class Qcow2Image final : public Image {
 
  private:
   friend Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile>, const std::string&,
-                                                         const OpenOptions&, int);
-  Status open_tables(const OpenOptions& opts, int depth) KEEL_REQUIRES(mu_);
+                                                         const OpenOptions&, OpenChain&);
+  Status open_tables(const OpenOptions& opts, OpenChain& chain) KEEL_REQUIRES(mu_);
   Status load_snapshot_table() KEEL_REQUIRES(mu_);
   Status load_bitmap_directory(bool check_mode) KEEL_REQUIRES(mu_);
-  Status open_backing(const OpenOptions& opts, int depth) KEEL_REQUIRES(mu_);
+  Status open_backing(const OpenOptions& opts, OpenChain& chain) KEEL_REQUIRES(mu_);
   Status open_data_file(const OpenOptions& opts) KEEL_REQUIRES(mu_);
 
   // --- the mapping (qcow2_mapping.cpp), the allocator (qcow2_allocator.cpp), the metadata
@@ -173,6 +178,9 @@ class Qcow2Image final : public Image {
                              const char* what) KEEL_REQUIRES(mu_);
   Status metadata_write(uint64_t offset, std::span<const uint8_t> bytes, const char* what) KEEL_REQUIRES(mu_);
   Status latch(Status s) KEEL_REQUIRES(mu_);
+  // The error a write (or, with kIo, close) returns once the image is latched: "image is
+  // read-only after an error: <first error>", with the first error's errno. REQUIRES latched_.
+  Status latched_error(Code code = Code::kReadOnly) const KEEL_REQUIRES(mu_);
 
   // --- overlap protection (qcow2_overlap.cpp); REQUIRE mu_ ---
   // Rebuilds meta_map_ from the in-memory tables (and the snapshots' L1 tables on disk).
@@ -349,7 +357,7 @@ class Qcow2Image final : public Image {
   bool read_only_ = false;
   std::atomic<bool> latched_{false};  // a metadata write failed: no more writes (read without mu_
                                      // by before_write's fast path)
-  std::string latch_reason_ KEEL_GUARDED_BY(mu_);
+  Status latch_cause_ KEEL_GUARDED_BY(mu_);  // the first error, with its code and errno (set once, when latched_ is)
   std::atomic<bool> autoclear_pending_{false};  // unknown autoclear bits to clear before the first write
   bool closed_ = true;  // until open succeeds
   bool repaired_once_ KEEL_GUARDED_BY(mu_) = false;

@@ -46,7 +46,7 @@ Status Qcow2Image::before_write() {
   // its bound (running counters).
   if (!latched_ && !autoclear_pending_ && dirty_bytes() <= limits::kMaxDirtyMetadataBytes) return Status::ok();
   MutexLock lk(mu_);
-  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  if (latched_) return latched_error();
   if (autoclear_pending_) {
     // The spec: unknown autoclear bits must be cleared before the first write; a bitmaps
     // extension left stale by a program without bitmap support is dropped, as QEMU does.
@@ -248,7 +248,7 @@ Status Qcow2Image::write(uint64_t offset, std::span<const uint8_t> buf, bool fua
 Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
   uint64_t gc = off >> cbits_, in = off & (cs_ - 1);
   MutexLock lk(mu_);
-  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  if (latched_) return latched_error();
   KEEL_TRY(prefetch_l2(gc));
   if (!inflight_.count(gc)) {
     KEEL_ASSIGN(Mapping m, lookup(gc));
@@ -268,7 +268,7 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
     mu_.assert_held();
     return !inflight_.count(gc);
   });
-  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  if (latched_) return latched_error();
   KEEL_ASSIGN(Mapping m, lookup(gc));
   if (in_place_ok(m, in, d.size())) {  // another writer allocated it meanwhile
     uint64_t host = m.host();
@@ -367,7 +367,7 @@ Result<uint64_t> Qcow2Image::allocating_run(uint64_t gc0, std::span<const uint8_
   if (has_external_data()) return uint64_t{0};
   const uint64_t want = buf.size() / cs_;
   MutexLock lk(mu_);
-  if (latched_) return error(Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO));
+  if (latched_) return error(latched_error());
   // The leading clusters that need a new host cluster: not in flight elsewhere and not owned
   // (an owned cluster is overwritten in place, with no metadata change).
   // prefetch_l2 may release the lock: every table first, then one pass that does not.

@@ -23,8 +23,6 @@ std::string resolve_relative(const std::string& image_path, const std::string& n
 }
 
 namespace {
-// Images being opened on this thread's current chain, to name a loop instead of recursing.
-thread_local std::vector<std::string> chain;
 
 std::string canonical(const std::string& path) {
   char* real = ::realpath(path.c_str(), nullptr);
@@ -33,7 +31,7 @@ std::string canonical(const std::string& path) {
   return key;
 }
 
-Status check_backing_loop(const std::string& path) {
+Status check_backing_loop(const OpenChain& chain, const std::string& path) {
   std::string key = canonical(path);
   for (const auto& p : chain)
     if (p == key) return invalid(fmt::format("backing file loop: '{}' appears twice in its own backing chain", path));
@@ -42,15 +40,17 @@ Status check_backing_loop(const std::string& path) {
 }  // namespace
 
 Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file, const std::string& path,
-                                                const OpenOptions& opts, int depth) {
+                                                const OpenOptions& opts, OpenChain& chain) {
+  int depth = static_cast<int>(chain.size()) + 1;  // 1 = the top image
   int max_depth = opts.max_backing_depth ? opts.max_backing_depth : limits::kMaxBackingDepth;
   if (depth > max_depth)
     return error(invalid(fmt::format("backing chain of '{}' is deeper than {} (a loop?)", path, max_depth)));
-  KEEL_TRY_R(check_backing_loop(path));
+  KEEL_TRY_R(check_backing_loop(chain, path));
   chain.push_back(canonical(path));
   struct Pop {
+    OpenChain& chain;
     ~Pop() { chain.pop_back(); }
-  } pop;
+  } pop{chain};
   auto img = std::make_unique<Qcow2Image>();
   img->path_ = path;
   img->file_ = std::move(file);
@@ -68,7 +68,7 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
       img->overlap_mask_ = oc.mask;
       img->on_corruption_ = opts.on_corruption;
     }
-    KEEL_TRY_R(img->open_tables(opts, depth).with_context(fmt::format("Could not open '{}'", path)));
+    KEEL_TRY_R(img->open_tables(opts, chain).with_context(fmt::format("Could not open '{}'", path)));
     if (!img->read_only_) KEEL_TRY_R(img->rebuild_metadata_map());
   }
   img->closed_ = false;
@@ -76,7 +76,7 @@ Result<std::unique_ptr<Image>> open_qcow2_image(std::unique_ptr<BlockFile> file,
   return std::unique_ptr<Image>(std::move(img));
 }
 
-Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
+Status Qcow2Image::open_tables(const OpenOptions& opts, OpenChain& chain) {
   KEEL_ASSIGN(uint64_t file_size, file_->size());
   uint8_t start[512] = {};
   KEEL_TRY(file_->read_at(0, start));
@@ -94,7 +94,7 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
     co.repair = RepairMode::kAll;
     auto r = check_qcow2(*file_, co);
     if (!r) return r.error().with_context("Could not repair dirty image");
-    return open_tables(opts, depth);
+    return open_tables(opts, chain);
   }
   cbits_ = header_.cluster_bits;
   external_data_ = header_.has_data_file();
@@ -110,7 +110,7 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
                              opts.refcount_cache_size ? opts.refcount_cache_size : limits::kDefaultRefcountCacheBytes,
                              limits::kDefaultCacheCleanSeconds};
     static const std::vector<std::pair<std::string, std::string>> kNone;
-    KEEL_ASSIGN(CacheConfig cc, read_cache_options(depth == 1 ? opts.qcow2_options : kNone, cs_, header_.size,
+    KEEL_ASSIGN(CacheConfig cc, read_cache_options(chain.size() == 1 ? opts.qcow2_options : kNone, cs_, header_.size,
                                                    header_.extended_l2() ? 16 : 8, dflt));
     l2_cache_.reset(cs_, cc.l2_bytes);
     rb_cache_.reset(cs_, cc.refcount_bytes);
@@ -180,7 +180,7 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, int depth) {
   // Start the free-cluster search after the fixed structures.
   free_hint_ = 0;
 
-  if (!opts.no_backing) KEEL_TRY(open_backing(opts, depth));
+  if (!opts.no_backing) KEEL_TRY(open_backing(opts, chain));
   KEEL_TRY(open_data_file(opts));
 
   if (!read_only_) {
@@ -203,10 +203,10 @@ Status Qcow2Image::load_snapshot_table() {
   return Status::ok();
 }
 
-Status Qcow2Image::open_backing(const OpenOptions& opts, int depth) {
+Status Qcow2Image::open_backing(const OpenOptions& opts, OpenChain& chain) {
   if (header_.backing_file.empty()) return Status::ok();
   std::string bpath = resolve_relative(path_, header_.backing_file);
-  KEEL_TRY(check_backing_loop(bpath));
+  KEEL_TRY(check_backing_loop(chain, bpath));
   OpenOptions bo = opts;
   bo.read_only = true;
   bo.snapshot.clear();
@@ -229,7 +229,7 @@ Status Qcow2Image::open_backing(const OpenOptions& opts, int depth) {
                                                          const OpenOptions&);
     KEEL_ASSIGN(backing_, open_raw_image(std::move(bfile), bpath, ro));
   } else {
-    auto r = open_qcow2_image(std::move(bfile), bpath, bo, depth + 1);
+    auto r = open_qcow2_image(std::move(bfile), bpath, bo, chain);
     if (!r) return r.error();
     backing_ = std::move(*r);
   }
@@ -333,7 +333,7 @@ Status Qcow2Image::close() {
   if (!read_only_ && latched_) {
     // Nothing since the failure is durable: say so rather than report a clean close.
     MutexLock lk(mu_);
-    s = Status(Code::kIo, "image is read-only after an error: " + latch_reason_, EIO);
+    s = latched_error(Code::kIo);
   } else if (!read_only_) {
     s = flush();
     if (s.is_ok()) s = store_bitmaps_at_close();  // tracked bitmaps: stored, in_use cleared

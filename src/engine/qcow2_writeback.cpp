@@ -16,17 +16,22 @@ using namespace format;
 
 Status Qcow2Image::latch(Status s) {
   if (!s.is_ok() && !latched_) {
+    latch_cause_ = s;
     latched_ = true;
-    latch_reason_ = s.message();
   }
   return s;
+}
+
+Status Qcow2Image::latched_error(Code code) const {
+  int err = latch_cause_.err();
+  return Status(code, "image is read-only after an error: " + latch_cause_.message(), err ? err : EIO);
 }
 
 Status Qcow2Image::mark_corrupt(const std::string& why) {
   Status err = corrupt(why);
   if (read_only_ || latched_) return err;
+  latch_cause_ = Status(Code::kCorrupt, "image marked corrupt: " + why, EIO);
   latched_ = true;
-  latch_reason_ = "image marked corrupt: " + why;
   if (on_corruption_) on_corruption_(why);
   if (header_.version >= 3) {
     header_.incompatible |= kIncompatCorrupt;
@@ -96,7 +101,7 @@ Status Qcow2Image::sync_file(BlockFile& f, bool unlocked) {
 Status Qcow2Image::flush_metadata(DowngradableGate* hold) {
   const bool unlocked = hold != nullptr;  // the guest flush releases mu_ around its syncs
   // REQUIRES: gate_ exclusive, flush_mu_ held, mu_ held (see the header for `lk`).
-  if (latched_) return Status(Code::kReadOnly, "image is read-only after an error: " + latch_reason_, EIO);
+  if (latched_) return latched_error();
   // Phase 1: refcounts and unlinked L2 tables, then one sync that also covers guest data.
   KEEL_TRY(write_dirty_refblocks());
   bool fresh_any = false;

@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "format/endian.h"
+#include "keel/endian.h"
 #include "nbd/log.h"
 #include "nbd/socket.h"
 #include "nbd/uring_loop.h"
@@ -57,10 +57,10 @@ void Connection::interrupt(bool hard) {
 }
 
 void Connection::serve() {
-  log_debug(fmt::format("{}: connected", peer_));
+  cfg_.log.debug(fmt::format("{}: connected", peer_));
   if (auto session = handshake()) transmission(*session);
   close_fd();
-  log_debug(fmt::format("{}: disconnected", peer_));
+  cfg_.log.debug(fmt::format("{}: disconnected", peer_));
 }
 
 std::optional<Session> Connection::handshake() {
@@ -75,15 +75,15 @@ std::optional<Session> Connection::handshake() {
   ReadResult r = io_->read_exact(flags, sizeof flags, deadline);
   if (r != ReadResult::kOk) {
     if (r == ReadResult::kEof) {
-      log_debug(fmt::format("{}: closed before the handshake", peer_));
+      cfg_.log.debug(fmt::format("{}: closed before the handshake", peer_));
     } else {
-      log_line(fmt::format("{}: handshake: {}", peer_, describe(r)));
+      cfg_.log.line(fmt::format("{}: handshake: {}", peer_, describe(r)));
     }
     return std::nullopt;
   }
-  if (!neg.accept_client_flags(format::get_be32(flags))) {
-    log_line(fmt::format("{}: handshake: unknown client flags {:#x}, disconnecting", peer_,
-                         format::get_be32(flags)));
+  if (!neg.accept_client_flags(get_be32(flags))) {
+    cfg_.log.line(fmt::format("{}: handshake: unknown client flags {:#x}, disconnecting", peer_,
+                              get_be32(flags)));
     return std::nullopt;
   }
   std::vector<uint8_t> data;
@@ -92,23 +92,23 @@ std::optional<Session> Connection::handshake() {
     r = io_->read_exact(hb, sizeof hb, deadline);
     if (r != ReadResult::kOk) {
       if (r == ReadResult::kEof) {
-        log_debug(fmt::format("{}: closed during option haggling", peer_));
+        cfg_.log.debug(fmt::format("{}: closed during option haggling", peer_));
       } else {
-        log_line(fmt::format("{}: handshake: {}", peer_, describe(r)));
+        cfg_.log.line(fmt::format("{}: handshake: {}", peer_, describe(r)));
       }
       return std::nullopt;
     }
     OptionHeader oh = decode_option_header(std::span<const uint8_t, kOptionHeaderBytes>(hb));
     if (oh.magic != kOptMagic) {
-      log_line(fmt::format("{}: handshake: bad option magic {:#x}, disconnecting", peer_, oh.magic));
+      cfg_.log.line(fmt::format("{}: handshake: bad option magic {:#x}, disconnecting", peer_, oh.magic));
       return std::nullopt;
     }
     Negotiator::Outcome out;
     if (oh.length > limits::kMaxNbdOptionBytes) {
       r = io_->skip_bytes(oh.length, deadline);
       if (r != ReadResult::kOk) {
-        log_line(fmt::format("{}: handshake: {} while skipping an option of {} bytes", peer_,
-                             describe(r), oh.length));
+        cfg_.log.line(fmt::format("{}: handshake: {} while skipping an option of {} bytes", peer_,
+                                  describe(r), oh.length));
         return std::nullopt;
       }
       out = neg.handle_oversized(oh.option, oh.length);
@@ -116,8 +116,8 @@ std::optional<Session> Connection::handshake() {
       data.resize(oh.length);
       r = io_->read_exact(data.data(), data.size(), deadline);
       if (r != ReadResult::kOk) {
-        log_line(fmt::format("{}: handshake: {}", peer_,
-                             r == ReadResult::kEof ? describe(ReadResult::kClosed) : describe(r)));
+        cfg_.log.line(fmt::format("{}: handshake: {}", peer_,
+                                  r == ReadResult::kEof ? describe(ReadResult::kClosed) : describe(r)));
         return std::nullopt;
       }
       out = neg.handle(oh.option, data);
@@ -130,16 +130,16 @@ std::optional<Session> Connection::handshake() {
       if (!cfg_.tls) return std::nullopt;
       auto tls = tls_handshake(fd_, cfg_.tls, deadline);
       if (!tls) {
-        log_line(fmt::format("{}: {}", peer_, tls.error().message()));
+        cfg_.log.line(fmt::format("{}: {}", peer_, tls.error().message()));
         return std::nullopt;
       }
       io_ = std::move(*tls);
       neg.tls_started();
-      log_debug(fmt::format("{}: TLS established", peer_));
+      cfg_.log.debug(fmt::format("{}: TLS established", peer_));
     }
     if (out.next == Negotiator::Next::kTransmission) {
-      log_debug(fmt::format("{}: transmission phase, flags {:#x}{}", peer_, neg.session().eflags,
-                            neg.session().structured_replies ? ", structured replies" : ""));
+      cfg_.log.debug(fmt::format("{}: transmission phase, flags {:#x}{}", peer_, neg.session().eflags,
+                                 neg.session().structured_replies ? ", structured replies" : ""));
       return neg.session();
     }
   }
@@ -184,10 +184,10 @@ void Connection::dispatch(const CommandContext& ctx, const RequestHeader& h,
 void Connection::log_client_error(const std::string& message) {
   if (errors_logged_ > kMaxLoggedErrorsPerConnection) return;
   if (++errors_logged_ > kMaxLoggedErrorsPerConnection) {
-    log_line(fmt::format("{}: more errors; no longer logging them for this client", peer_));
+    cfg_.log.line(fmt::format("{}: more errors; no longer logging them for this client", peer_));
     return;
   }
-  log_line(fmt::format("{}: {}", peer_, message));
+  cfg_.log.line(fmt::format("{}: {}", peer_, message));
 }
 
 void Connection::transmission(const Session& session) {
@@ -198,7 +198,7 @@ void Connection::transmission(const Session& session) {
   ctx.policy = cfg_.policy;
   // TLS sessions stay on the threads path: the loop reads and writes the raw socket.
   if (cfg_.io_uring && !cfg_.tls) {
-    UringLoop loop(fd_, image_, ctx, pool_, peer_,
+    UringLoop loop(fd_, image_, ctx, pool_, peer_, cfg_.log,
                    [this](const std::string& m) { log_client_error(m); });
     std::string why;
     if (loop.init(&why)) {
@@ -206,7 +206,7 @@ void Connection::transmission(const Session& session) {
       return;
     }
     static std::atomic<bool> logged{false};
-    if (!logged.exchange(true)) log_line(fmt::format("io_uring unavailable ({}); using threads", why));
+    if (!logged.exchange(true)) cfg_.log.line(fmt::format("io_uring unavailable ({}); using threads", why));
   }
   writer_ = std::thread([this] { writer_loop(); });
 
@@ -214,20 +214,20 @@ void Connection::transmission(const Session& session) {
     uint8_t hb[kRequestHeaderBytes];
     ReadResult r = io_->read_exact(hb, sizeof hb);
     if (r == ReadResult::kEof) {
-      log_debug(fmt::format("{}: client closed the connection", peer_));
+      cfg_.log.debug(fmt::format("{}: client closed the connection", peer_));
       break;
     }
     if (r != ReadResult::kOk) {
-      if (!broken_) log_line(fmt::format("{}: connection lost inside a request header", peer_));
+      if (!broken_) cfg_.log.line(fmt::format("{}: connection lost inside a request header", peer_));
       break;
     }
     RequestHeader h = decode_request_header(std::span<const uint8_t, kRequestHeaderBytes>(hb));
     if (h.magic != kRequestMagic) {
-      log_line(fmt::format("{}: bad request magic {:#x}, disconnecting", peer_, h.magic));
+      cfg_.log.line(fmt::format("{}: bad request magic {:#x}, disconnecting", peer_, h.magic));
       break;
     }
     if (h.type == kCmdDisc) {
-      log_debug(fmt::format("{}: DISC", peer_));
+      cfg_.log.debug(fmt::format("{}: DISC", peer_));
       break;
     }
     RequestError err = check_request(ctx, h);
@@ -235,14 +235,14 @@ void Connection::transmission(const Session& session) {
       if (err) {
         // Keep the stream in step: read past the payload we refuse, in bounded pieces.
         if (io_->skip_bytes(h.length) != ReadResult::kOk) {
-          log_line(fmt::format("{}: connection lost inside a WRITE payload", peer_));
+          cfg_.log.line(fmt::format("{}: connection lost inside a WRITE payload", peer_));
           break;
         }
       } else {
         if (!acquire(h.length)) break;
         std::vector<uint8_t> payload(h.length);
         if (io_->read_exact(payload.data(), payload.size()) != ReadResult::kOk) {
-          log_line(fmt::format("{}: connection lost inside a WRITE payload", peer_));
+          cfg_.log.line(fmt::format("{}: connection lost inside a WRITE payload", peer_));
           enqueue(Reply{}, h.length);  // releases what acquire() took
           break;
         }
@@ -289,8 +289,8 @@ void Connection::writer_loop() {
         iov.push_back(iovec{src.data() + piece.offset, piece.length});
       }
       if (!io_->writev_all(std::move(iov))) {
-        log_line(fmt::format("{}: cannot send replies, client gone; dropping the connection",
-                             peer_));
+        cfg_.log.line(fmt::format("{}: cannot send replies, client gone; dropping the connection",
+                                  peer_));
         broken_ = true;
         interrupt(true);
       }

@@ -25,6 +25,7 @@
 
 #include "keel/image.h"
 #include "nbd/commands.h"
+#include "nbd/log.h"
 #include "nbd/negotiation.h"
 #include "nbd/reply.h"
 #include "nbd/transport.h"
@@ -43,6 +44,8 @@ struct ConnectionConfig {
   // Transmission on an io_uring event loop (uring_loop.h) instead of the reader/writer threads;
   // falls back to threads, with one log line, where io_uring cannot be set up.
   bool io_uring = false;
+  // Where the server's log lines go (default: stderr, not verbose).
+  Log log;
 };
 
 class Connection {

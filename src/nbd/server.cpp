@@ -71,7 +71,7 @@ void Server::accept_one(int listen_fd) {
   int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
   if (fd < 0) {
     if (errno == EMFILE || errno == ENFILE) {
-      log_line("out of file descriptors; not accepting for a moment");
+      cfg_.connection.log.line("out of file descriptors; not accepting for a moment");
       ::usleep(100 * 1000);
     }
     return;
@@ -87,7 +87,7 @@ void Server::accept_one(int listen_fd) {
     try {
       c->conn->serve();
     } catch (const std::exception& e) {
-      log_line(fmt::format("{}: connection failed: {}", c->conn->peer(), e.what()));
+      cfg_.connection.log.line(fmt::format("{}: connection failed: {}", c->conn->peer(), e.what()));
     }
     {
       std::lock_guard done_lock(mu_);
@@ -112,7 +112,7 @@ void Server::run(int stop_fd) {
     int rc = ::poll(fds.data(), fds.size(), -1);
     if (rc < 0) {
       if (errno == EINTR) continue;
-      log_line(fmt::format("poll failed: {}", std::strerror(errno)));
+      cfg_.connection.log.line(fmt::format("poll failed: {}", std::strerror(errno)));
       break;
     }
     if (fds[0].revents) {
@@ -139,7 +139,7 @@ void Server::run(int stop_fd) {
     reap_finished();
     if (connections_active() == 0) break;
     if (!hard && std::chrono::steady_clock::now() >= deadline) {
-      log_line("clients still connected after the grace period; disconnecting them");
+      cfg_.connection.log.line("clients still connected after the grace period; disconnecting them");
       std::lock_guard lock(mu_);
       for (auto& c : clients_) c.conn->interrupt(true);
       hard = true;

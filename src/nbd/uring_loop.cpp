@@ -17,7 +17,7 @@
 
 #include <fmt/format.h>
 
-#include "format/endian.h"
+#include "keel/endian.h"
 #include "keel/limits.h"
 #include "nbd/buffer_pool.h"
 #include "nbd/log.h"
@@ -33,7 +33,7 @@ namespace keel::nbd {
 #ifndef KEEL_HAVE_URING
 
 struct UringLoop::State {};
-UringLoop::UringLoop(int, Image&, const CommandContext&, WorkerPool&, std::string, ClientErrorLog) {}
+UringLoop::UringLoop(int, Image&, const CommandContext&, WorkerPool&, std::string, Log, ClientErrorLog) {}
 UringLoop::~UringLoop() = default;
 bool UringLoop::init(std::string* why) {
   *why = "built without liburing";
@@ -96,6 +96,7 @@ struct UringLoop::State {
   CommandContext ctx;
   WorkerPool& pool;
   std::string peer;
+  Log log;
   ClientErrorLog log_client_error;
 
   io_uring ring{};
@@ -137,8 +138,8 @@ struct UringLoop::State {
 
   uint64_t direct_count = 0, worker_count = 0;
 
-  State(int f, Image& img, const CommandContext& c, WorkerPool& p, std::string pr, ClientErrorLog l)
-      : fd(f), image(img), ctx(c), pool(p), peer(std::move(pr)), log_client_error(std::move(l)) {
+  State(int f, Image& img, const CommandContext& c, WorkerPool& p, std::string pr, Log lg, ClientErrorLog l)
+      : fd(f), image(img), ctx(c), pool(p), peer(std::move(pr)), log(std::move(lg)), log_client_error(std::move(l)) {
     free_slots.reserve(kSlots);
     for (size_t i = kSlots; i-- > 0;) free_slots.push_back(static_cast<uint32_t>(i));
     done.reserve(kSlots);
@@ -307,7 +308,7 @@ struct UringLoop::State {
   }
 
   void fail_send() {
-    log_line(fmt::format("{}: cannot send replies, client gone; dropping the connection", peer));
+    log.line(fmt::format("{}: cannot send replies, client gone; dropping the connection", peer));
     broken = true;
     reading = false;
     ::shutdown(fd, SHUT_RDWR);
@@ -417,9 +418,9 @@ struct UringLoop::State {
     g_direct_total.fetch_add(1, std::memory_order_relaxed);
     const uint64_t cookie = s.h.cookie;
     if (s.write) {
-      format::put_be32(s.hdr, kSimpleReplyMagic);
-      format::put_be32(s.hdr + 4, 0);
-      format::put_be64(s.hdr + 8, cookie);
+      put_be32(s.hdr, kSimpleReplyMagic);
+      put_be32(s.hdr + 4, 0);
+      put_be64(s.hdr + 8, cookie);
       s.hdr_len = kSimpleReplyHeaderBytes;
       s.data_len = 0;
       s.direct_reply = true;
@@ -427,17 +428,17 @@ struct UringLoop::State {
       return;
     }
     if (ctx.session.structured_replies) {
-      format::put_be32(s.hdr, kStructuredReplyMagic);
-      format::put_be16(s.hdr + 4, kReplyFlagDone);
-      format::put_be16(s.hdr + 6, kChunkOffsetData);
-      format::put_be64(s.hdr + 8, cookie);
-      format::put_be32(s.hdr + 16, 8 + s.h.length);
-      format::put_be64(s.hdr + 20, s.h.offset);
+      put_be32(s.hdr, kStructuredReplyMagic);
+      put_be16(s.hdr + 4, kReplyFlagDone);
+      put_be16(s.hdr + 6, kChunkOffsetData);
+      put_be64(s.hdr + 8, cookie);
+      put_be32(s.hdr + 16, 8 + s.h.length);
+      put_be64(s.hdr + 20, s.h.offset);
       s.hdr_len = kChunkHeaderBytes + 8;
     } else {
-      format::put_be32(s.hdr, kSimpleReplyMagic);
-      format::put_be32(s.hdr + 4, 0);
-      format::put_be64(s.hdr + 8, cookie);
+      put_be32(s.hdr, kSimpleReplyMagic);
+      put_be32(s.hdr + 4, 0);
+      put_be64(s.hdr + 8, cookie);
       s.hdr_len = kSimpleReplyHeaderBytes;
     }
     s.data_len = s.h.length;
@@ -451,9 +452,9 @@ struct UringLoop::State {
   void stop_reading(const std::string& why, bool always) {
     if (!why.empty()) {
       if (always) {
-        log_line(fmt::format("{}: {}", peer, why));
+        log.line(fmt::format("{}: {}", peer, why));
       } else {
-        log_debug(fmt::format("{}: {}", peer, why));
+        log.debug(fmt::format("{}: {}", peer, why));
       }
     }
     reading = false;
@@ -605,7 +606,7 @@ struct UringLoop::State {
       if (!reading && in_flight == 0 && !recv_pending && !send_pending) break;
       int rc = io_uring_submit_and_wait(&ring, 1);
       if (rc < 0 && rc != -EINTR && rc != -EBUSY) {
-        log_line(fmt::format("{}: io_uring failed: {}", peer, std::strerror(-rc)));
+        log.line(fmt::format("{}: io_uring failed: {}", peer, std::strerror(-rc)));
         // Nothing else can make progress; let the outstanding work drain by waiting on it.
         ::shutdown(fd, SHUT_RDWR);
       }
@@ -617,14 +618,15 @@ struct UringLoop::State {
       }
       io_uring_cq_advance(&ring, n);
     }
-    log_debug(fmt::format("{}: {} requests by direct I/O, {} on workers", peer, direct_count,
+    log.debug(fmt::format("{}: {} requests by direct I/O, {} on workers", peer, direct_count,
                           worker_count));
   }
 };
 
 UringLoop::UringLoop(int fd, Image& image, const CommandContext& ctx, WorkerPool& pool,
-                     std::string peer, ClientErrorLog log_client_error)
-    : s_(std::make_unique<State>(fd, image, ctx, pool, std::move(peer), std::move(log_client_error))) {}
+                     std::string peer, Log log, ClientErrorLog log_client_error)
+    : s_(std::make_unique<State>(fd, image, ctx, pool, std::move(peer), std::move(log),
+                                 std::move(log_client_error))) {}
 
 UringLoop::~UringLoop() = default;
 

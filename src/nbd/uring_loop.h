@@ -30,6 +30,7 @@
 
 #include "keel/image.h"
 #include "nbd/commands.h"
+#include "nbd/log.h"
 #include "nbd/worker_pool.h"
 
 namespace keel::nbd {
@@ -41,7 +42,7 @@ class UringLoop {
   // `fd` stays owned by the caller, who may shutdown() it from another thread to end the loop
   // (SHUT_RD: finish what was read; SHUT_RDWR: also abandon replies to a client that stalls).
   UringLoop(int fd, Image& image, const CommandContext& ctx, WorkerPool& pool, std::string peer,
-            ClientErrorLog log_client_error);
+            Log log, ClientErrorLog log_client_error);
   ~UringLoop();
   UringLoop(const UringLoop&) = delete;
   UringLoop& operator=(const UringLoop&) = delete;

@@ -3,29 +3,25 @@
 
 #include <fmt/format.h>
 
-#include "format/endian.h"
+#include "keel/endian.h"
 
 namespace keel::nbd {
 
-using format::get_be16;
-using format::get_be32;
-using format::get_be64;
-
 ByteWriter& ByteWriter::u16(uint16_t v) {
   uint8_t b[2];
-  format::put_be16(b, v);
+  put_be16(b, v);
   out_.insert(out_.end(), b, b + 2);
   return *this;
 }
 ByteWriter& ByteWriter::u32(uint32_t v) {
   uint8_t b[4];
-  format::put_be32(b, v);
+  put_be32(b, v);
   out_.insert(out_.end(), b, b + 4);
   return *this;
 }
 ByteWriter& ByteWriter::u64(uint64_t v) {
   uint8_t b[8];
-  format::put_be64(b, v);
+  put_be64(b, v);
   out_.insert(out_.end(), b, b + 8);
   return *this;
 }

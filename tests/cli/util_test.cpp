@@ -276,6 +276,9 @@ TEST(Paths, PathCombineLikeQemu) {
   EXPECT_EQ(path_combine("dir/b.qcow2", "a.qcow2"), "dir/a.qcow2");
   EXPECT_EQ(path_combine("/x/y/b.qcow2", "../a.qcow2"), "/x/y/../a.qcow2");
   EXPECT_EQ(path_combine("dir/b.qcow2", "/abs/a.qcow2"), "/abs/a.qcow2");
+  // The engine's rule, which the command now shares: protocol and json: names stay as they are.
+  EXPECT_EQ(path_combine("dir/b.qcow2", "nbd://host/export"), "nbd://host/export");
+  EXPECT_EQ(path_combine("dir/b.qcow2", "json:{\"driver\": \"raw\"}"), "json:{\"driver\": \"raw\"}");
 }
 
 }  // namespace

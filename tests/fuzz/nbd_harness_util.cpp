@@ -84,7 +84,6 @@ void drain(int fd) {
 }  // namespace
 
 Status nbd(std::span<const uint8_t> client_bytes) {
-  nbd::set_verbose(false);
   proof::MemoryFs fs;
   // Every fourth input length serves the damaged image; its metadata must come out unchanged.
   const bool damaged = client_bytes.size() % 4 == 3;
