@@ -10,6 +10,8 @@ pkgs=(cmake g++ make pkg-config git
       # keel serve --tls-creds; gnutls-bin has certtool for the TLS tests
       libgnutls28-dev gnutls-bin
       qemu-utils libnbd-bin fio python3
+      # the crash proof on real file systems (tests/crash/realfs): mkfs.xfs, mkfs.btrfs
+      xfsprogs btrfs-progs
       clang-14 libclang-rt-14-dev)
 # `install-deps.sh bench` (make bench-deps): also what bench/ needs beyond that (plot.sh: gnuplot).
 if [ "${1:-}" = bench ]; then pkgs+=(gnuplot-nox); fi

@@ -49,9 +49,7 @@ Result<std::unique_ptr<BlockFile>> wrap_recording(const std::shared_ptr<Recordin
                                                   Sabotage sabotage) {
   auto r = RecordingFile::wrap(std::move(inner), rec, name);
   if (!r) return error(r.error());
-  std::unique_ptr<BlockFile> f = std::move(*r);
-  if (sabotage == Sabotage::kDropSyncs) f = std::make_unique<DropSyncFile>(std::move(f));
-  return f;
+  return sabotaged(std::move(*r), sabotage);
 }
 
 // Creates the image and runs the workload on recording files.
@@ -205,6 +203,11 @@ std::string where(const Recorded& r, uint64_t crash_point) {
 }
 
 }  // namespace
+
+std::unique_ptr<BlockFile> sabotaged(std::unique_ptr<BlockFile> file, Sabotage s) {
+  if (s == Sabotage::kDropSyncs) return std::make_unique<DropSyncFile>(std::move(file));
+  return file;
+}
 
 uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& marks, const Recording& rec,
                     uint32_t image_id, uint64_t crash_point) {

@@ -28,6 +28,9 @@ enum class Sabotage {
   kDropSyncs,  // sync() reports success without syncing: flushed data can be lost
 };
 
+// Wraps `file` in the sabotage `s` asks for (kNone: `file` itself).
+std::unique_ptr<BlockFile> sabotaged(std::unique_ptr<BlockFile> file, Sabotage s);
+
 struct ExploreConfig {
   uint64_t seed = 1;
   EnumerationConfig enumeration;
