@@ -49,6 +49,7 @@ struct Args {
   std::string sabotage;
   std::vector<std::string> fs;
   std::vector<std::string> caches;
+  bool fsync_error = false;
   uint32_t all_subsets = 10;
   bool quiet = false;
   bool verbose = false;
@@ -194,8 +195,10 @@ int run_real_fs(const Args& a) {
   c.enumeration.all_subsets_max_ops = a.all_subsets;
   if (a.sabotage == "drop-syncs") {
     c.sabotage = proof::Sabotage::kDropSyncs;
+  } else if (a.sabotage == "ignore-sync-errors") {
+    c.sabotage = proof::Sabotage::kIgnoreSyncErrors;
   } else if (!a.sabotage.empty()) {
-    print_error("unknown sabotage '" + a.sabotage + "' (known: drop-syncs)");
+    print_error("unknown sabotage '" + a.sabotage + "' (known: drop-syncs, ignore-sync-errors)");
     return 1;
   }
 #ifdef KEEL_HAVE_FUSE
@@ -221,6 +224,14 @@ int run_real_fs(const Args& a) {
     }
     for (CacheMode cache : caches) {
       c.cache = cache;
+      if (a.fsync_error) {
+        auto r = proof::check_fsync_error_rule(c);
+        std::printf("%s\n", r.describe().c_str());
+        std::fflush(stdout);
+        all[static_cast<size_t>(Guarantee::kG6)] += r.violations.size();
+        failed |= !r.run_status.is_ok() || !r.injected;
+        continue;
+      }
       for (const auto& w : names) {
         auto r = proof::explore_on_real_fs(w, c);
         std::printf("%s\n", proof::format_real_fs_report(r).c_str());
@@ -294,6 +305,8 @@ std::function<int()> setup(CLI::App* sub) {
   crash->add_option("--dir", args->dir, "Record the workload on real files in this directory");
   crash->add_option("--sabotage", args->sabotage, "Break the storage on purpose (drop-syncs) to see violations");
   crash->add_option("--fs", args->fs, "Power loss below a real file system: ext4, xfs or btrfs (repeatable; root)");
+  crash->add_flag("--fsync-error", args->fsync_error,
+                  "With --fs: fail one device flush (EIO); check no later flush reports success");
   crash->add_option("--cache", args->caches, "With --fs: the engine's cache mode, none or writeback (repeatable)");
   CLI::App* faults = sub->add_subcommand("faults", "Fail every I/O operation once and forever; check G6");
   add_common(faults);

@@ -26,6 +26,7 @@ namespace keel::proof {
 enum class Sabotage {
   kNone,
   kDropSyncs,  // sync() reports success without syncing: flushed data can be lost
+  kIgnoreSyncErrors,  // sync() syncs but reports success even when it failed (the fsyncgate bug)
 };
 
 // Wraps `file` in the sabotage `s` asks for (kNone: `file` itself).

@@ -81,3 +81,25 @@ RealFsReport explore_on_real_fs(const std::string& workload, const RealFsConfig&
 std::string format_real_fs_report(const RealFsReport& r);
 
 }  // namespace keel::proof
+
+namespace keel::proof {
+
+// The fsync-error rule on a real file system: the recorder fails one device flush (EIO) while
+// the engine writes and flushes an image on the mounted file system. The engine's flush under
+// which the device flush failed must report the failure, and from the first failed flush on,
+// no flush may report success and the image refuses writes (it latched read-only, as for
+// BlockFile faults): Linux marks the pages clean after a failed writeback, so a retried fsync
+// that succeeds would claim data durable that is not (fsyncgate).
+struct FsyncErrorReport {
+  std::string fs, cache;
+  Status run_status;            // the harness itself failed
+  bool injected = false;        // the recorder failed a device flush
+  int injected_during = -1;     // the engine flush during which it failed (-1: a background one)
+  int first_failed = -1;        // the first engine flush that reported a failure
+  std::vector<std::string> flushes;     // per engine flush: "ok" or its error
+  std::vector<std::string> violations;
+  std::string describe() const;
+};
+FsyncErrorReport check_fsync_error_rule(const RealFsConfig& config);
+
+}  // namespace keel::proof

@@ -3,7 +3,9 @@
 # recording FUSE block device) leaves every Keel image consistent with every flushed write intact
 # (G1-G5, qemu-img check on a sample), for the engine with cache=none and cache=writeback, and
 # that the harness can fail: with the engine's syncs dropped (--sabotage drop-syncs) it must find
-# G3 violations. Prints per file system and workload: device ops, states, violations per guarantee.
+# G3 violations. Then the fsync-error rule: the recorder fails one device flush with EIO and no
+# engine flush from then on may report success (on ext4 the mutation that ignores sync errors
+# must be caught; xfs and btrfs shut down on the failed flush, so no later write gets through). Prints per file system and workload: device ops, states, violations per guarantee.
 #   realfs.sh KEEL FS   (KEEL_SEED to replay; KEEL_REALFS_STATES states per workload run)
 # Exit 77 (ctest: skipped) where there is no root, loop device, /dev/fuse or mkfs.FS.
 set -uo pipefail
@@ -37,4 +39,18 @@ if [ $rc -ne 1 ] || ! grep -qE "G3=[1-9]" "$out" || grep -q "WORKLOAD FAILED" "$
   echo "FAIL: with the engine's syncs dropped the harness found no lost flushed write on $FS (exit $rc)"
   exit 1
 fi
-echo "OK: $FS: no violation; the drop-syncs mutation caught"
+
+"$KEEL" selftest crash --fs "$FS" --fsync-error --seed "$SEED" >"$out" 2>&1
+rc=$?
+grep -E "fsync-error|VIOLATION|FAILED" "$out"
+if [ $rc -ne 0 ]; then echo "FAIL: the fsync-error rule on $FS (exit $rc)"; exit 1; fi
+if [ "$FS" = ext4 ]; then
+  "$KEEL" selftest crash --fs "$FS" --fsync-error --cache none --sabotage ignore-sync-errors --seed "$SEED" >"$out" 2>&1
+  rc=$?
+  grep -E "fsync-error|VIOLATION" "$out"
+  if [ $rc -ne 1 ] || ! grep -q "reported success although the device flush under it failed" "$out"; then
+    echo "FAIL: with sync errors ignored the fsync-error check found nothing on $FS (exit $rc)"
+    exit 1
+  fi
+fi
+echo "OK: $FS: no violation; the drop-syncs mutation caught; the fsync-error rule holds"
