@@ -166,10 +166,8 @@ int run_crash(const Args& a) {
 int run_real_fs(const Args& a) {
   std::vector<std::string> names = a.workloads.empty() ? proof::real_fs_workloads() : a.workloads;
   for (const auto& w : names) {
-    bool known = false;
-    for (const auto& n : proof::workload_names()) known |= n == w;
-    if (!known) {
-      print_error("unknown workload '" + w + "'");
+    if (auto spec = proof::make_real_fs_workload(w, 1); !spec) {
+      print_error("unknown workload '" + w + "' for --fs: " + spec.error().message());
       return 1;
     }
   }

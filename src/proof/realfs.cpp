@@ -132,8 +132,22 @@ std::string where(const Run& r, const Recording& dev, uint64_t cp) {
 }  // namespace
 
 const std::vector<std::string>& real_fs_workloads() {
-  static const std::vector<std::string> names = {"alloc", "discard-reuse", "reftable-grow", "resize", "snapshots"};
+  static const std::vector<std::string> names = {"alloc",         "alloc-falloc", "discard-reuse", "l2-tables",
+                                                 "reftable-grow", "resize",       "snapshots"};
   return names;
+}
+
+Result<WorkloadSpec> make_real_fs_workload(const std::string& name, uint64_t seed) {
+  // alloc-falloc: the allocating writes into an image created with preallocation=falloc (the
+  // file's clusters are the file system's unwritten extents until written).
+  if (name == "alloc-falloc") {
+    auto s = make_workload("alloc", seed);
+    if (!s) return s;
+    s->name = name;
+    s->create.preallocation = Preallocation::kFalloc;
+    return s;
+  }
+  return make_workload(name, seed);
 }
 
 RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& config) {
@@ -157,7 +171,7 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
     report.run_status = unsupported(why);
     return finish();
   }
-  auto spec = make_workload(name, config.seed);
+  auto spec = make_real_fs_workload(name, config.seed);
   if (!spec) {
     report.run_status = spec.error();
     return finish();

@@ -76,6 +76,8 @@ struct RealFsReport {
 // The workload names the harness runs by default (those whose files fit the harness: no
 // damaged images).
 const std::vector<std::string>& real_fs_workloads();
+// make_workload(), plus the harness's own variants (alloc-falloc: alloc on a falloc-preallocated image).
+Result<WorkloadSpec> make_real_fs_workload(const std::string& name, uint64_t seed);
 
 RealFsReport explore_on_real_fs(const std::string& workload, const RealFsConfig& config);
 std::string format_real_fs_report(const RealFsReport& r);
