@@ -60,11 +60,13 @@ struct RealFsConfig {
   Sabotage sabotage = Sabotage::kNone;
   std::string work_dir = "/dev/shm";  // the device images live here (tmpfs: fast copies)
   RecorderFactory recorder;
+  bool qemu_io = false;  // the QEMU column: qemu-io writes the workload instead of the engine
   std::function<void(const std::string&)> log;
 };
 
 struct RealFsReport {
   WorkloadReport run;            // states, violations per guarantee, examples
+  std::string engine;            // "keel" or "qemu-io"
   std::string fs;
   std::string cache;
   uint64_t device_ops = 0;       // writes and flushes the recorder logged
@@ -78,6 +80,9 @@ struct RealFsReport {
 const std::vector<std::string>& real_fs_workloads();
 // make_workload(), plus the harness's own variants (alloc-falloc: alloc on a falloc-preallocated image).
 Result<WorkloadSpec> make_real_fs_workload(const std::string& name, uint64_t seed);
+
+// Whether the qemu-io driver can express every op of `spec` (writes, write-zeroes, discards, flushes).
+bool qemu_io_can_run(const WorkloadSpec& spec);
 
 RealFsReport explore_on_real_fs(const std::string& workload, const RealFsConfig& config);
 std::string format_real_fs_report(const RealFsReport& r);

@@ -3,7 +3,8 @@
 # recording FUSE block device) leaves every Keel image consistent with every flushed write intact
 # (G1-G5, qemu-img check on a sample), for the engine with cache=none and cache=writeback, and
 # that the harness can fail: with the engine's syncs dropped (--sabotage drop-syncs) it must find
-# G3 violations. Then the fsync-error rule: the recorder fails one device flush with EIO and no
+# G3 violations. QEMU's qemu-io writes the same workloads on the same harness (its column: reported,
+# not judged, and only where qemu-io can express the workload). Then the fsync-error rule: the recorder fails one device flush with EIO and no
 # engine flush from then on may report success (on ext4 the mutation that ignores sync errors
 # must be caught; xfs and btrfs shut down on the failed flush, so no later write gets through). Prints per file system and workload: device ops, states, violations per guarantee.
 #   realfs.sh KEEL FS   (KEEL_SEED to replay; KEEL_REALFS_STATES states per workload run)
@@ -14,16 +15,19 @@ FS=${2:?usage: realfs.sh /path/to/keel ext4|xfs|btrfs}
 SEED=${KEEL_SEED:-19}
 # xfs mounts (log recovery) cost ~0.2 s each, ext4 ~0.03 s: the same wall-clock budget per FS.
 case $FS in
-  ext4) states=40 ;;
-  btrfs) states=20 ;;
-  *) states=8 ;;
+  ext4) states=30 ;;
+  btrfs) states=15 ;;
+  *) states=6 ;;
 esac
 STATES=${KEEL_REALFS_STATES:-$states}
 echo "realfs $FS: seed $SEED, $STATES states per workload run (replay: KEEL_SEED=$SEED bash $0 $KEEL $FS)"
 out=$(mktemp "${TMPDIR:-/tmp}/keel-realfs-out-XXXXXX")
 trap 'rm -f "$out"' EXIT
 
-"$KEEL" selftest crash --fs "$FS" --seed "$SEED" --states "$STATES" --qemu 2 -q >"$out" 2>&1
+# The workloads: allocation (+ into falloc-preallocated space), discard and reuse, L2 and refcount
+# table growth, snapshots (keel selftest crash --fs runs resize and l2-tables too).
+"$KEEL" selftest crash --fs "$FS" --engine both -w alloc -w alloc-falloc -w discard-reuse -w reftable-grow \
+  -w snapshots --seed "$SEED" --states "$STATES" --qemu 2 -q >"$out" 2>&1
 rc=$?
 cat "$out"
 if [ $rc -eq 77 ]; then echo "SKIPPED: $(grep SKIPPED "$out")"; exit 77; fi
