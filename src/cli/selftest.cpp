@@ -174,11 +174,13 @@ int run_real_fs(const Args& a) {
   }
   std::vector<CacheMode> caches;
   for (const auto& c : a.caches.empty() ? std::vector<std::string>{"none", "writeback"} : a.caches) {
-    if (c != "none" && c != "writeback") {
-      print_error("unknown cache mode '" + c + "' for --fs (known: none, writeback)");
+    // unsafe (flushes are no-ops) is there as a mutation: it must lose flushed writes, for Keel
+    // and for qemu-io alike.
+    if (c != "none" && c != "writeback" && c != "unsafe") {
+      print_error("unknown cache mode '" + c + "' for --fs (known: none, writeback, unsafe)");
       return 1;
     }
-    caches.push_back(c == "none" ? CacheMode::kNone : CacheMode::kWriteback);
+    caches.push_back(c == "none" ? CacheMode::kNone : c == "unsafe" ? CacheMode::kUnsafe : CacheMode::kWriteback);
   }
   for (const auto& fs : a.fs) {
     if (fs != "ext4" && fs != "xfs" && fs != "btrfs") {
@@ -241,7 +243,8 @@ int run_real_fs(const Args& a) {
           if ((qemu_io && a.engine == "keel") || (!qemu_io && a.engine == "qemu-io")) continue;
           if (qemu_io && !proof::qemu_io_can_run(*proof::make_real_fs_workload(w, c.seed))) {
             std::printf("qemu-io %-6s %-9s %-14s (not run: the qemu-io driver has no snapshot/resize commands)\n",
-                        fs.c_str(), cache == CacheMode::kNone ? "none" : "writeback", w.c_str());
+                        fs.c_str(), cache == CacheMode::kNone ? "none" : cache == CacheMode::kUnsafe ? "unsafe" : "writeback",
+                        w.c_str());
             continue;
           }
           c.qemu_io = qemu_io;
