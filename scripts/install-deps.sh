@@ -12,6 +12,8 @@ pkgs=(cmake g++ make pkg-config git
       qemu-utils libnbd-bin fio python3
       # examples/python: the ctypes binding's test
       python3-pytest
+      # the crash proof on real file systems (tests/crash/realfs): mkfs.xfs, mkfs.btrfs
+      xfsprogs btrfs-progs
       clang-14 libclang-rt-14-dev)
 # `install-deps.sh bench` (make bench-deps): also what bench/ needs beyond that (plot.sh: gnuplot).
 if [ "${1:-}" = bench ]; then pkgs+=(gnuplot-nox); fi

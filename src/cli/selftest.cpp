@@ -3,6 +3,9 @@
 //                        [--crash-point C] [--dir D] [--sabotage drop-syncs]
 //       explores the crash states the power-loss model allows (docs/integrity.md) and prints the
 //       states explored and the violations per guarantee and per workload;
+//   keel selftest crash --fs ext4|xfs|btrfs [--cache none|writeback]... [--workload W]...
+//       the same below a real file system: power loss on the block device under it
+//       (proof/realfs.h); exit status 77 when this machine cannot run it (no root, loop, FUSE, mkfs);
 //   keel selftest faults [--workload W]... [--seed S] [--index I] [--max-indices N] [--qemu N]
 //       fails every I/O operation of each workload, once and forever, and checks G6;
 //   keel selftest kill-driver IMAGE --journal J [--seed S] [--ops N]
@@ -21,6 +24,11 @@
 #include "proof/fault_sweep.h"
 #include "proof/kill_run.h"
 #include "proof/qemu_oracle.h"
+#include "proof/loop_device.h"
+#include "proof/realfs.h"
+#ifdef KEEL_HAVE_FUSE
+#include "fuse/block_recorder.h"
+#endif
 
 namespace keel::cli {
 namespace {
@@ -39,6 +47,10 @@ struct Args {
   uint64_t max_indices = 0;
   std::string dir;
   std::string sabotage;
+  std::vector<std::string> fs;
+  std::vector<std::string> caches;
+  bool fsync_error = false;
+  std::string engine = "keel";
   uint32_t all_subsets = 10;
   bool quiet = false;
   bool verbose = false;
@@ -151,6 +163,124 @@ int run_crash(const Args& a) {
   return total == 0 && !all.failed ? 0 : 1;
 }
 
+// keel selftest crash --fs: one report line per file system, cache mode and workload.
+int run_real_fs(const Args& a) {
+  std::vector<std::string> names = a.workloads.empty() ? proof::real_fs_workloads() : a.workloads;
+  for (const auto& w : names) {
+    if (auto spec = proof::make_real_fs_workload(w, 1); !spec) {
+      print_error("unknown workload '" + w + "' for --fs: " + spec.error().message());
+      return 1;
+    }
+  }
+  std::vector<CacheMode> caches;
+  for (const auto& c : a.caches.empty() ? std::vector<std::string>{"none", "writeback"} : a.caches) {
+    // unsafe (flushes are no-ops) is there as a mutation: it must lose flushed writes, for Keel
+    // and for qemu-io alike.
+    if (c != "none" && c != "writeback" && c != "unsafe") {
+      print_error("unknown cache mode '" + c + "' for --fs (known: none, writeback, unsafe)");
+      return 1;
+    }
+    caches.push_back(c == "none" ? CacheMode::kNone : c == "unsafe" ? CacheMode::kUnsafe : CacheMode::kWriteback);
+  }
+  for (const auto& fs : a.fs) {
+    if (fs != "ext4" && fs != "xfs" && fs != "btrfs") {
+      print_error("unknown file system '" + fs + "' for --fs (known: ext4, xfs, btrfs)");
+      return 1;
+    }
+  }
+  proof::RealFsConfig c;
+  c.seed = a.seed.value_or(random_seed());
+  c.max_states = a.states;
+  c.max_seconds = a.seconds;
+  c.qemu_samples = a.qemu;
+  c.enumeration.all_subsets_max_ops = a.all_subsets;
+  if (a.sabotage == "drop-syncs") {
+    c.sabotage = proof::Sabotage::kDropSyncs;
+  } else if (a.sabotage == "ignore-sync-errors") {
+    c.sabotage = proof::Sabotage::kIgnoreSyncErrors;
+  } else if (!a.sabotage.empty()) {
+    print_error("unknown sabotage '" + a.sabotage + "' (known: drop-syncs, ignore-sync-errors)");
+    return 1;
+  }
+#ifdef KEEL_HAVE_FUSE
+  c.recorder = fuse::start_block_recorder;
+#endif
+  c.log = [&](const std::string& s) {
+    if (!a.quiet) std::printf("VIOLATION %s\n", s.c_str());
+  };
+  std::printf("keel selftest crash --fs: seed %llu, power loss below the file system\n",
+              static_cast<unsigned long long>(c.seed));
+  std::array<uint64_t, kGuarantees> all{};
+  std::array<uint64_t, kGuarantees> qemu_v{};
+  uint64_t states = 0, unmountable = 0, qemu_states = 0;
+  bool failed = false;
+  if (a.engine != "keel" && a.engine != "qemu-io" && a.engine != "both") {
+    print_error("unknown engine '" + a.engine + "' for --fs (known: keel, qemu-io, both)");
+    return 1;
+  }
+  for (const auto& fs : a.fs) {
+    c.fs = fs;
+#ifndef KEEL_HAVE_FUSE
+    std::printf("SKIPPED: keel was built without libfuse3 (the block recorder)\n");
+    return 77;
+#endif
+    if (std::string why = proof::real_fs_unavailable(fs); !why.empty()) {
+      std::printf("SKIPPED %s: %s\n", fs.c_str(), why.c_str());
+      return 77;
+    }
+    for (CacheMode cache : caches) {
+      c.cache = cache;
+      if (a.fsync_error) {
+        auto r = proof::check_fsync_error_rule(c);
+        std::printf("%s\n", r.describe().c_str());
+        std::fflush(stdout);
+        all[static_cast<size_t>(Guarantee::kG6)] += r.violations.size();
+        failed |= !r.run_status.is_ok() || !r.injected;
+        continue;
+      }
+      for (const auto& w : names) {
+        for (bool qemu_io : {false, true}) {
+          if ((qemu_io && a.engine == "keel") || (!qemu_io && a.engine == "qemu-io")) continue;
+          if (qemu_io && !proof::qemu_io_can_run(*proof::make_real_fs_workload(w, c.seed))) {
+            std::printf("qemu-io %-6s %-9s %-14s (not run: the qemu-io driver has no snapshot/resize commands)\n",
+                        fs.c_str(), cache == CacheMode::kNone ? "none" : cache == CacheMode::kUnsafe ? "unsafe" : "writeback",
+                        w.c_str());
+            continue;
+          }
+          c.qemu_io = qemu_io;
+          auto r = proof::explore_on_real_fs(w, c);
+          std::printf("%s\n", proof::format_real_fs_report(r).c_str());
+          std::fflush(stdout);
+          // QEMU's numbers are reported beside Keel's; they do not fail Keel's selftest, and a
+          // workload the qemu-io driver cannot express is skipped.
+          if (qemu_io) {
+            qemu_states += r.run.states_checked;
+            for (size_t g = 0; g < kGuarantees; ++g) qemu_v[g] += r.run.violations[g];
+            continue;
+          }
+          states += r.run.states_checked;
+          unmountable += r.unmountable;
+          for (size_t g = 0; g < kGuarantees; ++g) all[g] += r.run.violations[g];
+          failed |= !r.run.run_status.is_ok();
+        }
+      }
+    }
+  }
+  std::printf("\nSummary: %llu crash states below the file system, %llu the file system could not mount\n",
+              static_cast<unsigned long long>(states), static_cast<unsigned long long>(unmountable));
+  std::printf("Violations per guarantee:\n");
+  print_guarantees(all);
+  if (a.engine != "keel") {
+    std::printf("QEMU (qemu-io on the same harness): %llu crash states; violations per guarantee:\n",
+                static_cast<unsigned long long>(qemu_states));
+    print_guarantees(qemu_v);
+  }
+  uint64_t total = 0;
+  for (auto x : all) total += x;
+  std::printf("%s\n", total == 0 && !failed ? "RESULT: 0 violations" : "RESULT: VIOLATIONS FOUND");
+  return total == 0 && !failed ? 0 : 1;
+}
+
 int run_faults(const Args& a) {
   auto names = selected(a);
   if (!names) {
@@ -202,6 +332,12 @@ std::function<int()> setup(CLI::App* sub) {
   crash->add_option("--all-subsets", args->all_subsets, "Every subset while an epoch has at most N ops");
   crash->add_option("--dir", args->dir, "Record the workload on real files in this directory");
   crash->add_option("--sabotage", args->sabotage, "Break the storage on purpose (drop-syncs) to see violations");
+  crash->add_option("--fs", args->fs, "Power loss below a real file system: ext4, xfs or btrfs (repeatable; root)");
+  crash->add_flag("--fsync-error", args->fsync_error,
+                  "With --fs: fail one device flush (EIO); check no later flush reports success");
+  crash->add_option("--engine", args->engine,
+                    "With --fs: who writes the workload: keel (default), qemu-io (the QEMU column) or both");
+  crash->add_option("--cache", args->caches, "With --fs: the engine's cache mode, none or writeback (repeatable)");
   CLI::App* faults = sub->add_subcommand("faults", "Fail every I/O operation once and forever; check G6");
   add_common(faults);
   faults->add_option("--index", args->index, "Replay: fail only this I/O operation index");
@@ -216,7 +352,7 @@ std::function<int()> setup(CLI::App* sub) {
   verify->add_option("--journal", args->journal, "Journal file")->required();
   verify->add_flag("-v,--verbose", args->verbose, "Say OK when everything held");
   return [args, crash, faults, driver, verify]() -> int {
-    if (crash->parsed()) return run_crash(*args);
+    if (crash->parsed()) return args->fs.empty() ? run_crash(*args) : run_real_fs(*args);
     if (faults->parsed()) return run_faults(*args);
     if (driver->parsed())
       return proof::run_kill_driver({args->image, args->journal, args->seed.value_or(1), args->ops});

@@ -44,14 +44,33 @@ class DropSyncFile final : public BlockFile {
   std::unique_ptr<BlockFile> inner_;
 };
 
+// Sabotage::kIgnoreSyncErrors: a failed sync is reported as done.
+class IgnoreSyncErrorFile final : public BlockFile {
+ public:
+  explicit IgnoreSyncErrorFile(std::unique_ptr<BlockFile> inner) : inner_(std::move(inner)) {}
+  Status read_at(uint64_t o, std::span<uint8_t> b) override { return inner_->read_at(o, b); }
+  Status write_at(uint64_t o, std::span<const uint8_t> b) override { return inner_->write_at(o, b); }
+  Status sync() override {
+    (void)inner_->sync();
+    return Status::ok();
+  }
+  Status truncate(uint64_t s) override { return inner_->truncate(s); }
+  Status allocate(uint64_t o, uint64_t l) override { return inner_->allocate(o, l); }
+  Status punch(uint64_t o, uint64_t l) override { return inner_->punch(o, l); }
+  Result<uint64_t> size() override { return inner_->size(); }
+  uint32_t alignment() const override { return inner_->alignment(); }
+  std::string name() const override { return inner_->name(); }
+
+ private:
+  std::unique_ptr<BlockFile> inner_;
+};
+
 Result<std::unique_ptr<BlockFile>> wrap_recording(const std::shared_ptr<Recording>& rec,
                                                   std::unique_ptr<BlockFile> inner, const std::string& name,
                                                   Sabotage sabotage) {
   auto r = RecordingFile::wrap(std::move(inner), rec, name);
   if (!r) return error(r.error());
-  std::unique_ptr<BlockFile> f = std::move(*r);
-  if (sabotage == Sabotage::kDropSyncs) f = std::make_unique<DropSyncFile>(std::move(f));
-  return f;
+  return sabotaged(std::move(*r), sabotage);
 }
 
 // Creates the image and runs the workload on recording files.
@@ -205,6 +224,12 @@ std::string where(const Recorded& r, uint64_t crash_point) {
 }
 
 }  // namespace
+
+std::unique_ptr<BlockFile> sabotaged(std::unique_ptr<BlockFile> file, Sabotage s) {
+  if (s == Sabotage::kDropSyncs) return std::make_unique<DropSyncFile>(std::move(file));
+  if (s == Sabotage::kIgnoreSyncErrors) return std::make_unique<IgnoreSyncErrorFile>(std::move(file));
+  return file;
+}
 
 uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& marks, const Recording& rec,
                     uint32_t image_id, uint64_t crash_point) {

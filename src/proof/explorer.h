@@ -26,7 +26,11 @@ namespace keel::proof {
 enum class Sabotage {
   kNone,
   kDropSyncs,  // sync() reports success without syncing: flushed data can be lost
+  kIgnoreSyncErrors,  // sync() syncs but reports success even when it failed (the fsyncgate bug)
 };
+
+// Wraps `file` in the sabotage `s` asks for (kNone: `file` itself).
+std::unique_ptr<BlockFile> sabotaged(std::unique_ptr<BlockFile> file, Sabotage s);
 
 struct ExploreConfig {
   uint64_t seed = 1;
