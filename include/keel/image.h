@@ -58,6 +58,13 @@ struct OpenOptions {
   // QEMU prints "qcow2: Marking image as corrupt: <text>; further corruption events will be
   // suppressed"). Called with the metadata lock held: it must not call back into the image.
   std::function<void(const std::string&)> on_corruption;
+  // QEMU's encrypt.key-secret: the passphrase of a LUKS-encrypted qcow2 image (the top image;
+  // backing files are opened without it). Without it an encrypted image fails to open with
+  // QEMU's "Parameter 'encrypt.key-secret' is required for cipher", unless `no_io`.
+  std::optional<std::string> encrypt_secret;
+  // Open for metadata only (qemu-img info, BDRV_O_NO_IO): an encrypted image opens without its
+  // key, and guest reads and writes of it fail.
+  bool no_io = false;
 };
 
 // Result of block_status: one extent starting at `offset`.
@@ -122,6 +129,22 @@ struct ImageInfo {
   std::string data_file;
   bool data_file_raw = false;
   std::vector<BitmapInfo> bitmaps;
+  bool encrypted = false;
+  // crypt_method 2: QEMU's "encrypt" block (format "luks"), as qemu-img info prints it.
+  struct LuksSlotInfo {
+    bool active = false;
+    uint32_t iters = 0;        // active slots only
+    uint32_t stripes = 0;      // active slots only
+    uint64_t key_offset = 0;   // bytes
+  };
+  struct EncryptInfo {
+    std::string format;        // "luks" or "aes"
+    std::string cipher_alg, cipher_mode, ivgen_alg, ivgen_hash_alg, hash_alg, uuid;
+    std::vector<LuksSlotInfo> slots;
+    uint64_t payload_offset = 0;  // bytes
+    uint32_t master_key_iters = 0;
+  };
+  std::optional<EncryptInfo> encrypt;
 };
 
 struct ZeroFlags {

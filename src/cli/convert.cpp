@@ -42,6 +42,8 @@ struct ConvertArgs {
   std::string backing_format;  // -F
   bool out_of_order = false;
   std::string coroutines;
+  std::vector<std::string> objects;  // --object secret,... (encrypted images)
+  bool image_opts = false;           // the sources are --image-opts strings
   std::vector<std::string> files;
 };
 
@@ -126,9 +128,17 @@ int run_convert(const ConvertArgs& a) {
   // Sources.
   std::vector<Source> sources;
   uint64_t total = 0;
-  for (const auto& path : srcs) {
+  for (const auto& src : srcs) {
     OpenFlags f;
-    f.format = a.src_format;
+    std::string path = src;
+    if (a.image_opts) {
+      if (Status st = parse_image_opts(src, &f, &path); !st.is_ok()) {
+        print_error(st.message());
+        return 1;
+      }
+    }
+    f.objects = a.objects;
+    if (!a.image_opts) f.format = a.src_format;
     f.force_share = a.force_share;
     f.cache = a.src_cache;
     f.snapshot = snapshot;
@@ -266,6 +276,11 @@ std::function<int()> setup_convert(CLI::App* sub) {
   sub->add_option("-F", a->backing_format, "Format of the target's backing file (-B)");
   sub->add_flag("-W", a->out_of_order, "Allow out-of-order writes (default: writes in guest order)");
   sub->add_option("-m", a->coroutines, "Parallel requests, 1-16 (default 8)");
+  sub->add_option("--object", a->objects,
+                  "secret,id=ID,data=TEXT|file=PATH[,format=raw|base64]: a secret for "
+                  "encrypt.key-secret=ID (encrypted qcow2 sources, --image-opts)");
+  sub->add_flag("--image-opts", a->image_opts,
+                "The sources are option strings: driver=qcow2,file.filename=F[,encrypt.key-secret=ID]");
   sub->add_option("FILES", a->files, "One or more source images, then the target");
   sub->footer("Exit status: 0 on success, 1 on any error.");
   return [a] { return run_convert(*a); };
