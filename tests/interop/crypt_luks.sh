@@ -9,6 +9,16 @@
 set -euo pipefail
 source "$(dirname "$(realpath "$0")")/cli_lib.bash"
 
+# qemu-img's PBKDF2 calibration now and then fails ("Unable to get accurate CPU usage"): a
+# qemu-img create of a LUKS image is retried.
+qcreate_luks() {
+  local try
+  for try in 1 2 3 4; do
+    qemu-img create "$@" 2>"$T/create.err" >/dev/null && { pass; return 0; }
+  done
+  fail "qemu-img create $*: $(cat "$T/create.err")"
+}
+
 SEC=(--object secret,id=sec0,data=hunter2)
 opts() { echo "driver=qcow2,file.filename=$1,encrypt.key-secret=sec0"; }
 # qraw IMG OUT: the guest bytes as qemu-img decrypts them.
@@ -17,7 +27,7 @@ kraw() { run_ok "keel convert $1" "$KEEL" convert "${SEC[@]}" --image-opts "$(op
 
 # lcreate NAME SIZE [extra -o options]: a LUKS qcow2 made by qemu-img (short iter-time: fast unlock).
 lcreate() {
-  run_ok "qemu-img create $1" qemu-img create -q -f qcow2 "${SEC[@]}" \
+  qcreate_luks -q -f qcow2 "${SEC[@]}" \
     -o "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10${3:+,$3}" "$1" "$2"
 }
 
