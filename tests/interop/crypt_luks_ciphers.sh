@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves every LUKS cipher/mode/IV/hash combination qemu-img 7.2 can create is read and written
 # by Keel as QEMU does: for each, an image qemu-img made and filled converts to the same raw
-# bytes through keel and qemu-img, and after keel io writes into it (partial sectors, a new
+# bytes through keel and qemu-img, keel info prints qemu-img info's encrypt block (human and
+# JSON), and after keel io writes into it (partial sectors, a new
 # cluster) qemu-img decrypts what a plain image given the same writes holds.
 # Usage: bash crypt_luks_ciphers.sh /path/to/keel
 set -euo pipefail
@@ -60,6 +61,7 @@ for c in "${COMBOS[@]}"; do
   run_ok "qemu-img convert" qemu-img convert "${SEC[@]}" --image-opts "$(opts c.qcow2)" -O raw q.raw
   run_ok "keel convert" "$KEEL" convert "${SEC[@]}" --image-opts "$(opts c.qcow2)" -O raw k.raw
   same_file "$c: keel reads what qemu-img reads" q.raw k.raw
+  info_same_as_qemu c.qcow2  # the encrypt block, human and JSON, without the key
   run_ok "keel io writes" "$KEEL" io "${SEC[@]}" --image-opts "$(opts c.qcow2)" "${W2[@]}"
   run_ok "qemu-img convert after keel" qemu-img convert "${SEC[@]}" --image-opts "$(opts c.qcow2)" -O raw w.raw
   same_file "$c: qemu-img reads what keel wrote" p.raw w.raw
