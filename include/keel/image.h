@@ -296,6 +296,17 @@ struct AmendOptions {
 enum class Preallocation { kOff, kMetadata, kFalloc, kFull };
 enum class CompressionType { kZlib = 0, kZstd = 1 };
 
+// encrypt.format=luks: QEMU's names for the LUKS parameters and the passphrase itself.
+struct EncryptCreateOptions {
+  std::string passphrase;
+  std::string cipher_alg = "aes-256";
+  std::string cipher_mode = "xts";
+  std::string ivgen_alg = "plain64";
+  std::string ivgen_hash_alg;   // essiv only; empty = sha256
+  std::string hash_alg = "sha256";
+  uint64_t iter_time_ms = 2000;
+};
+
 struct CreateOptions {
   std::string format = "qcow2";
   uint64_t size = 0;
@@ -310,6 +321,7 @@ struct CreateOptions {
   std::string backing_format;
   std::string data_file;
   bool data_file_raw = false;
+  std::optional<EncryptCreateOptions> encrypt;  // a LUKS-encrypted qcow2 image
   FileOpener file_opener;  // for tests
 };
 

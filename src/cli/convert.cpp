@@ -169,6 +169,7 @@ int run_convert(const ConvertArgs& a) {
   // Target.
   bool target_zero = a.target_is_zero;
   bool has_backing = !a.backing.empty();
+  std::string target_secret;  // -o encrypt.key-secret: the new target is encrypted
   if (!a.skip_create) {
     auto list = parse_options(merged);
     if (!list) {
@@ -202,7 +203,14 @@ int run_convert(const ConvertArgs& a) {
       return 1;
     }
     checked->set("size", std::to_string((total + 511) & ~uint64_t{511}));
-    auto create = to_create_options(*checked);
+    if (checked->raw("encrypt.format") || checked->boolean("encryption").value_or(false)) {
+      if (a.compress) {  // qemu-img checks this before creating the target
+        print_error("Compression and encryption not supported at the same time");
+        return 1;
+      }
+      target_secret = checked->raw("encrypt.key-secret").value_or("");
+    }
+    auto create = to_create_options(*checked, a.objects);
     if (!create) {
       print_error(fmt::format("{}: error while converting {}: {}", dst, a.dst_format,
                               create.error().message()));
@@ -219,6 +227,8 @@ int run_convert(const ConvertArgs& a) {
   tf.format = a.dst_format;
   tf.read_only = false;
   tf.cache = a.dst_cache;
+  tf.objects = a.objects;
+  tf.key_secret = target_secret;
   auto target = open_image_or_report(dst, tf, CacheMode::kUnsafe);
   if (!target) return 1;
   if (a.skip_create && target->size() < total) {

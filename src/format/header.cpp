@@ -315,13 +315,19 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
     for (const auto& e : h.unknown_extensions)
       if (!add_ext(e.type, e.data.data(), e.data.size())) return too_big();
     off += 8;  // end marker (zeros)
-  } else if (!h.backing_format.empty() || !h.unknown_extensions.empty()) {
-    // v2 images may carry extensions too: QEMU writes the backing format there and keeps the
-    // extensions it does not know, in this order.
+  } else if (!h.backing_format.empty() || !h.unknown_extensions.empty() || h.crypt_method == kCryptLuks) {
+    // v2 images may carry extensions too: QEMU writes the backing format there (and the LUKS
+    // header pointer) and keeps the extensions it does not know, in this order.
     off = kV2HeaderLength;
     if (!h.backing_format.empty() &&
         !add_ext(kExtBackingFormat, reinterpret_cast<const uint8_t*>(h.backing_format.data()), h.backing_format.size()))
       return too_big();
+    if (h.crypt_method == kCryptLuks) {
+      uint8_t b[16];
+      put_be64(b, h.crypto_offset);
+      put_be64(b + 8, h.crypto_length);
+      if (!add_ext(kExtCrypto, b, sizeof b)) return too_big();
+    }
     for (const auto& e : h.unknown_extensions)
       if (!add_ext(e.type, e.data.data(), e.data.size())) return too_big();
     off += 8;
