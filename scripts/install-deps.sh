@@ -9,6 +9,8 @@ pkgs=(cmake g++ make pkg-config git
       libfuse3-dev fuse3 qemu-system-common
       # keel serve --tls-creds; gnutls-bin has certtool for the TLS tests
       libgnutls28-dev gnutls-bin
+      # encrypted qcow2 (LUKS): ciphers, hashes and PBKDF2 (src/crypto)
+      nettle-dev
       qemu-utils libnbd-bin fio python3
       # examples/python: the ctypes binding's test
       python3-pytest

@@ -58,6 +58,13 @@ struct OpenOptions {
   // QEMU prints "qcow2: Marking image as corrupt: <text>; further corruption events will be
   // suppressed"). Called with the metadata lock held: it must not call back into the image.
   std::function<void(const std::string&)> on_corruption;
+  // QEMU's encrypt.key-secret: the passphrase of a LUKS-encrypted qcow2 image (the top image;
+  // backing files are opened without it). Without it an encrypted image fails to open with
+  // QEMU's "Parameter 'encrypt.key-secret' is required for cipher", unless `no_io`.
+  std::optional<std::string> encrypt_secret;
+  // Open for metadata only (qemu-img info, BDRV_O_NO_IO): an encrypted image opens without its
+  // key, and guest reads and writes of it fail.
+  bool no_io = false;
 };
 
 // Result of block_status: one extent starting at `offset`.
@@ -122,6 +129,22 @@ struct ImageInfo {
   std::string data_file;
   bool data_file_raw = false;
   std::vector<BitmapInfo> bitmaps;
+  bool encrypted = false;
+  // crypt_method 2: QEMU's "encrypt" block (format "luks"), as qemu-img info prints it.
+  struct LuksSlotInfo {
+    bool active = false;
+    uint32_t iters = 0;        // active slots only
+    uint32_t stripes = 0;      // active slots only
+    uint64_t key_offset = 0;   // bytes
+  };
+  struct EncryptInfo {
+    std::string format;        // "luks" or "aes"
+    std::string cipher_alg, cipher_mode, ivgen_alg, ivgen_hash_alg, hash_alg, uuid;
+    std::vector<LuksSlotInfo> slots;
+    uint64_t payload_offset = 0;  // bytes
+    uint32_t master_key_iters = 0;
+  };
+  std::optional<EncryptInfo> encrypt;
 };
 
 struct ZeroFlags {
@@ -273,6 +296,17 @@ struct AmendOptions {
 enum class Preallocation { kOff, kMetadata, kFalloc, kFull };
 enum class CompressionType { kZlib = 0, kZstd = 1 };
 
+// encrypt.format=luks: QEMU's names for the LUKS parameters and the passphrase itself.
+struct EncryptCreateOptions {
+  std::string passphrase;
+  std::string cipher_alg = "aes-256";
+  std::string cipher_mode = "xts";
+  std::string ivgen_alg = "plain64";
+  std::string ivgen_hash_alg;   // essiv only; empty = sha256
+  std::string hash_alg = "sha256";
+  uint64_t iter_time_ms = 2000;
+};
+
 struct CreateOptions {
   std::string format = "qcow2";
   uint64_t size = 0;
@@ -287,6 +321,7 @@ struct CreateOptions {
   std::string backing_format;
   std::string data_file;
   bool data_file_raw = false;
+  std::optional<EncryptCreateOptions> encrypt;  // a LUKS-encrypted qcow2 image
   FileOpener file_opener;  // for tests
 };
 

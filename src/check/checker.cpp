@@ -215,6 +215,8 @@ Status Checker::analyze_once() {
   map_.resize(g_.slots);
   ondisk_.resize(g_.slots);
   claim(0, g_.cluster_size, Owner::kHeader);
+  // The LUKS header and key material of an encrypted image count as header clusters.
+  if (h_.crypto_length) claim(h_.crypto_offset, h_.crypto_length, Owner::kHeader);
   KEEL_TRY(load_active_l1());
   KEEL_TRY(load_reftable());
   KEEL_TRY(load_snapshots());

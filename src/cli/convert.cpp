@@ -42,6 +42,8 @@ struct ConvertArgs {
   std::string backing_format;  // -F
   bool out_of_order = false;
   std::string coroutines;
+  std::vector<std::string> objects;  // --object secret,... (encrypted images)
+  bool image_opts = false;           // the sources are --image-opts strings
   std::vector<std::string> files;
 };
 
@@ -126,9 +128,17 @@ int run_convert(const ConvertArgs& a) {
   // Sources.
   std::vector<Source> sources;
   uint64_t total = 0;
-  for (const auto& path : srcs) {
+  for (const auto& src : srcs) {
     OpenFlags f;
-    f.format = a.src_format;
+    std::string path = src;
+    if (a.image_opts) {
+      if (Status st = parse_image_opts(src, &f, &path); !st.is_ok()) {
+        print_error(st.message());
+        return 1;
+      }
+    }
+    f.objects = a.objects;
+    if (!a.image_opts) f.format = a.src_format;
     f.force_share = a.force_share;
     f.cache = a.src_cache;
     f.snapshot = snapshot;
@@ -159,6 +169,7 @@ int run_convert(const ConvertArgs& a) {
   // Target.
   bool target_zero = a.target_is_zero;
   bool has_backing = !a.backing.empty();
+  std::string target_secret;  // -o encrypt.key-secret: the new target is encrypted
   if (!a.skip_create) {
     auto list = parse_options(merged);
     if (!list) {
@@ -192,7 +203,14 @@ int run_convert(const ConvertArgs& a) {
       return 1;
     }
     checked->set("size", std::to_string((total + 511) & ~uint64_t{511}));
-    auto create = to_create_options(*checked);
+    if (checked->raw("encrypt.format") || checked->boolean("encryption").value_or(false)) {
+      if (a.compress) {  // qemu-img checks this before creating the target
+        print_error("Compression and encryption not supported at the same time");
+        return 1;
+      }
+      target_secret = checked->raw("encrypt.key-secret").value_or("");
+    }
+    auto create = to_create_options(*checked, a.objects);
     if (!create) {
       print_error(fmt::format("{}: error while converting {}: {}", dst, a.dst_format,
                               create.error().message()));
@@ -209,6 +227,8 @@ int run_convert(const ConvertArgs& a) {
   tf.format = a.dst_format;
   tf.read_only = false;
   tf.cache = a.dst_cache;
+  tf.objects = a.objects;
+  tf.key_secret = target_secret;
   auto target = open_image_or_report(dst, tf, CacheMode::kUnsafe);
   if (!target) return 1;
   if (a.skip_create && target->size() < total) {
@@ -266,6 +286,11 @@ std::function<int()> setup_convert(CLI::App* sub) {
   sub->add_option("-F", a->backing_format, "Format of the target's backing file (-B)");
   sub->add_flag("-W", a->out_of_order, "Allow out-of-order writes (default: writes in guest order)");
   sub->add_option("-m", a->coroutines, "Parallel requests, 1-16 (default 8)");
+  sub->add_option("--object", a->objects,
+                  "secret,id=ID,data=TEXT|file=PATH[,format=raw|base64]: a secret for "
+                  "encrypt.key-secret=ID (encrypted qcow2 sources, --image-opts)");
+  sub->add_flag("--image-opts", a->image_opts,
+                "The sources are option strings: driver=qcow2,file.filename=F[,encrypt.key-secret=ID]");
   sub->add_option("FILES", a->files, "One or more source images, then the target");
   sub->footer("Exit status: 0 on success, 1 on any error.");
   return [a] { return run_convert(*a); };

@@ -20,6 +20,7 @@ struct CreateArgs {
   std::string backing_format;
   bool unsafe = false;
   std::vector<std::string> options;
+  std::vector<std::string> objects;  // --object secret,... (encrypt.key-secret)
   bool quiet = false;
   std::string filename;
   std::string size;
@@ -111,7 +112,7 @@ int run_create(const CreateArgs& a) {
                 formatting_options(*checked).c_str());
     std::fflush(stdout);
   }
-  auto create_opts = to_create_options(*checked);
+  auto create_opts = to_create_options(*checked, a.objects);
   if (!create_opts) return fail(create_opts.error().message());
   Status st = create_image(a.filename, *create_opts);
   if (!st.is_ok()) return fail(st.message());
@@ -133,6 +134,9 @@ std::function<int()> setup_create(CLI::App* sub) {
                   "backing_fmt, size")
       ->allow_extra_args(false);
   sub->add_flag("-q", a->quiet, "Quiet: do not print the 'Formatting ...' line");
+  sub->add_option("--object", a->objects,
+                  "secret,id=ID,data=TEXT|file=PATH[,format=raw|base64]: the passphrase for "
+                  "-o encrypt.format=luks,encrypt.key-secret=ID");
   sub->add_option("FILE", a->filename, "Image file to create (overwritten if it exists)");
   a->size_option = sub->add_option("SIZE", a->size,
                   "Virtual size in bytes; suffixes k, M, G, T, P, E (powers of 1024), fractions "

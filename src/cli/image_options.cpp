@@ -1,6 +1,7 @@
 // Creation options (-o) of keel create / convert: type check, "Formatting" line, validation.
 // Orders and messages were taken from qemu-img 7.2's observable behaviour.
 #include "cli/image_options.h"
+#include "cli/tls_object.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -27,9 +28,17 @@ struct OptDesc {
 // In the order qemu-img prints them in its "Formatting" line.
 const std::vector<OptDesc>& qcow2_options() {
   static const std::vector<OptDesc> opts = {
-      // Accepted so that encryption=off works as in qemu-img; =on is refused (no encryption).
+      // encryption=on and encrypt.format=aes (legacy AES-CBC) are refused; LUKS is created.
       {"encryption", OptType::kBool,
        "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", nullptr},
+      {"encrypt.format", OptType::kString, "Encrypt the image, format choices: 'aes', 'luks'", nullptr},
+      {"encrypt.key-secret", OptType::kString, "ID of secret providing qcow AES key or LUKS passphrase", nullptr},
+      {"encrypt.cipher-alg", OptType::kString, "Name of encryption cipher algorithm", nullptr},
+      {"encrypt.cipher-mode", OptType::kString, "Name of encryption cipher mode", nullptr},
+      {"encrypt.ivgen-alg", OptType::kString, "Name of IV generator algorithm", nullptr},
+      {"encrypt.ivgen-hash-alg", OptType::kString, "Name of IV generator hash algorithm", nullptr},
+      {"encrypt.hash-alg", OptType::kString, "Name of encryption hash algorithm", nullptr},
+      {"encrypt.iter-time", OptType::kNumber, "Time to spend in PBKDF in milliseconds", nullptr},
       {"cluster_size", OptType::kSize, "qcow2 cluster size", "65536"},
       {"extended_l2", OptType::kBool, "Extended L2 tables", "off"},
       {"preallocation", OptType::kString,
@@ -157,8 +166,6 @@ Result<CheckedOptions> check_option_types(std::string_view format, const OptionL
   for (const auto& [key, value] : opts.items()) {
     const OptDesc* d = find_desc(format, key);
     if (!d) {
-      if (format == "qcow2" && (key.rfind("encrypt", 0) == 0))
-        return error(unsupported("Encrypted images are not supported by keel"));
       return error(invalid(fmt::format("Invalid parameter '{}'", key)));
     }
     switch (d->type) {
@@ -225,7 +232,7 @@ Result<CreateOptions> to_raw_options(const CheckedOptions& opts) {
 
 }  // namespace
 
-Result<CreateOptions> to_create_options(const CheckedOptions& opts) {
+Result<CreateOptions> to_create_options(const CheckedOptions& opts, const std::vector<std::string>& objects) {
   CreateOptions c;
   if (opts.format() == "raw") {
     auto raw = to_raw_options(opts);
@@ -239,8 +246,33 @@ Result<CreateOptions> to_create_options(const CheckedOptions& opts) {
   if (opts.format() == "raw") return c;
 
   c.format = "qcow2";
-  if (opts.boolean("encryption").value_or(false))
-    return error(unsupported("Encrypted images are not supported by keel"));
+  // Encryption: LUKS (encrypt.format=luks) is created; legacy AES-CBC is refused.
+  std::string enc_format = opts.raw("encrypt.format").value_or("");
+  if (opts.boolean("encryption").value_or(false)) {
+    if (!enc_format.empty() && enc_format != "aes")
+      return error(invalid("Options \"encryption\" and \"encrypt.format\" are mutually exclusive"));
+    enc_format = "aes";
+  }
+  if (enc_format == "aes")
+    return error(unsupported("Use of AES-CBC encrypted qcow2 images is no longer supported in system emulators; "
+                             "keel does not create them (use encrypt.format=luks)"));
+  if (!enc_format.empty() && enc_format != "luks")
+    return error(invalid(fmt::format("Parameter 'encrypt.format' does not accept value '{}'", enc_format)));
+  if (enc_format == "luks") {
+    auto id = opts.raw("encrypt.key-secret");
+    if (!id) return error(invalid("Parameter 'encrypt.key-secret' is required for cipher"));
+    auto secret = secret_from_objects(objects, *id);
+    if (!secret) return error(secret.error());
+    EncryptCreateOptions e;
+    e.passphrase = std::move(*secret);
+    e.cipher_alg = opts.raw("encrypt.cipher-alg").value_or(e.cipher_alg);
+    e.cipher_mode = opts.raw("encrypt.cipher-mode").value_or(e.cipher_mode);
+    e.ivgen_alg = opts.raw("encrypt.ivgen-alg").value_or(e.ivgen_alg);
+    e.ivgen_hash_alg = opts.raw("encrypt.ivgen-hash-alg").value_or("");
+    e.hash_alg = opts.raw("encrypt.hash-alg").value_or(e.hash_alg);
+    e.iter_time_ms = opts.number("encrypt.iter-time").value_or(2000);
+    c.encrypt = std::move(e);
+  }
   // The QAPI conversion comes first: version, preallocation, compression type.
   std::string compat = opts.raw("compat").value_or("1.1");
   if (compat == "0.10" || compat == "v2") c.version = 2;

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cli/util.h"
 #include "keel/image.h"
@@ -49,6 +50,7 @@ std::string formatting_options(const CheckedOptions& opts);
 
 // Stage 2: validates the combination (qemu's messages) and fills CreateOptions. The size must
 // already be set; it is rounded up to 512 bytes as QEMU does.
-Result<CreateOptions> to_create_options(const CheckedOptions& opts);
+// `objects`: the --object specs, for encrypt.key-secret=ID (encrypt.format=luks).
+Result<CreateOptions> to_create_options(const CheckedOptions& opts, const std::vector<std::string>& objects = {});
 
 }  // namespace keel::cli

@@ -50,6 +50,7 @@ int run_info(const InfoArgs& a) {
     f.format = format;
     f.force_share = a.force_share;
     f.no_backing = true;
+    f.no_io = true;  // as qemu-img info: an encrypted image opens without its key
     auto img = open_image_or_report(filename, f, CacheMode::kWriteback);
     if (!img) return 1;
     ImageInfo info = img->info();

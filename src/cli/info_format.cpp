@@ -37,6 +37,34 @@ std::optional<nlohmann::ordered_json> format_specific_json(const ImageInfo& info
     data["extended-l2"] = info.extended_l2;
   }
   data["refcount-bits"] = info.refcount_bits;
+  if (info.encrypt) {  // QEMU's QCryptoBlockInfoLUKS (key order comes from qemu_json's QDict order)
+    const auto& e = *info.encrypt;
+    nlohmann::ordered_json enc;
+    enc["format"] = e.format;
+    if (e.format == "luks") {
+      enc["cipher-alg"] = e.cipher_alg;
+      enc["cipher-mode"] = e.cipher_mode;
+      enc["ivgen-alg"] = e.ivgen_alg;
+      if (!e.ivgen_hash_alg.empty()) enc["ivgen-hash-alg"] = e.ivgen_hash_alg;
+      enc["hash-alg"] = e.hash_alg;
+      enc["payload-offset"] = e.payload_offset;
+      enc["master-key-iters"] = e.master_key_iters;
+      enc["uuid"] = e.uuid;
+      auto slots = nlohmann::ordered_json::array();
+      for (const auto& sl : e.slots) {
+        nlohmann::ordered_json o;
+        o["active"] = sl.active;
+        if (sl.active) {
+          o["iters"] = sl.iters;
+          o["stripes"] = sl.stripes;
+        }
+        o["key-offset"] = sl.key_offset;
+        slots.push_back(o);
+      }
+      enc["slots"] = slots;
+    }
+    data["encrypt"] = enc;
+  }
   data["compression-type"] = info.compression_type.empty() ? "zlib" : info.compression_type;
   nlohmann::ordered_json spec;
   spec["type"] = "qcow2";
@@ -73,6 +101,7 @@ nlohmann::ordered_json image_info_json(const ImageInfo& info) {
     j["snapshots"] = list;
   }
   if (auto spec = format_specific_json(info)) j["format-specific"] = *spec;
+  if (info.encrypted) j["encrypted"] = true;
   j["dirty-flag"] = info.dirty;
   return j;
 }
@@ -102,6 +131,7 @@ std::string image_info_human(const ImageInfo& info) {
   std::string out = fmt::format(
       "image: {}\nfile format: {}\nvirtual size: {} ({} bytes)\ndisk size: {}\n", info.filename,
       info.format, size_to_str(info.virtual_size), info.virtual_size, size_to_str(info.actual_size));
+  if (info.encrypted) out += "encrypted: yes\n";
   if (info.cluster_size != 0) out += fmt::format("cluster_size: {}\n", info.cluster_size);
   if (info.dirty) out += "cleanly shut down: no\n";
   if (!info.backing_filename.empty()) {

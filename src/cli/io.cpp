@@ -87,6 +87,7 @@ struct IoArgs {
   bool quiet = false;
   bool snapshot = false;
   bool image_opts = false;
+  std::vector<std::string> objects;  // --object secret,... (encrypted images)
   std::vector<std::string> commands;
   std::string filename;
 };
@@ -111,6 +112,7 @@ int run_io(const IoArgs& args) {
     return 1;
   }
   f.format = a.format;
+  f.objects = a.objects;
   f.read_only = a.read_only;
   f.force_share = a.force_share;
   f.cache = a.nocache ? "none" : a.cache;
@@ -121,7 +123,10 @@ int run_io(const IoArgs& args) {
   }
   auto opts = make_open_options(f, CacheMode::kWritethrough);
   if (!opts) {
-    print_error(opts.error().message());
+    if (!f.key_secret.empty())
+      print_error(fmt::format("can't open device {}: {}", f.display_name, opts.error().message()));
+    else
+      print_error(opts.error().message());
     return 1;
   }
   // After a corruption event the image is latched and its close reports that; qemu-io's node is
@@ -181,6 +186,9 @@ std::function<int()> setup_io(CLI::App* sub) {
   sub->add_flag("-q,--quiet", a->quiet, "Accepted for compatibility");
   sub->add_flag("-s,--snapshot", a->snapshot,
                 "Write to a temporary overlay, thrown away at exit (the image is not changed)");
+  sub->add_option("--object", a->objects,
+                  "secret,id=ID,data=TEXT|file=PATH[,format=raw|base64]: a secret for "
+                  "--image-opts encrypt.key-secret=ID (encrypted qcow2)");
   sub->add_flag("--image-opts", a->image_opts,
                 "FILE is an option string: driver=qcow2,file.filename=PATH[,overlap-check=MODE]"
                 "[,overlap-check.KIND=on|off]");

@@ -40,6 +40,7 @@
 
 #include "cli/command.h"
 #include "cli/tls_object.h"
+#include "cli/util.h"
 #include "keel/image.h"
 #include "keel/limits.h"
 #ifdef KEEL_HAVE_FUSE
@@ -55,6 +56,7 @@ namespace {
 
 struct ServeArgs {
   std::string file;
+  bool image_opts = false;  // file is an --image-opts string
   std::string format;
   std::string socket_path;
   std::string bind = "127.0.0.1";
@@ -342,6 +344,24 @@ int run_serve(ServeArgs a) {
   OpenOptions opts;
   opts.format = a.format;
   opts.read_only = a.read_only;
+  if (a.image_opts) {  // driver=qcow2,file.filename=F[,encrypt.key-secret=ID][,overlap-check...]
+    OpenFlags f;
+    std::string spec = a.file;
+    if (Status st = parse_image_opts(spec, &f, &a.file); !st.is_ok()) {
+      print_error(st.message());
+      return 1;
+    }
+    if (!f.format.empty()) opts.format = f.format;
+    opts.qcow2_options = f.qcow2_options;
+    if (!f.key_secret.empty()) {
+      auto secret = secret_from_objects(a.objects, f.key_secret);
+      if (!secret) {
+        print_error(fmt::format("Could not open '{}': {}", spec, secret.error().message()));
+        return 1;
+      }
+      opts.encrypt_secret = std::move(*secret);
+    }
+  }
   auto cache = parse_cache_mode(a.cache);
   if (!cache) {
     print_error(cache.error().message());
@@ -541,6 +561,9 @@ std::function<int()> setup(CLI::App* sub) {
                   "type=fuse,id=ID,mountpoint=FILE[,writable=on][,growable=on][,allow-other=on|off|auto]")
       ->allow_extra_args(false);
   sub->add_flag("-v,--verbose", a->verbose, "log every connection");
+  sub->add_flag("--image-opts", a->image_opts,
+                "file is an option string: driver=qcow2,file.filename=F[,encrypt.key-secret=ID] "
+                "(an encrypted image's secret comes from --object secret,id=ID,...)");
   sub->add_option("file", a->file, "the image to serve")->required();
   return [a, bind, port] {
     a->bind_given = bind->count() > 0;

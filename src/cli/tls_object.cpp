@@ -1,7 +1,11 @@
 // --object tls-creds-* parsing for keel serve (see tls_object.h).
 #include "cli/tls_object.h"
 
+#include <nettle/base64.h>
+
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include <fmt/format.h>
 
@@ -82,6 +86,44 @@ Result<std::string> authz_identity_from_objects(const std::vector<std::string>& 
     return parsed.second["identity"];
   }
   return error(invalid(fmt::format("No authorization object with id '{}'", id)));
+}
+
+Result<std::string> secret_from_objects(const std::vector<std::string>& objects, const std::string& id) {
+  for (const auto& spec : objects) {
+    KEEL_ASSIGN(auto parsed, split_object(spec));
+    auto& [type, kv] = parsed;
+    if (kv.count("id") == 0 || kv["id"] != id) continue;
+    if (type != "secret") return error(invalid(fmt::format("Object '{}' is not a secret (type '{}')", id, type)));
+    for (const auto& [k, v] : kv)
+      if (k != "id" && k != "data" && k != "file" && k != "format")
+        return error(invalid(fmt::format("Property 'secret.{}' not found", k)));
+    const bool has_data = kv.count("data") != 0, has_file = kv.count("file") != 0;
+    if (has_data && has_file) return error(invalid("'data' and 'file' are mutually exclusive"));
+    if (!has_data && !has_file) return error(invalid("Either 'data' or 'file' must be provided"));
+    std::string value;
+    if (has_data) {
+      value = kv["data"];
+    } else {
+      std::ifstream in(kv["file"], std::ios::binary);
+      if (!in) return error(invalid(fmt::format("Unable to read {}: No such file or directory", kv["file"])));
+      std::ostringstream ss;
+      ss << in.rdbuf();
+      value = ss.str();
+    }
+    std::string format = kv.count("format") ? kv["format"] : "raw";
+    if (format == "raw") return value;
+    if (format != "base64") return error(invalid(fmt::format("Parameter 'format' does not accept value '{}'", format)));
+    std::string out(BASE64_DECODE_LENGTH(value.size()), '\0');
+    base64_decode_ctx ctx;
+    base64_decode_init(&ctx);
+    size_t n = out.size();
+    if (!base64_decode_update(&ctx, &n, reinterpret_cast<uint8_t*>(out.data()), value.size(), value.data()) ||
+        !base64_decode_final(&ctx))
+      return error(invalid("Invalid base64 data in secret"));
+    out.resize(n);
+    return out;
+  }
+  return error(invalid(fmt::format("No secret with id '{}'", id)));
 }
 
 }  // namespace keel::cli

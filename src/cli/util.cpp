@@ -1,6 +1,7 @@
 // Shared helpers of the keel subcommands (see util.h): qemu-img's number syntax and output
 // formats, written from QEMU 7.2's observable behaviour.
 #include "cli/util.h"
+#include "cli/tls_object.h"
 
 #include "cli/command.h"
 
@@ -494,6 +495,12 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
   o.snapshot = flags.snapshot;
   o.cache = default_cache;
   o.qcow2_options = flags.qcow2_options;
+  o.no_io = flags.no_io;
+  if (!flags.key_secret.empty()) {
+    auto secret = secret_from_objects(flags.objects, flags.key_secret);
+    if (!secret) return error(secret.error());
+    o.encrypt_secret = std::move(*secret);
+  }
   // QEMU's qcow2_signal_corruption() line, printed once per image.
   o.on_corruption = [](const std::string& why) {
     std::fflush(stdout);
@@ -529,9 +536,11 @@ Status parse_image_opts(const std::string& spec, OpenFlags* flags, std::string* 
     else if (key.rfind("overlap-check", 0) == 0 || key == "cache-size" || key == "l2-cache-size" ||
              key == "refcount-cache-size" || key == "l2-cache-entry-size" || key == "cache-clean-interval")
       flags->qcow2_options.emplace_back(key, value);
+    else if (key == "encrypt.key-secret") flags->key_secret = value;
     else return invalid(fmt::format("Invalid parameter '{}'", key));
   }
   if (filename->empty()) return invalid("A block device must be specified for \"file\"");
+  flags->display_name = spec;
   return Status::ok();
 }
 
@@ -546,14 +555,23 @@ std::unique_ptr<Image> open_image_or_report(const std::string& path, const OpenF
     report(fmt::format("Could not open '{}': Unknown driver '{}'", path, flags.format));
     return nullptr;
   }
+  const std::string& name = flags.display_name.empty() ? path : flags.display_name;
   auto opts = make_open_options(flags, default_cache);
   if (!opts) {
-    report(opts.error().message());
+    if (!flags.key_secret.empty() && opts.error().code() == Code::kInvalidArgument &&
+        opts.error().message().find("cache option") == std::string::npos &&
+        opts.error().message().find("aio option") == std::string::npos)
+      report(fmt::format("Could not open '{}': {}", name, opts.error().message()));
+    else
+      report(opts.error().message());
     return nullptr;
   }
   auto img = Image::open(path, *opts);
   if (!img) {
-    report(open_error_message(path, img.error()));
+    std::string msg = open_error_message(path, img.error());
+    const std::string prefix = fmt::format("Could not open '{}': ", path);
+    if (name != path && msg.rfind(prefix, 0) == 0) msg = fmt::format("Could not open '{}': {}", name, msg.substr(prefix.size()));
+    report(msg);
     return nullptr;
   }
   return std::move(*img);

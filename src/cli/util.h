@@ -117,6 +117,12 @@ struct OpenFlags {
   // qcow2 driver options from --image-opts: overlap-check, overlap-check.<kind>, cache-size,
   // l2-cache-size, refcount-cache-size, l2-cache-entry-size, cache-clean-interval.
   std::vector<std::pair<std::string, std::string>> qcow2_options;
+  // --object specs and --image-opts encrypt.key-secret=ID (an encrypted qcow2 image's key).
+  std::vector<std::string> objects;
+  std::string key_secret;
+  bool no_io = false;          // metadata only (info): an encrypted image opens without its key
+  // The name errors show ("Could not open 'NAME': ..."): the --image-opts string; empty = path.
+  std::string display_name;
 };
 
 // Parses an --image-opts string as QEMU does ("driver=qcow2,file.filename=t.qcow2,

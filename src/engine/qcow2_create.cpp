@@ -4,6 +4,7 @@
 
 #include <ctime>
 
+#include "crypto/luks_create.h"
 #include "engine/qcow2_image.h"
 #include "format/endian.h"
 #include "keel/limits.h"
@@ -74,6 +75,21 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& in) {
     if (o.data_file_raw) h.autoclear |= kAutoclearDataFileRaw;
   }
   if (o.lazy_refcounts) h.compatible |= kCompatLazyRefcounts;
+  // LUKS: the region (header and key material) goes into clusters right after the L1 table.
+  std::vector<uint8_t> luks_region;
+  if (o.encrypt) {
+    if (o.preallocation != Preallocation::kOff)
+      return unsupported("preallocation of encrypted images is not supported by keel");
+    const auto& e = *o.encrypt;
+    KEEL_ASSIGN(auto spec, crypto::luks_spec_from_names(e.cipher_alg, e.cipher_mode, e.ivgen_alg,
+                                                        e.ivgen_hash_alg.empty() ? "sha256" : e.ivgen_hash_alg,
+                                                        e.hash_alg));
+    spec.iter_time_ms = e.iter_time_ms;
+    KEEL_ASSIGN(luks_region, crypto::luks_create(spec, {reinterpret_cast<const uint8_t*>(e.passphrase.data()),
+                                                        e.passphrase.size()}));
+    h.crypt_method = kCryptLuks;
+    h.crypto_length = luks_region.size();
+  }
   h.backing_file = o.backing_file;
   h.backing_format = o.backing_format;
 
@@ -83,9 +99,10 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& in) {
   if (l1_entries * 8 > limits::kMaxL1Bytes)
     return invalid(fmt::format("Image size {} needs an L1 table larger than 32 MiB at cluster size {}", o.size, cs));
   const uint64_t l1_clusters = (l1_entries * 8 + cs - 1) / cs;
+  const uint64_t luks_clusters = (luks_region.size() + cs - 1) / cs;
   uint64_t rt_clusters = 1, blocks = 1;
   for (int i = 0; i < 64; ++i) {
-    uint64_t total = 1 + rt_clusters + blocks + l1_clusters;
+    uint64_t total = 1 + rt_clusters + blocks + l1_clusters + luks_clusters;
     uint64_t nb = (total + rb_entries - 1) / rb_entries;
     uint64_t nrt = (nb * 8 + cs - 1) / cs;
     if (nb == blocks && nrt == rt_clusters) break;
@@ -98,7 +115,8 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& in) {
   const uint64_t rb_off = cs * (1 + rt_clusters);
   h.l1_table_offset = rb_off + blocks * cs;
   h.l1_size = static_cast<uint32_t>(l1_entries);
-  const uint64_t total = 1 + rt_clusters + blocks + l1_clusters;
+  const uint64_t total = 1 + rt_clusters + blocks + l1_clusters + luks_clusters;
+  if (luks_clusters) h.crypto_offset = h.l1_table_offset + l1_clusters * cs;
 
   KEEL_ASSIGN(auto c0, encode_header(h));
   std::vector<uint8_t> rt(rt_clusters * cs, 0), rbs(blocks * cs, 0);
@@ -124,6 +142,10 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& in) {
   if (l1_clusters) {
     std::vector<uint8_t> l1(l1_clusters * cs, 0);
     KEEL_TRY(f.write_at(h.l1_table_offset, l1));
+  }
+  if (luks_clusters) {
+    luks_region.resize(luks_clusters * cs, 0);
+    KEEL_TRY(f.write_at(h.crypto_offset, luks_region));
   }
   KEEL_TRY(f.sync());
   file->reset();

@@ -21,6 +21,7 @@ using namespace format;
 std::optional<DirectIo> Qcow2Image::map_direct(uint64_t offset, uint64_t length, bool write) {
   if (length == 0 || offset > size_ || length > size_ - offset) return std::nullopt;
   if (observer_) return std::nullopt;  // tests observe every data event via the engine path
+  if (encrypted()) return std::nullopt;  // data must pass through the cipher (qcow2_crypt.cpp)
   const int fd = data_->native_fd();
   if (fd < 0) return std::nullopt;
   const uint32_t align = data_->alignment();

@@ -26,12 +26,14 @@
 #include <unordered_set>
 #include <vector>
 
+#include "crypto/sector_cipher.h"
 #include "engine/alloc_gate.h"
 #include "engine/metadata_map.h"
 #include "engine/table_cache.h"
 #include "engine/thread_annotations.h"
 #include "format/bitmap.h"
 #include "format/header.h"
+#include "format/luks_header.h"
 #include "format/snapshot_table.h"
 #include "format/tables.h"
 #include "keel/image.h"
@@ -263,6 +265,17 @@ class Qcow2Image final : public Image {
   Status begin_bitmap_change() KEEL_REQUIRES(mu_);
   void refresh_bitmap_state() KEEL_REQUIRES(mu_);
 
+  // --- encryption (qcow2_crypt.cpp): LUKS below the cluster mapping ---
+  Status open_encryption(const OpenOptions& opts);
+  // Guest data at a host offset of the data file: read (and decrypted; an unaligned range is
+  // widened to whole sectors), or written (an encrypted copy; REQUIRES 512-aligned when
+  // encrypted). The IV sector is the host offset / 512, as QEMU does for LUKS.
+  Status read_data(uint64_t host_offset, std::span<uint8_t> buf);
+  Status write_data(uint64_t host_offset, std::span<const uint8_t> buf);
+  // A write that is not sector-aligned on an encrypted image: read-modify-write of the sectors.
+  Status write_unaligned_encrypted(uint64_t offset, std::span<const uint8_t> buf, bool fua);
+  bool encrypted() const { return header_.crypt_method != format::kCryptNone; }
+
   // --- guest I/O (qcow2_io.cpp) ---
   Status read_mapped(const Mapping& m, uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> buf);
   Status read_unallocated(uint64_t guest_offset, std::span<uint8_t> buf);
@@ -302,6 +315,8 @@ class Qcow2Image final : public Image {
   std::unique_ptr<BlockFile> file_;
   std::unique_ptr<BlockFile> data_file_owned_;
   BlockFile* data_ = nullptr;  // where guest clusters live (file_ or the external data file)
+  std::optional<format::LuksHeader> luks_;         // crypt_method 2
+  std::unique_ptr<crypto::SectorCipher> crypt_;    // null: not encrypted, or opened without the key
   std::unique_ptr<Image> backing_;
   EventObserver* observer_ = nullptr;
   uint64_t cs_ = 0;

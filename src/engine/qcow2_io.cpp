@@ -115,7 +115,7 @@ Status Qcow2Image::read_mapped(const Mapping& m, uint64_t gc, uint64_t in, std::
       auto part = buf.subspan(pos, n);
       if (m.bitmap & (1ull << sc)) {
         notify(Event::kDataRead);
-        KEEL_TRY(data_->read_at(m.host() + in + pos, part));
+        KEEL_TRY(read_data(m.host() + in + pos, part));
       } else if (m.bitmap & (1ull << (32 + sc))) {
         std::memset(part.data(), 0, n);
       } else {
@@ -134,7 +134,7 @@ Status Qcow2Image::read_mapped(const Mapping& m, uint64_t gc, uint64_t in, std::
       return Status::ok();
     default:
       notify(Event::kDataRead);
-      return data_->read_at(m.host() + in, buf);
+      return read_data(m.host() + in, buf);
   }
 }
 
@@ -212,13 +212,15 @@ Result<bool> Qcow2Image::write_in_place(uint64_t offset, std::span<const uint8_t
   // them meanwhile.
   for (const Piece& p : pieces) {
     notify(Event::kDataWrite);
-    KEEL_TRY_R(data_->write_at(p.host, buf.subspan(p.pos, p.len)));
+    KEEL_TRY_R(write_data(p.host, buf.subspan(p.pos, p.len)));
   }
   return true;
 }
 
 Status Qcow2Image::write(uint64_t offset, std::span<const uint8_t> buf, bool fua) {
   KEEL_TRY(check_request(offset, buf.size(), true));
+  if (encrypted() && (offset | buf.size()) % crypto::SectorCipher::kSectorSize)
+    return write_unaligned_encrypted(offset, buf, fua);
   KEEL_TRY(before_write());
   bool done = buf.empty();
   if (!done && !track_writes_) {
@@ -257,7 +259,7 @@ Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
       KEEL_TRY(data_guard(host + in, d.size()));
       lk.unlock();
       notify(Event::kDataWrite);
-      return data_->write_at(host + in, d);
+      return write_data(host + in, d);
     }
   }
   return allocating_write(gc, in, d);
@@ -275,7 +277,7 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
     KEEL_TRY(data_guard(host + in, d.size()));
     mu_.unlock();
     notify(Event::kDataWrite);
-    Status st = data_->write_at(host + in, d);
+    Status st = write_data(host + in, d);
     mu_.lock();
     return st;
   }
@@ -310,12 +312,13 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   bool full_cow = !ext_l2_ || m.type == ClusterType::kCompressed || (m.type == ClusterType::kNormal && !m.copied());
   if (ext_l2_ && reuse && !external) full_cow = false;
   if (full_cow) {
-    if ((in == 0 && d.size() == cs_) || (fresh && cow_is_zero)) {
+    // (Encrypted: zeros in the file are not zeros to the guest, so the whole cluster is written.)
+    if ((in == 0 && d.size() == cs_) || (fresh && cow_is_zero && !encrypted())) {
       // With O_DIRECT the file system serializes writes that extend the file: make sure the
       // file already covers the cluster (grown ahead in steps), then write inside it.
       if (fresh && direct_io_) st = grow_ahead(host + cs_);
       notify(Event::kDataWrite);
-      if (st.is_ok()) st = data_->write_at(host + in, d);
+      if (st.is_ok()) st = write_data(host + in, d);
     } else {
       std::vector<uint8_t> buf(cs_);
       notify(Event::kCowRead);
@@ -325,7 +328,7 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
       std::memcpy(buf.data() + in, d.data(), d.size());
       if (st.is_ok()) {
         notify(Event::kCowWrite);
-        st = data_->write_at(host, buf);
+        st = write_data(host, buf);
       }
     }
     bitmap = kAllAllocated;
@@ -343,7 +346,7 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
     std::memcpy(buf.data() + (in - start), d.data(), d.size());
     if (st.is_ok()) {
       notify(Event::kDataWrite);
-      st = data_->write_at(host + start, buf);
+      st = write_data(host + start, buf);
     }
     uint64_t bits = sc_bits(s0, s1);
     uint64_t old_alloc = reuse ? (m.bitmap & kAllAllocated) : 0;
@@ -402,7 +405,7 @@ Result<uint64_t> Qcow2Image::allocating_run(uint64_t gc0, std::span<const uint8_
   Status st;
   if (fresh && direct_io_) st = grow_ahead(host + n * cs_);
   notify(Event::kDataWrite);
-  if (st.is_ok()) st = data_->write_at(host, buf.first(n * cs_));
+  if (st.is_ok()) st = write_data(host, buf.first(n * cs_));
   lk.lock();
   if (!st.is_ok()) {
     for (uint64_t i = 0; i < n; ++i) (void)change_refcount(host / cs_ + i, -1);
@@ -466,6 +469,10 @@ Status Qcow2Image::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flag
   bool aligned = offset % cs_ == 0 && (length % cs_ == 0 || offset + length == size_);
   if (flags.fast_only && (!aligned || (version() < 3 && backing_) || has_external_data()))
     return Status(Code::kUnsupported, "fast zeroing is not possible for this range", ENOTSUP);
+  if (encrypted() && (offset | length) % crypto::SectorCipher::kSectorSize) {
+    std::vector<uint8_t> zeros(length, 0);  // sector read-modify-write through write()
+    return write(offset, zeros, flags.fua);
+  }
   KEEL_TRY(before_write());
   {
     SharedGate g(gate_);
@@ -514,6 +521,7 @@ Status Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> cl
   if (offset % cs_ != 0 || cluster.size() > cs_)
     return invalid("compressed writes must cover one aligned cluster");
   KEEL_TRY(check_request(offset, cluster.size(), true));
+  if (encrypted()) return Status(Code::kUnsupported, "Compression can't be used with encryption", ENOTSUP);
   std::vector<uint8_t> padded(cluster.begin(), cluster.end());
   padded.resize(cs_, 0);
   if (has_external_data()) return write(offset, cluster, false);

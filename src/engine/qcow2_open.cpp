@@ -180,6 +180,7 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, OpenChain& chain) {
   // Start the free-cluster search after the fixed structures.
   free_hint_ = 0;
 
+  KEEL_TRY(open_encryption(opts));
   if (!opts.no_backing) KEEL_TRY(open_backing(opts, chain));
   KEEL_TRY(open_data_file(opts));
 
@@ -211,6 +212,7 @@ Status Qcow2Image::open_backing(const OpenOptions& opts, OpenChain& chain) {
   bo.read_only = true;
   bo.snapshot.clear();
   bo.check_mode = false;
+  bo.encrypt_secret.reset();  // the secret names this image's key, not the backing file's
   bo.format = header_.backing_format;
   if (bo.format != "qcow2" && bo.format != "raw") bo.format.clear();
   bo.max_backing_depth = opts.max_backing_depth;
@@ -295,6 +297,22 @@ ImageInfo Qcow2Image::info() {
     if (e.in_use()) b.flags.push_back("in-use");
     if (e.is_auto()) b.flags.push_back("auto");
     i.bitmaps.push_back(std::move(b));
+  }
+  i.encrypted = encrypted();
+  if (luks_) {
+    ImageInfo::EncryptInfo e;
+    e.format = "luks";
+    e.cipher_alg = luks_cipher_name(luks_->cipher);
+    e.cipher_mode = luks_mode_name(luks_->mode);
+    e.ivgen_alg = luks_ivgen_name(luks_->ivgen);
+    if (luks_->ivgen == LuksIvgen::kEssiv) e.ivgen_hash_alg = luks_hash_name(luks_->ivgen_hash);
+    e.hash_alg = luks_hash_name(luks_->hash);
+    e.uuid = luks_->uuid;
+    for (const auto& s : luks_->slots)
+      e.slots.push_back({s.active, s.iterations, s.stripes, uint64_t(s.key_offset_sectors) * kLuksSectorSize});
+    e.payload_offset = uint64_t(luks_->payload_offset_sectors) * kLuksSectorSize;
+    e.master_key_iters = luks_->mk_digest_iterations;
+    i.encrypt = std::move(e);
   }
   return i;
 }

@@ -15,6 +15,8 @@ using namespace format;
 Status Qcow2Image::rebuild_metadata_map() {
   meta_map_.reset(cbits_);
   meta_map_.add(MetaKind::kMainHeader, 0, cs_);
+  // The LUKS region (header, key material) is protected like the header.
+  if (header_.crypto_length) meta_map_.add(MetaKind::kMainHeader, header_.crypto_offset, header_.crypto_length);
   if (snapshot_name_.empty()) meta_map_.add(MetaKind::kActiveL1, l1_offset_, l1_.size() * 8);
   meta_map_.add(MetaKind::kRefcountTable, header_.refcount_table_offset, reftable_.size() * 8);
   for (uint64_t e : reftable_)

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "format/endian.h"
+#include "format/luks_header.h"
 #include "keel/limits.h"
 
 namespace keel::format {
@@ -99,7 +100,10 @@ Status parse_extensions(Header& h, std::span<const uint8_t> c0, uint64_t end) {
         break;
       }
       case kExtCrypto:
-        return unsupported("encrypted qcow2 images are not supported");
+        if (len != 16) return bad("crypto_header_extension_length", len, "must be 16");
+        h.crypto_offset = get_be64(d);
+        h.crypto_length = get_be64(d + 8);
+        break;
       default:
         h.unknown_extensions.push_back({type, std::vector<uint8_t>(d, d + len)});
         break;
@@ -172,8 +176,10 @@ Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bo
     if (h.header_length > cs) return error(bad("header_length", h.header_length, "larger than a cluster"));
     if (h.header_length > 104) h.compression_type = c0[104];
   }
-  if (h.crypt_method != 0)
-    return error(unsupported(fmt::format("encrypted images are not supported (crypt_method = {})", h.crypt_method)));
+  if (h.crypt_method == kCryptAes)
+    return error(Status(Code::kUnsupported, "legacy AES encryption (crypt_method = 1) is not supported", ENOTSUP));
+  if (h.crypt_method > kCryptLuks)
+    return error(unsupported(fmt::format("Unsupported encryption method: {}", h.crypt_method)));
   if (uint64_t unknown = h.incompatible & ~kIncompatKnown) {
     // Parse extensions first so an image's own feature table can name the bit.
     Header names = h;
@@ -211,6 +217,15 @@ Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bo
     h.backing_file.assign(reinterpret_cast<const char*>(&c0[h.backing_file_offset]), h.backing_file_size);
   }
   KEEL_TRY_R(parse_extensions(h, c0, ext_end));  // v2 images may carry extensions too
+  if (h.crypt_method == kCryptLuks) {
+    if (h.crypto_length == 0 && h.crypto_offset == 0)
+      return error(corrupt("Could not find a full disk encryption header pointer extension for a LUKS image"));
+    if (h.crypto_length == 0 || h.crypto_length > kMaxLuksRegionBytes)
+      return error(bad("crypto_header_length", h.crypto_length, "must be 1..64 MiB"));
+    KEEL_TRY_R(check_table("crypto_header_offset", h.crypto_offset, h.crypto_length, cs, file_size));
+  } else if (h.crypto_offset || h.crypto_length) {
+    return error(bad("crypt_method", h.crypt_method, "crypto header extension without LUKS encryption"));
+  }
   if (h.has_data_file() && h.backing_file_offset != 0 && h.data_file_raw())
     return error(bad("backing_file_offset", h.backing_file_offset, "backing file with raw external data"));
 
@@ -275,6 +290,12 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
     if (!h.data_file.empty() &&
         !add_ext(kExtDataFile, reinterpret_cast<const uint8_t*>(h.data_file.data()), h.data_file.size()))
       return too_big();
+    if (h.crypt_method == kCryptLuks) {
+      uint8_t b[16];
+      put_be64(b, h.crypto_offset);
+      put_be64(b + 8, h.crypto_length);
+      if (!add_ext(kExtCrypto, b, sizeof b)) return too_big();
+    }
     if (cs > 4096) {  // QEMU leaves the table out of small clusters
       std::vector<uint8_t> table(std::size(kKnownFeatures) * kFeatureEntrySize, 0);
       for (size_t i = 0; i < std::size(kKnownFeatures); ++i) {
@@ -294,13 +315,19 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
     for (const auto& e : h.unknown_extensions)
       if (!add_ext(e.type, e.data.data(), e.data.size())) return too_big();
     off += 8;  // end marker (zeros)
-  } else if (!h.backing_format.empty() || !h.unknown_extensions.empty()) {
-    // v2 images may carry extensions too: QEMU writes the backing format there and keeps the
-    // extensions it does not know, in this order.
+  } else if (!h.backing_format.empty() || !h.unknown_extensions.empty() || h.crypt_method == kCryptLuks) {
+    // v2 images may carry extensions too: QEMU writes the backing format there (and the LUKS
+    // header pointer) and keeps the extensions it does not know, in this order.
     off = kV2HeaderLength;
     if (!h.backing_format.empty() &&
         !add_ext(kExtBackingFormat, reinterpret_cast<const uint8_t*>(h.backing_format.data()), h.backing_format.size()))
       return too_big();
+    if (h.crypt_method == kCryptLuks) {
+      uint8_t b[16];
+      put_be64(b, h.crypto_offset);
+      put_be64(b + 8, h.crypto_length);
+      if (!add_ext(kExtCrypto, b, sizeof b)) return too_big();
+    }
     for (const auto& e : h.unknown_extensions)
       if (!add_ext(e.type, e.data.data(), e.data.size())) return too_big();
     off += 8;

@@ -4,7 +4,10 @@
 // naming the field): version 2 or 3; 9 <= cluster_bits <= 21; every table offset cluster-aligned
 // and below 2^56; the L1 table covers `size` and is at most 32 MiB; the refcount table is
 // 1..8 MiB; header_length, extensions and backing name fit in cluster 0; no unknown incompatible
-// feature bit; encryption is refused (unsupported). encode_header() writes what decode accepts.
+// feature bit; crypt_method 0, or 2 (LUKS) with a crypto header extension of 16 bytes naming a
+// cluster-aligned, non-empty region of at most kMaxLuksRegionBytes past cluster 0 and inside the
+// file; crypt_method 1 (legacy AES) and others are refused (unsupported). encode_header() writes
+// what decode accepts.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +65,10 @@ struct BitmapsExtension {
   uint64_t directory_offset = 0;
 };
 
+inline constexpr uint32_t kCryptNone = 0;
+inline constexpr uint32_t kCryptAes = 1;   // legacy AES-CBC (QEMU reads it, never creates it)
+inline constexpr uint32_t kCryptLuks = 2;
+
 struct RawExtension {
   uint32_t type = 0;
   std::vector<uint8_t> data;
@@ -91,6 +98,9 @@ struct Header {
   std::string backing_format;
   std::string data_file;
   std::optional<BitmapsExtension> bitmaps;
+  // crypt_method 2: the LUKS header region (the "full disk encryption header pointer").
+  uint64_t crypto_offset = 0;
+  uint64_t crypto_length = 0;
   std::vector<FeatureName> feature_names;   // as read; encode writes Keel's own table
   std::vector<RawExtension> unknown_extensions;  // preserved on rewrite
 
