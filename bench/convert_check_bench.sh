@@ -4,7 +4,9 @@
 #   - convert: a mixed qcow2 image (per 16 MiB: 6 MiB of data in 1 MiB writes, 1 MiB of zero
 #     clusters, one compressed cluster, 16 scattered 4 KiB writes, the rest unallocated) to a new
 #     qcow2 image and to a raw file, both tools with their default options (-f qcow2 -O fmt).
-#   - check: the same mixed image, then a large sparse image (bench/check_bench.sh: 1 TiB
+#   - convert: a 4 GiB mostly empty qcow2 image (16 MiB of data, seven scattered 1 MiB writes) to
+#     qcow2 and raw, where block status decides the cost.
+#   - check: the mixed image, then a large sparse image (bench/check_bench.sh: 1 TiB
 #     virtual, BENCH_CHECK_EXTENTS extents of 1 MiB spread over it), whose own table (wall, CPU,
 #     memory) is printed too.
 #
@@ -22,7 +24,7 @@ SIZE=${BENCH_CONVERT_SIZE:-1G}
 EXTENTS=${BENCH_CHECK_EXTENTS:-2048}
 size_bytes=$(numfmt --from=iec "$SIZE")
 MIXED=$DIR/mixed.qcow2
-cleanup() { rm -f "$MIXED" "$DIR"/out.*; rm -rf "$DIR/check"; }
+cleanup() { rm -f "$MIXED" "$DIR/empty4g.qcow2" "$DIR"/out.*; rm -rf "$DIR/check"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -42,6 +44,13 @@ region=$((16 << 20))
 } | qemu-io -t unsafe "$MIXED" >/dev/null
 qemu-img check -q "$MIXED" || { echo "convert_check_bench: the mixed image is not clean" >&2; exit 1; }
 echo "mixed image: $SIZE virtual, $(du -m "$MIXED" | cut -f1) MiB allocated"
+# The issue-15 second case: a 4 GiB image that is mostly empty (16 MiB of data at the start, one
+# 1 MiB write every 512 MiB), where block status decides the cost.
+EMPTY=$DIR/empty4g.qcow2
+qemu-img create -q -f qcow2 "$EMPTY" 4G
+empty_cmds=(-c "write -P 7 0 16M")
+for ((g = 1; g < 8; g++)); do empty_cmds+=(-c "write -P $g $((g * 512))M 1M"); done
+qemu-io -t unsafe "${empty_cmds[@]}" "$EMPTY" >/dev/null
 
 for ((round = 1; round <= ROUNDS; round++)); do
   echo "round $round/$ROUNDS (load $(cut -d' ' -f1 /proc/loadavg))" >&2
@@ -61,6 +70,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
         { echo "convert_check_bench: keel's and qemu-img's $fmt outputs differ" >&2; exit 1; }
       rm -f "$DIR/out.q.$fmt"
     fi
+  done
+  for fmt in qcow2 raw; do
+    for tool in $(rotated "$round" keel qemu); do
+      rm -f "$DIR/out.$fmt"
+      if [ "$tool" = keel ]; then cmd=("$KEEL" convert); else cmd=(qemu-img convert); fi
+      s=$(wall_seconds "${cmd[@]}" -f qcow2 -O "$fmt" "$EMPTY" "$DIR/out.$fmt")
+      record "convert 4G mostly empty -> $fmt" "$round" "$tool" "$s"
+    done
   done
   for tool in $(rotated "$round" keel qemu); do
     if [ "$tool" = keel ]; then cmd=("$KEEL" check); else cmd=(qemu-img check); fi

@@ -52,7 +52,16 @@ class UringBench {
   UringBenchResult run() {
     UringBenchResult r;
     const uint64_t depth = std::min(spec_.depth, std::max<uint64_t>(spec_.count, 1));
-    int rc = io_uring_queue_init(static_cast<unsigned>(std::min<uint64_t>(depth * 2 + 8, 4096)), &ring_, 0);
+    // As keel serve's loop (src/nbd/uring_loop.cpp): one thread submits and reaps.
+    const unsigned entries = static_cast<unsigned>(std::min<uint64_t>(depth * 2 + 8, 4096));
+    int rc = -EINVAL;
+#ifdef IORING_SETUP_DEFER_TASKRUN
+    rc = io_uring_queue_init(entries, &ring_, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+#endif
+#ifdef IORING_SETUP_COOP_TASKRUN
+    if (rc == -EINVAL) rc = io_uring_queue_init(entries, &ring_, IORING_SETUP_COOP_TASKRUN);
+#endif
+    if (rc == -EINVAL) rc = io_uring_queue_init(entries, &ring_, 0);
     if (rc < 0) {
       r.why = fmt::format("io_uring_queue_init: {}", std::strerror(-rc));
       return r;

@@ -1,7 +1,7 @@
 // keel serve: serve a disk image over NBD, with qemu-nbd's flag names and defaults.
 //
 //   keel serve [-f fmt] [-k SOCKET | -b ADDR -p PORT] [-x NAME] [-D DESC] [-r] [-t] [-e N]
-//              [-s|--snapshot] [--cache=MODE] [--aio=MODE] [--discard=ignore|unmap]
+//              [-s|--snapshot] [-l|--load-snapshot SNAP] [--cache=MODE] [--aio=MODE] [--discard=ignore|unmap]
 //              [--detect-zeroes=off|on|unmap] [--pid-file F] [--fork] [--handshake-limit S]
 //              [-A|--allocation-depth] [-B|--bitmap NAME]... [--fuse FILE]
 //              [--export type=fuse,id=ID,mountpoint=FILE[,writable=on]...] [-v] FILE
@@ -67,6 +67,7 @@ struct ServeArgs {
   bool persistent = false;
   uint32_t shared = 1;
   bool snapshot = false;
+  std::string load_snapshot;  // -l: export this internal snapshot, read-only
   bool nocache = false;
   std::string cache = "writeback";
   std::string aio = "threads";
@@ -147,6 +148,27 @@ Status write_pid_file(const std::string& path) {
   if (!ok || ::rename(tmp.c_str(), path.c_str()) < 0)
     return io_error(errno, fmt::format("cannot write pid file '{}'", path));
   return Status::ok();
+}
+
+// -l's argument as qemu-nbd takes it: QEMU's internal-snapshot options (snapshot.id,
+// snapshot.name; keel opens by id when both are given) or a bare id or name.
+Result<std::string> parse_load_snapshot(const std::string& arg) {
+  if (arg.rfind("snapshot.", 0) != 0) return arg;
+  std::string id, name;
+  size_t pos = 0;
+  while (pos <= arg.size()) {
+    const size_t comma = std::min(arg.find(',', pos), arg.size());
+    const std::string item = arg.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    const std::string key = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (key == "snapshot.id") id = value;
+    else if (key == "snapshot.name") name = value;
+    else return error(invalid(fmt::format("Invalid parameter '{}'", key)));
+  }
+  if (id.empty() && name.empty()) return error(invalid("Failed to load snapshot: Invalid argument"));
+  return id.empty() ? name : id;
 }
 
 // --snapshot: a temporary qcow2 overlay on top of the image, thrown away at exit.
@@ -362,6 +384,17 @@ int run_serve(ServeArgs a) {
       opts.encrypt_secret = std::move(*secret);
     }
   }
+  if (!a.load_snapshot.empty()) {
+    // qemu-nbd -l: 'snapshot.id=ID,snapshot.name=NAME' or 'ID_OR_NAME'; the export is read-only.
+    auto sn = parse_load_snapshot(a.load_snapshot);
+    if (!sn) {
+      print_error(sn.error().message());
+      print_error(fmt::format("Failed in parsing snapshot param `{}'", a.load_snapshot));
+      return 1;
+    }
+    opts.snapshot = *sn;
+    opts.read_only = a.read_only = true;
+  }
   auto cache = parse_cache_mode(a.cache);
   if (!cache) {
     print_error(cache.error().message());
@@ -413,7 +446,10 @@ int run_serve(ServeArgs a) {
   } else {
     auto img = Image::open(a.file, opts);
     if (!img) {
-      print_error(fmt::format("Could not open '{}': {}", a.file, img.error().message()));
+      if (!opts.snapshot.empty() && img.error().message().find("Can't find snapshot") != std::string::npos)
+        print_error("Failed to load snapshot: Can't find snapshot");  // qemu-nbd's words
+      else
+        print_error(open_error_message(a.file, img.error()));
       return 1;
     }
     image = std::move(*img);
@@ -534,6 +570,8 @@ std::function<int()> setup(CLI::App* sub) {
   sub->add_option("-e,--shared", a->shared, "serve up to N clients at once (default 1)");
   sub->add_flag("-s,--snapshot", a->snapshot,
                 "write to a temporary overlay that is thrown away at exit");
+  sub->add_option("-l,--load-snapshot", a->load_snapshot,
+                  "export internal snapshot 'snapshot.id=ID,snapshot.name=NAME' or 'ID_OR_NAME', read-only");
   sub->add_flag("-n,--nocache", a->nocache, "same as --cache=none");
   sub->add_option("--cache", a->cache,
                   "cache mode: writeback (default), writethrough, none, directsync, unsafe");

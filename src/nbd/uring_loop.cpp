@@ -634,7 +634,17 @@ bool UringLoop::init(std::string* why) {
   int rc;
   {
     std::lock_guard setup(g_ring_setup_mu);
-    rc = io_uring_queue_init(kRingEntries, &s_->ring, 0);
+    // Only this connection's thread submits and reaps (the ring is made on it): completions are
+    // then processed when the loop waits, in one batch (kernel 6.1+), else as soon as the task
+    // returns to user space without an interrupt (5.19+), else as before.
+    rc = -EINVAL;
+#ifdef IORING_SETUP_DEFER_TASKRUN
+    rc = io_uring_queue_init(kRingEntries, &s_->ring, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+#endif
+#ifdef IORING_SETUP_COOP_TASKRUN
+    if (rc == -EINVAL) rc = io_uring_queue_init(kRingEntries, &s_->ring, IORING_SETUP_COOP_TASKRUN);
+#endif
+    if (rc == -EINVAL) rc = io_uring_queue_init(kRingEntries, &s_->ring, 0);
   }
   if (rc < 0) {
     *why = fmt::format("io_uring_queue_init: {}", std::strerror(-rc));
