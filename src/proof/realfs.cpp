@@ -2,6 +2,9 @@
 #include "proof/realfs.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,12 +14,17 @@
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
 #include "io/recording_file.h"
 #include "proof/loop_device.h"
+#include "nbd/protocol.h"
+#include "proof/nbd_session.h"
 #include "proof/qemu_io_session.h"
 #include "proof/qemu_oracle.h"
 #include "proof/realfs_util.h"
+
+extern char** environ;
 
 namespace keel::proof {
 namespace {
@@ -136,6 +144,99 @@ Status run_on_mount_qemu(Run& r, const std::string& mnt, const std::string& scra
   return st.with_context("qemu-io quit");
 }
 
+// Multi-connection NBD: `keel serve -e N` (this very binary) on the image; the workload's writes go
+// round-robin over N connections and every flush goes to connection 0, which with CAN_MULTI_CONN
+// must make the writes completed on every connection durable.
+Status run_on_mount_nbd(Run& r, const std::string& mnt, const std::string& scratch, const RealFsConfig& config,
+                        Recording& device) {
+  WorkloadSpec& s = r.spec;
+  if (s.backing_bytes) KEEL_TRY(write_whole(mnt + "/" + kBackingName, backing_content(s)));
+  const std::string image_path = mnt + "/" + kImageName;
+  KEEL_TRY(create_image(image_path, s.create).with_context("create"));
+  {
+    Fd d(::open(mnt.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (d.get() < 0 || ::syncfs(d.get()) != 0) return io_error(errno, "syncfs " + mnt);
+  }
+  r.setup_end = device.op_count();
+  const uint32_t n = std::max<uint32_t>(2, config.nbd_connections);
+  const std::string sock = scratch + "/nbd.sock";
+  std::vector<std::string> args = {"keel", "serve", "-f", "qcow2", "-k", sock, "-e", std::to_string(n),
+                                   "--cache", cache_name(s.cache), "--discard", "unmap", image_path};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (int rc = ::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ); rc != 0)
+    return io_error(rc, "spawn keel serve");
+  auto reap = [&](bool kill_it) -> Status {
+    if (pid < 0) return Status::ok();
+    for (int i = 0; i < 500; ++i) {  // up to 10 s for the server to close the image and exit
+      int st = 0;
+      pid_t w = ::waitpid(pid, &st, WNOHANG);
+      if (w == pid) {
+        pid = -1;
+        return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? Status::ok()
+                                                      : Status(Code::kIo, "keel serve did not exit cleanly", EIO);
+      }
+      if (kill_it) ::kill(pid, SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    pid = -1;
+    return Status(Code::kIo, "keel serve did not exit after its clients left", EIO);
+  };
+  std::vector<std::unique_ptr<NbdSession>> conns;
+  for (uint32_t i = 0; i < n; ++i) {
+    auto c = NbdSession::connect(sock, 10000);
+    if (!c) {
+      (void)reap(true);
+      return c.error().with_context("nbd connection " + std::to_string(i));
+    }
+    if (!((*c)->eflags() & nbd::kEflagCanMultiConn)) {
+      (void)reap(true);
+      return Status(Code::kIo, "keel serve -e " + std::to_string(n) + " did not advertise CAN_MULTI_CONN", EIO);
+    }
+    conns.push_back(std::move(*c));
+  }
+  auto mark = [&](uint32_t op, bool end, bool ok) {
+    r.marks.push_back({op, end, static_cast<uint64_t>(device.op_count()), ok});
+    r.file_positions.push_back(0);
+  };
+  Status st = Status::ok();
+  for (size_t i = 0; st.is_ok() && i < s.ops.size(); ++i) {
+    const GuestOp& op = s.ops[i];
+    NbdSession& c = *conns[op.kind == GuestOpKind::kFlush ? 0 : i % n];
+    const uint16_t fua = op.fua ? nbd::kCmdFlagFua : 0;
+    const uint32_t len = static_cast<uint32_t>(op.length);
+    mark(static_cast<uint32_t>(i), false, true);
+    switch (op.kind) {
+      case GuestOpKind::kWrite: {
+        std::vector<uint8_t> bytes(op.length);
+        fill_sectors(op_version(i), op.offset / kGuestSector, bytes);
+        st = c.request(nbd::kCmdWrite, fua, op.offset, len, bytes);
+        break;
+      }
+      case GuestOpKind::kWriteZeroes:
+        st = c.request(nbd::kCmdWriteZeroes, static_cast<uint16_t>(fua | (op.may_unmap ? 0 : nbd::kCmdFlagNoHole)),
+                       op.offset, len);
+        break;
+      case GuestOpKind::kDiscard: st = c.request(nbd::kCmdTrim, fua, op.offset, len); break;
+      case GuestOpKind::kFlush: st = c.request(nbd::kCmdFlush, 0, 0, 0); break;
+      default: st = unsupported("the NBD driver runs writes, write-zeroes, discards and flushes only");
+    }
+    mark(static_cast<uint32_t>(i), true, st.is_ok());
+    st = st.with_context("guest op " + std::to_string(i) + " " + op.describe());
+  }
+  const uint32_t close_index = static_cast<uint32_t>(s.ops.size());
+  mark(close_index, false, true);
+  for (auto& c : conns) c->disconnect();
+  Status exit_status = reap(!st.is_ok());
+  mark(close_index, true, exit_status.is_ok());
+  KEEL_TRY(st);
+  return exit_status;
+}
+
 // Records the workload on a fresh file system made from `base`.
 Run record(WorkloadSpec spec, const RealFsConfig& config, const WorkDir& wd, BlockRecorder*& recorder_out,
            std::unique_ptr<BlockRecorder>& recorder) {
@@ -160,6 +261,7 @@ Run record(WorkloadSpec spec, const RealFsConfig& config, const WorkDir& wd, Blo
       return r;
     }
     r.status = config.qemu_io ? run_on_mount_qemu(r, wd.file("mnt"), wd.dir, *recorder->recording())
+               : config.nbd   ? run_on_mount_nbd(r, wd.file("mnt"), wd.dir, config, *recorder->recording())
                               : run_on_mount(r, wd.file("mnt"), config, *recorder->recording());
     Status u = m->unmount();
     if (r.status.is_ok()) r.status = u;
@@ -216,7 +318,7 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
   RealFsReport out;
   out.fs = config.fs;
   out.cache = cache_name(config.cache);
-  out.engine = config.qemu_io ? "qemu-io" : "keel";
+  out.engine = config.qemu_io ? "qemu-io" : config.nbd ? "keel-nbd" : "keel";
   WorkloadReport& report = out.run;
   report.workload = name;
   report.seed = config.seed;
@@ -331,7 +433,7 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
         break;
       }
     // qemu-io's file ops are not recorded: its column tolerates leaks (counts corruption only).
-    uint64_t bound = image_id >= 0 && !config.qemu_io ? leak_bound(r.spec, file_marks, *r.files, static_cast<uint32_t>(image_id), file_cp)
+    uint64_t bound = image_id >= 0 && !config.qemu_io && !config.nbd ? leak_bound(r.spec, file_marks, *r.files, static_cast<uint32_t>(image_id), file_cp)
                                    : UINT64_MAX;
     for (size_t si = 0; si < states.size(); ++si) {
       if (!sampled(cp, si)) continue;
@@ -399,7 +501,7 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
       o << out.engine << " " << config.fs << " cache=" << out.cache << " " << name << " seed " << config.seed << ": " << cs.describe()
         << ", " << where(r, dev, cp) << ", state #" << si;
       for (const auto& [g, detail] : v.details) o << "\n    " << guarantee_name(g) << ": " << detail;
-      o << "\n    replay: keel selftest crash " << (config.qemu_io ? "--qemu-io " : "") << "--fs " << config.fs << " --cache " << out.cache << " --workload " << name
+      o << "\n    replay: keel selftest crash " << (config.qemu_io ? "--engine qemu-io " : config.nbd ? "--engine nbd " : "") << "--fs " << config.fs << " --cache " << out.cache << " --workload " << name
         << " --seed " << config.seed;
       if (config.log) config.log(o.str());
       if (report.examples.size() < config.max_examples) report.examples.push_back(o.str());
