@@ -214,8 +214,8 @@ int run_real_fs(const Args& a) {
   std::array<uint64_t, kGuarantees> qemu_v{};
   uint64_t states = 0, unmountable = 0, qemu_states = 0;
   bool failed = false;
-  if (a.engine != "keel" && a.engine != "qemu-io" && a.engine != "both") {
-    print_error("unknown engine '" + a.engine + "' for --fs (known: keel, qemu-io, both)");
+  if (a.engine != "keel" && a.engine != "qemu-io" && a.engine != "both" && a.engine != "nbd") {
+    print_error("unknown engine '" + a.engine + "' for --fs (known: keel, qemu-io, both, nbd)");
     return 1;
   }
   for (const auto& fs : a.fs) {
@@ -239,8 +239,13 @@ int run_real_fs(const Args& a) {
         continue;
       }
       for (const auto& w : names) {
-        for (bool qemu_io : {false, true}) {
-          if ((qemu_io && a.engine == "keel") || (!qemu_io && a.engine == "qemu-io")) continue;
+        for (int engine = 0; engine < 3; ++engine) {  // keel, qemu-io, keel serve -e 4 (nbd)
+          const bool qemu_io = engine == 1;
+          if (engine == 0 && a.engine != "keel" && a.engine != "both") continue;
+          if (engine == 1 && a.engine != "qemu-io" && a.engine != "both") continue;
+          if (engine == 2 && a.engine != "nbd") continue;
+          c.nbd = engine == 2;
+          if (c.nbd && !proof::qemu_io_can_run(*proof::make_real_fs_workload(w, c.seed))) continue;
           if (qemu_io && !proof::qemu_io_can_run(*proof::make_real_fs_workload(w, c.seed))) {
             std::printf("qemu-io %-6s %-9s %-14s (not run: the qemu-io driver has no snapshot/resize commands)\n",
                         fs.c_str(), cache == CacheMode::kNone ? "none" : cache == CacheMode::kUnsafe ? "unsafe" : "writeback",
@@ -270,7 +275,7 @@ int run_real_fs(const Args& a) {
               static_cast<unsigned long long>(states), static_cast<unsigned long long>(unmountable));
   std::printf("Violations per guarantee:\n");
   print_guarantees(all);
-  if (a.engine != "keel") {
+  if (a.engine == "qemu-io" || a.engine == "both") {
     std::printf("QEMU (qemu-io on the same harness): %llu crash states; violations per guarantee:\n",
                 static_cast<unsigned long long>(qemu_states));
     print_guarantees(qemu_v);
@@ -336,7 +341,8 @@ std::function<int()> setup(CLI::App* sub) {
   crash->add_flag("--fsync-error", args->fsync_error,
                   "With --fs: fail one device flush (EIO); check no later flush reports success");
   crash->add_option("--engine", args->engine,
-                    "With --fs: who writes the workload: keel (default), qemu-io (the QEMU column) or both");
+                    "With --fs: who writes the workload: keel (default), qemu-io (the QEMU column), both, or nbd "
+                    "(keel serve -e 4: writes over 4 connections, flushes on one)");
   crash->add_option("--cache", args->caches, "With --fs: the engine's cache mode, none or writeback (repeatable)");
   CLI::App* faults = sub->add_subcommand("faults", "Fail every I/O operation once and forever; check G6");
   add_common(faults);

@@ -2,6 +2,9 @@
 #include "proof/realfs.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,13 +13,20 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 #include "io/recording_file.h"
+#include "keel/check.h"
 #include "proof/loop_device.h"
+#include "nbd/protocol.h"
+#include "proof/nbd_session.h"
 #include "proof/qemu_io_session.h"
 #include "proof/qemu_oracle.h"
 #include "proof/realfs_util.h"
+
+extern char** environ;
 
 namespace keel::proof {
 namespace {
@@ -34,7 +44,68 @@ struct Run {
   std::vector<uint64_t> file_positions;  // per mark: file ops the engine had issued
   std::shared_ptr<Recording> files = std::make_shared<Recording>();
   uint64_t setup_end = 0;             // device ops logged once the image and backing were synced
+  std::optional<uint64_t> repair_start;  // check-repair: device ops logged when the repair began
 };
+
+// check-repair: clusters appended to the closed image with refcount 1 and no reference.
+constexpr uint64_t kInjectedLeaks = 3;
+
+uint64_t be(const std::vector<uint8_t>& b, size_t at, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | b[at + static_cast<size_t>(i)];
+  return v;
+}
+
+// Leaks kInjectedLeaks clusters: appends them and sets their refcounts to 1 in the first refcount
+// block (the workloads' images are a few MiB, so their refcounts all live there), then fsyncs.
+Status inject_leaks(const std::string& path, uint64_t cluster_size) {
+  KEEL_ASSIGN(std::vector<uint8_t> img, read_whole(path));
+  if (img.size() < 104) return corrupt("check-repair: image too small");
+  const uint64_t reftable = be(img, 48, 8);
+  const uint32_t order = static_cast<uint32_t>(be(img, 96, 4));
+  if (order != 4 || reftable + 8 > img.size()) return unsupported("check-repair: needs refcount_bits=16");
+  const uint64_t refblock = be(img, reftable, 8) & ~0x1ffull;
+  const uint64_t first = (img.size() + cluster_size - 1) / cluster_size;
+  if (refblock == 0 || first + kInjectedLeaks > cluster_size / 2) return unsupported("check-repair: image too large");
+  Fd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (fd.get() < 0) return io_error(errno, "open " + path);
+  std::vector<uint8_t> zeros(cluster_size * kInjectedLeaks, 0);
+  if (::pwrite(fd.get(), zeros.data(), zeros.size(), static_cast<off_t>(first * cluster_size)) !=
+      static_cast<ssize_t>(zeros.size()))
+    return io_error(errno, "append leaked clusters");
+  for (uint64_t k = 0; k < kInjectedLeaks; ++k) {
+    const uint8_t one[2] = {0, 1};
+    if (::pwrite(fd.get(), one, 2, static_cast<off_t>(refblock + (first + k) * 2)) != 2)
+      return io_error(errno, "write leaked refcount");
+  }
+  if (::fsync(fd.get()) != 0) return io_error(errno, "fsync " + path);
+  return Status::ok();
+}
+
+// check-repair: after the workload, `keel check -r all` on the leaky image; the crash states are
+// those of the interrupted repair, and every guest sector must still read as the workload left it.
+Status run_repair(Run& r, const std::string& mnt, const std::string& image_path, Recording& device) {
+  KEEL_TRY(inject_leaks(image_path, r.spec.create.cluster_size));
+  {
+    Fd d(::open(mnt.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (d.get() < 0 || ::syncfs(d.get()) != 0) return io_error(errno, "syncfs " + mnt);
+  }
+  r.repair_start = device.op_count();
+  const uint32_t index = static_cast<uint32_t>(r.spec.ops.size());  // as a second close: all durable
+  r.marks.push_back({index, false, *r.repair_start, true});
+  r.file_positions.push_back(r.files->op_count());
+  auto f = open_posix_file(image_path, FileOptions{});
+  if (!f) return f.error();
+  CheckOptions co;
+  co.repair = RepairMode::kAll;
+  auto res = check_qcow2(**f, co);
+  Status st = res ? (*f)->sync() : res.error();
+  if (st.is_ok() && res->leaks_fixed < kInjectedLeaks)
+    st = corrupt("check -r all fixed " + std::to_string(res->leaks_fixed) + " of the injected leaks");
+  r.marks.push_back({index, true, static_cast<uint64_t>(device.op_count()), st.is_ok()});
+  r.file_positions.push_back(r.files->op_count());
+  return st.with_context("check -r all");
+}
 
 Status run_on_mount(Run& r, const std::string& mnt, const RealFsConfig& config, Recording& device) {
   WorkloadSpec& s = r.spec;
@@ -83,6 +154,7 @@ Status run_on_mount(Run& r, const std::string& mnt, const RealFsConfig& config, 
   if (st.is_ok()) st = runner.close().with_context("close");
   else runner.abandon();
   r.marks = runner.marks();
+  if (st.is_ok() && s.name == "check-repair") st = run_repair(r, mnt, image_path, device);
   return st;
 }
 
@@ -136,6 +208,99 @@ Status run_on_mount_qemu(Run& r, const std::string& mnt, const std::string& scra
   return st.with_context("qemu-io quit");
 }
 
+// Multi-connection NBD: `keel serve -e N` (this very binary) on the image; the workload's writes go
+// round-robin over N connections and every flush goes to connection 0, which with CAN_MULTI_CONN
+// must make the writes completed on every connection durable.
+Status run_on_mount_nbd(Run& r, const std::string& mnt, const std::string& scratch, const RealFsConfig& config,
+                        Recording& device) {
+  WorkloadSpec& s = r.spec;
+  if (s.backing_bytes) KEEL_TRY(write_whole(mnt + "/" + kBackingName, backing_content(s)));
+  const std::string image_path = mnt + "/" + kImageName;
+  KEEL_TRY(create_image(image_path, s.create).with_context("create"));
+  {
+    Fd d(::open(mnt.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (d.get() < 0 || ::syncfs(d.get()) != 0) return io_error(errno, "syncfs " + mnt);
+  }
+  r.setup_end = device.op_count();
+  const uint32_t n = std::max<uint32_t>(2, config.nbd_connections);
+  const std::string sock = scratch + "/nbd.sock";
+  std::vector<std::string> args = {"keel", "serve", "-f", "qcow2", "-k", sock, "-e", std::to_string(n),
+                                   "--cache", cache_name(s.cache), "--discard", "unmap", image_path};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (int rc = ::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ); rc != 0)
+    return io_error(rc, "spawn keel serve");
+  auto reap = [&](bool kill_it) -> Status {
+    if (pid < 0) return Status::ok();
+    for (int i = 0; i < 500; ++i) {  // up to 10 s for the server to close the image and exit
+      int st = 0;
+      pid_t w = ::waitpid(pid, &st, WNOHANG);
+      if (w == pid) {
+        pid = -1;
+        return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? Status::ok()
+                                                      : Status(Code::kIo, "keel serve did not exit cleanly", EIO);
+      }
+      if (kill_it) ::kill(pid, SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    pid = -1;
+    return Status(Code::kIo, "keel serve did not exit after its clients left", EIO);
+  };
+  std::vector<std::unique_ptr<NbdSession>> conns;
+  for (uint32_t i = 0; i < n; ++i) {
+    auto c = NbdSession::connect(sock, 10000);
+    if (!c) {
+      (void)reap(true);
+      return c.error().with_context("nbd connection " + std::to_string(i));
+    }
+    if (!((*c)->eflags() & nbd::kEflagCanMultiConn)) {
+      (void)reap(true);
+      return Status(Code::kIo, "keel serve -e " + std::to_string(n) + " did not advertise CAN_MULTI_CONN", EIO);
+    }
+    conns.push_back(std::move(*c));
+  }
+  auto mark = [&](uint32_t op, bool end, bool ok) {
+    r.marks.push_back({op, end, static_cast<uint64_t>(device.op_count()), ok});
+    r.file_positions.push_back(0);
+  };
+  Status st = Status::ok();
+  for (size_t i = 0; st.is_ok() && i < s.ops.size(); ++i) {
+    const GuestOp& op = s.ops[i];
+    NbdSession& c = *conns[op.kind == GuestOpKind::kFlush ? 0 : i % n];
+    const uint16_t fua = op.fua ? nbd::kCmdFlagFua : 0;
+    const uint32_t len = static_cast<uint32_t>(op.length);
+    mark(static_cast<uint32_t>(i), false, true);
+    switch (op.kind) {
+      case GuestOpKind::kWrite: {
+        std::vector<uint8_t> bytes(op.length);
+        fill_sectors(op_version(i), op.offset / kGuestSector, bytes);
+        st = c.request(nbd::kCmdWrite, fua, op.offset, len, bytes);
+        break;
+      }
+      case GuestOpKind::kWriteZeroes:
+        st = c.request(nbd::kCmdWriteZeroes, static_cast<uint16_t>(fua | (op.may_unmap ? 0 : nbd::kCmdFlagNoHole)),
+                       op.offset, len);
+        break;
+      case GuestOpKind::kDiscard: st = c.request(nbd::kCmdTrim, fua, op.offset, len); break;
+      case GuestOpKind::kFlush: st = c.request(nbd::kCmdFlush, 0, 0, 0); break;
+      default: st = unsupported("the NBD driver runs writes, write-zeroes, discards and flushes only");
+    }
+    mark(static_cast<uint32_t>(i), true, st.is_ok());
+    st = st.with_context("guest op " + std::to_string(i) + " " + op.describe());
+  }
+  const uint32_t close_index = static_cast<uint32_t>(s.ops.size());
+  mark(close_index, false, true);
+  for (auto& c : conns) c->disconnect();
+  Status exit_status = reap(!st.is_ok());
+  mark(close_index, true, exit_status.is_ok());
+  KEEL_TRY(st);
+  return exit_status;
+}
+
 // Records the workload on a fresh file system made from `base`.
 Run record(WorkloadSpec spec, const RealFsConfig& config, const WorkDir& wd, BlockRecorder*& recorder_out,
            std::unique_ptr<BlockRecorder>& recorder) {
@@ -160,6 +325,7 @@ Run record(WorkloadSpec spec, const RealFsConfig& config, const WorkDir& wd, Blo
       return r;
     }
     r.status = config.qemu_io ? run_on_mount_qemu(r, wd.file("mnt"), wd.dir, *recorder->recording())
+               : config.nbd   ? run_on_mount_nbd(r, wd.file("mnt"), wd.dir, config, *recorder->recording())
                               : run_on_mount(r, wd.file("mnt"), config, *recorder->recording());
     Status u = m->unmount();
     if (r.status.is_ok()) r.status = u;
@@ -184,14 +350,20 @@ std::string where(const Run& r, const Recording& dev, uint64_t cp) {
 }  // namespace
 
 const std::vector<std::string>& real_fs_workloads() {
-  static const std::vector<std::string> names = {"alloc",         "alloc-falloc", "discard-reuse", "l2-tables",
-                                                 "reftable-grow", "resize",       "snapshots"};
+  static const std::vector<std::string> names = {"alloc",  "alloc-falloc", "discard-reuse", "l2-tables", "reftable-grow",
+                                                 "resize", "snapshots",    "check-repair"};
   return names;
 }
 
 Result<WorkloadSpec> make_real_fs_workload(const std::string& name, uint64_t seed) {
   // alloc-falloc: the allocating writes into an image created with preallocation=falloc (the
   // file's clusters are the file system's unwritten extents until written).
+  if (name == "check-repair") {  // alloc, then an interrupted keel check -r all (run_repair)
+    auto s = make_workload("alloc", seed);
+    if (!s) return s;
+    s->name = name;
+    return s;
+  }
   if (name == "alloc-falloc") {
     auto s = make_workload("alloc", seed);
     if (!s) return s;
@@ -207,7 +379,7 @@ bool qemu_io_can_run(const WorkloadSpec& spec) {
     if (op.kind != GuestOpKind::kWrite && op.kind != GuestOpKind::kWriteZeroes && op.kind != GuestOpKind::kDiscard &&
         op.kind != GuestOpKind::kFlush)
       return false;
-  return spec.damage.empty();
+  return spec.damage.empty() && spec.name != "check-repair";  // the repair is Keel's own step
 }
 
 RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& config) {
@@ -216,7 +388,7 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
   RealFsReport out;
   out.fs = config.fs;
   out.cache = cache_name(config.cache);
-  out.engine = config.qemu_io ? "qemu-io" : "keel";
+  out.engine = config.qemu_io ? "qemu-io" : config.nbd ? "keel-nbd" : "keel";
   WorkloadReport& report = out.run;
   report.workload = name;
   report.seed = config.seed;
@@ -266,7 +438,7 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
   report.file_ops = r.files->op_count();
   int image_id = r.files->find_file(kImageName);
 
-  uint64_t explore_start = r.setup_end;
+  uint64_t explore_start = r.repair_start.value_or(r.setup_end);
   if (r.spec.explore_from > 0)
     for (const auto& m : r.marks)
       if (!m.end && m.op == r.spec.explore_from) {
@@ -331,7 +503,8 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
         break;
       }
     // qemu-io's file ops are not recorded: its column tolerates leaks (counts corruption only).
-    uint64_t bound = image_id >= 0 && !config.qemu_io ? leak_bound(r.spec, file_marks, *r.files, static_cast<uint32_t>(image_id), file_cp)
+    const uint64_t injected = r.repair_start ? kInjectedLeaks : 0;
+    uint64_t bound = image_id >= 0 && !config.qemu_io && !config.nbd ? injected + leak_bound(r.spec, file_marks, *r.files, static_cast<uint32_t>(image_id), file_cp)
                                    : UINT64_MAX;
     for (size_t si = 0; si < states.size(); ++si) {
       if (!sampled(cp, si)) continue;
@@ -399,7 +572,7 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
       o << out.engine << " " << config.fs << " cache=" << out.cache << " " << name << " seed " << config.seed << ": " << cs.describe()
         << ", " << where(r, dev, cp) << ", state #" << si;
       for (const auto& [g, detail] : v.details) o << "\n    " << guarantee_name(g) << ": " << detail;
-      o << "\n    replay: keel selftest crash " << (config.qemu_io ? "--qemu-io " : "") << "--fs " << config.fs << " --cache " << out.cache << " --workload " << name
+      o << "\n    replay: keel selftest crash " << (config.qemu_io ? "--engine qemu-io " : config.nbd ? "--engine nbd " : "") << "--fs " << config.fs << " --cache " << out.cache << " --workload " << name
         << " --seed " << config.seed;
       if (config.log) config.log(o.str());
       if (report.examples.size() < config.max_examples) report.examples.push_back(o.str());

@@ -61,6 +61,10 @@ struct RealFsConfig {
   std::string work_dir = "/dev/shm";  // the device images live here (tmpfs: fast copies)
   RecorderFactory recorder;
   bool qemu_io = false;  // the QEMU column: qemu-io writes the workload instead of the engine
+  // Multi-connection NBD: `keel serve -e nbd_connections` (this binary, /proc/self/exe) serves the
+  // image; writes go round-robin over the connections, flushes to the first one.
+  bool nbd = false;
+  uint32_t nbd_connections = 4;
   std::function<void(const std::string&)> log;
 };
 

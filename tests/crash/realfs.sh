@@ -4,7 +4,8 @@
 # (G1-G5, qemu-img check on a sample), for the engine with cache=none and cache=writeback, and
 # that the harness can fail: with the engine's syncs dropped (--sabotage drop-syncs) it must find
 # G3 violations. QEMU's qemu-io writes the same workloads on the same harness (its column: reported,
-# not judged, and only where qemu-io can express the workload). Then the fsync-error rule: the recorder fails one device flush with EIO and no
+# not judged, and only where qemu-io can express the workload). On ext4, multi-connection NBD
+# (keel serve -e 4: writes over 4 connections, flushes on one). Then the fsync-error rule: the recorder fails one device flush with EIO and no
 # engine flush from then on may report success (on ext4 the mutation that ignores sync errors
 # must be caught; xfs and btrfs shut down on the failed flush, so no later write gets through). Prints per file system and workload: device ops, states, violations per guarantee.
 #   realfs.sh KEEL FS   (KEEL_SEED to replay; KEEL_REALFS_STATES states per workload run)
@@ -26,12 +27,24 @@ trap 'rm -f "$out"' EXIT
 
 # The workloads: allocation (+ into falloc-preallocated space), discard and reuse, L2 and refcount
 # table growth, snapshots (keel selftest crash --fs runs resize and l2-tables too).
-"$KEEL" selftest crash --fs "$FS" --engine both -w alloc -w alloc-falloc -w discard-reuse -w reftable-grow \
+"$KEEL" selftest crash --fs "$FS" -w alloc -w alloc-falloc -w discard-reuse -w reftable-grow \
   -w snapshots --seed "$SEED" --states "$STATES" --qemu 2 -q >"$out" 2>&1
 rc=$?
 cat "$out"
 if [ $rc -eq 77 ]; then echo "SKIPPED: $(grep SKIPPED "$out")"; exit 77; fi
 if [ $rc -ne 0 ]; then echo "FAIL: violations or a failed workload on $FS (exit $rc)"; exit 1; fi
+# QEMU's column (cache=none, the workloads qemu-io can express): reported beside Keel's.
+"$KEEL" selftest crash --fs "$FS" --engine qemu-io --cache none -w alloc -w discard-reuse -w reftable-grow \
+  --seed "$SEED" --states "$STATES" --qemu 2 -q >"$out" 2>&1
+grep -E "^qemu-io|violations:|WORKLOAD" "$out"
+
+# An interrupted `keel check -r all`: three leaked clusters planted after the workload, the crash
+# states are those of the repair (its cache mode does not matter: it runs on a plain file).
+"$KEEL" selftest crash --fs "$FS" --cache none -w check-repair --seed "$SEED" --states "$STATES" --qemu 2 -q \
+  >"$out" 2>&1
+rc=$?
+grep -E "^keel|violations:|WORKLOAD" "$out"
+if [ $rc -ne 0 ]; then echo "FAIL: interrupted check -r all on $FS (exit $rc)"; exit 1; fi
 
 # Mutation check: the engine's syncs reported done but dropped must be caught (G3: a flushed
 # write lost) on this file system too.
@@ -52,6 +65,23 @@ if [ "$FS" = ext4 ]; then
   grep -E "^qemu-io|violations:" "$out"
   if ! grep -qE "G3=[1-9]" "$out" || grep -q "WORKLOAD FAILED" "$out"; then
     echo "FAIL: qemu-io with cache=unsafe lost no flushed write on $FS: the QEMU column cannot fail"
+    exit 1
+  fi
+fi
+# Multi-connection NBD (ext4 only, to keep the test short): keel serve -e 4 advertises
+# CAN_MULTI_CONN; writes spread over 4 connections, flushes on the first; a flush must make every
+# completed write durable. With cache=unsafe (flush a no-op) it must find lost writes.
+if [ "$FS" = ext4 ]; then
+  "$KEEL" selftest crash --fs "$FS" --engine nbd --cache none -w alloc -w discard-reuse --seed "$SEED" --states "$STATES" \
+    --qemu 2 -q >"$out" 2>&1
+  rc=$?
+  grep -E "^keel-nbd|violations:|WORKLOAD" "$out"
+  if [ $rc -ne 0 ]; then echo "FAIL: multi-connection NBD on $FS (exit $rc)"; exit 1; fi
+  "$KEEL" selftest crash --fs "$FS" --engine nbd --cache unsafe -w alloc --seed "$SEED" --states "$STATES" \
+    --qemu 0 -q >"$out" 2>&1
+  grep -E "^keel-nbd|violations:" "$out"
+  if ! grep -qE "G3=[1-9]" "$out" || grep -q "WORKLOAD FAILED" "$out"; then
+    echo "FAIL: keel serve with cache=unsafe lost no flushed write on $FS: the NBD test cannot fail"
     exit 1
   fi
 fi
