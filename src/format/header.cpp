@@ -176,8 +176,6 @@ Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bo
     if (h.header_length > cs) return error(bad("header_length", h.header_length, "larger than a cluster"));
     if (h.header_length > 104) h.compression_type = c0[104];
   }
-  if (h.crypt_method == kCryptAes)
-    return error(Status(Code::kUnsupported, "legacy AES encryption (crypt_method = 1) is not supported", ENOTSUP));
   if (h.crypt_method > kCryptLuks)
     return error(unsupported(fmt::format("Unsupported encryption method: {}", h.crypt_method)));
   if (uint64_t unknown = h.incompatible & ~kIncompatKnown) {
