@@ -87,6 +87,17 @@ run_ok "tp raw" qemu-img convert -O raw tp.qcow2 tp.raw
 qraw t.qcow2 t.raw
 same_file "encrypted overlay over a plain backing file" tp.raw t.raw
 
+say "amend compat=0.10 of a LUKS image: zero clusters become encrypted zeros"
+qcreate_luks -q -f qcow2 "${SEC[@]}" -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 am.qcow2 4M
+run_ok "qemu-io fill + zero" qemu-io "${SEC[@]}" --image-opts "$(opts am.qcow2)" -c "write -P 0x11 0 256k" -c "write -z 64k 64k"
+run_ok "keel amend compat=0.10" "$KEEL" amend "${SEC[@]}" --image-opts "$(opts am.qcow2)" -o compat=0.10
+run_ok "qemu-io reads back" qemu-io "${SEC[@]}" --image-opts "$(opts am.qcow2)" -c "read -P 0 64k 64k" \
+  -c "read -P 0x11 0 64k" -c "read -P 0x11 128k 128k"
+grep -q "Pattern verification failed" "$T/last.out" && fail "after amend: $(cat "$T/last.out")"
+pass
+out=$(qemu-img check "${SEC[@]}" --image-opts "$(opts am.qcow2)" 2>&1) || fail "qemu-img check after amend: $out"
+pass
+
 say "legacy AES-CBC (crypt_method 1): read, write, info, convert to LUKS"
 run_ok "qemu-img create aes" qemu-img create -q -f qcow2 "${SEC[@]}" -o encrypt.format=aes,encrypt.key-secret=sec0 aes.qcow2 4M
 run_ok "qemu-io fill aes" qemu-io "${SEC[@]}" --image-opts "$(opts aes.qcow2)" -c "write -P 0x3c 1000 300k" -c "write -P 0x11 2M 64k"
