@@ -26,6 +26,8 @@ struct AmendArgs {
   bool quiet = false;
   bool force = false;
   std::vector<std::string> options;
+  std::vector<std::string> objects;  // --object secret,... (encrypted images)
+  bool image_opts = false;
   std::vector<std::string> files;
 };
 
@@ -305,9 +307,17 @@ int run_amend(const AmendArgs& a) {
     print_error("Expecting one image file name");
     return 1;
   }
-  const std::string& file = a.files.front();
+  std::string file = a.files.front();
   OpenFlags f;
-  f.format = a.format;
+  if (a.image_opts) {
+    std::string spec = file;
+    if (Status st = parse_image_opts(spec, &f, &file); !st.is_ok()) {
+      print_error(st.message());
+      return 1;
+    }
+  }
+  f.objects = a.objects;
+  if (!a.image_opts) f.format = a.format;
   f.cache = a.cache;
   f.read_only = false;
   auto image = open_image_or_report(file, f, CacheMode::kWriteback);
@@ -346,6 +356,9 @@ std::function<int()> setup_amend(CLI::App* sub) {
   sub->add_flag("-q", a->quiet, "Quiet (no progress)");
   sub->add_flag("--force", a->force, "Accepted for compatibility (qemu-img uses it for "
                                      "encryption key changes)");
+  sub->add_option("--object", a->objects, "secret,id=ID,data=TEXT|file=PATH: the key of an encrypted image");
+  sub->add_flag("--image-opts", a->image_opts,
+                "FILE is an option string: driver=qcow2,file.filename=F[,encrypt.key-secret=ID]");
   sub->add_option("FILE", a->files, "The qcow2 image to change");
   sub->footer("Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");
   return [a] { return run_amend(*a); };

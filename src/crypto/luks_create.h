@@ -4,7 +4,8 @@
 // first 4096 bytes, slot i's key material at 8 + i * stride, stride = the split key's sectors
 // rounded up to 8; the payload (in qcow2: the region's length) after the eighth slot.
 // Iteration counts: PBKDF2 is timed on this machine and scaled to iter_time_ms (the master key
-// digest gets an eighth of it), each at least 1000, as QEMU does.
+// digest gets an eighth of it), each at least 1000, as QEMU does. iter_time_ms 0 (tests only;
+// the CLI passes the user's value) skips the timing and uses 1000.
 #pragma once
 
 #include <cstdint>

@@ -96,13 +96,13 @@ Status Qcow2Image::expand_zero_clusters() {
       uint64_t ne = 0;
       if (keep) {
         notify(Event::kDataWrite);
-        KEEL_TRY(data_->write_at(host, zeros));
+        KEEL_TRY(write_data(host, 0, zeros));  // LUKS: encrypted zeros (IV from the host offset)
         ne = host | (users == 1 ? kCopied : 0);
       } else if (backing_) {
         KEEL_ASSIGN(uint64_t nh, alloc_clusters(1));
         if (users > 1) KEEL_TRY(change_refcount(nh / cs_, static_cast<int64_t>(users - 1)));
         notify(Event::kDataWrite);
-        KEEL_TRY(data_->write_at(nh, zeros));
+        KEEL_TRY(write_data(nh, 0, zeros));
         ne = nh | (users == 1 ? kCopied : 0);
       }
       if (!keep && type == ClusterType::kZeroAlloc && host)
@@ -130,6 +130,8 @@ Status Qcow2Image::amend(const AmendOptions& o) {
   Header h = header_;
   if (o.version && *o.version != 2 && *o.version != 3) return invalid(fmt::format("Invalid compat level {}", *o.version));
   const int version = o.version.value_or(static_cast<int>(h.version));
+  if (version == 2 && h.version >= 3 && h.crypt_method == kCryptAes)  // zeros would need guest-offset IVs
+    return unsupported("downgrading a legacy AES-encrypted image to compat=0.10 is not supported by keel");
   const bool lazy = o.lazy_refcounts.value_or(h.compatible & kCompatLazyRefcounts);
   if (version == 2 && lazy)
     return invalid("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");

@@ -19,6 +19,20 @@ constexpr uint64_t kSector = crypto::SectorCipher::kSectorSize;
 }  // namespace
 
 Status Qcow2Image::open_encryption(const OpenOptions& opts) {
+  if (header_.crypt_method == kCryptAes) {
+    // Legacy AES-CBC (QEMU's qcrypto_block_qcow): the key is the passphrase's first 16 bytes,
+    // zero-padded; AES-128-CBC with plain64 IVs of the guest sector. There is no key check:
+    // a wrong passphrase reads garbage, as in QEMU.
+    if (!opts.encrypt_secret) {
+      if (opts.no_io) return Status::ok();
+      return invalid("Parameter 'encrypt.key-secret' is required for cipher");
+    }
+    crypto::SecretBytes key(16);
+    std::memcpy(key.data(), opts.encrypt_secret->data(), std::min<size_t>(16, opts.encrypt_secret->size()));
+    crypto::CipherSpec spec{LuksCipher::kAes128, LuksMode::kCbc, LuksIvgen::kPlain64, LuksHash::kSha256};
+    KEEL_ASSIGN(crypt_, crypto::SectorCipher::create(spec, key.span()));
+    return Status::ok();
+  }
   if (header_.crypt_method != kCryptLuks) return Status::ok();
   std::vector<uint8_t> region(header_.crypto_length);
   KEEL_TRY(file_->read_at(header_.crypto_offset, region));
@@ -32,29 +46,31 @@ Status Qcow2Image::open_encryption(const OpenOptions& opts) {
   return Status::ok();
 }
 
-Status Qcow2Image::read_data(uint64_t host, std::span<uint8_t> buf) {
+Status Qcow2Image::read_data(uint64_t host, uint64_t guest, std::span<uint8_t> buf) {
   if (!encrypted()) return data_->read_at(host, buf);
   if (!crypt_) return invalid("the image was opened without its encryption key");
   const uint64_t start = host / kSector * kSector, end = (host + buf.size() + kSector - 1) / kSector * kSector;
+  // Host and guest offsets agree modulo the cluster size, so modulo the sector too.
+  const uint64_t iv_base = header_.crypt_method == kCryptAes ? guest - (host - start) : start;
   if (start == host && end == host + buf.size()) {
     KEEL_TRY(data_->read_at(host, buf));
-    crypt_->decrypt(host / kSector, buf);
+    crypt_->decrypt(iv_base / kSector, buf);
     return Status::ok();
   }
   std::vector<uint8_t> tmp(end - start);
   KEEL_TRY(data_->read_at(start, tmp));
-  crypt_->decrypt(start / kSector, tmp);
+  crypt_->decrypt(iv_base / kSector, tmp);
   std::memcpy(buf.data(), tmp.data() + (host - start), buf.size());
   return Status::ok();
 }
 
-Status Qcow2Image::write_data(uint64_t host, std::span<const uint8_t> buf) {
+Status Qcow2Image::write_data(uint64_t host, uint64_t guest, std::span<const uint8_t> buf) {
   if (!encrypted()) return data_->write_at(host, buf);
   if (!crypt_) return invalid("the image was opened without its encryption key");
   if (host % kSector || buf.size() % kSector)  // write() widens requests; never expected
     return invalid(fmt::format("unaligned encrypted data write at host offset {:#x}+{}", host, buf.size()));
   std::vector<uint8_t> copy(buf.begin(), buf.end());
-  crypt_->encrypt(host / kSector, copy);
+  crypt_->encrypt((header_.crypt_method == kCryptAes ? guest : host) / kSector, copy);
   return data_->write_at(host, copy);
 }
 

@@ -269,9 +269,10 @@ class Qcow2Image final : public Image {
   Status open_encryption(const OpenOptions& opts);
   // Guest data at a host offset of the data file: read (and decrypted; an unaligned range is
   // widened to whole sectors), or written (an encrypted copy; REQUIRES 512-aligned when
-  // encrypted). The IV sector is the host offset / 512, as QEMU does for LUKS.
-  Status read_data(uint64_t host_offset, std::span<uint8_t> buf);
-  Status write_data(uint64_t host_offset, std::span<const uint8_t> buf);
+  // encrypted). The IV sector is the host offset / 512 for LUKS (QEMU's crypt_physical_offset)
+  // and the guest offset / 512 for legacy AES.
+  Status read_data(uint64_t host_offset, uint64_t guest_offset, std::span<uint8_t> buf);
+  Status write_data(uint64_t host_offset, uint64_t guest_offset, std::span<const uint8_t> buf);
   // A write that is not sector-aligned on an encrypted image: read-modify-write of the sectors.
   Status write_unaligned_encrypted(uint64_t offset, std::span<const uint8_t> buf, bool fua);
   bool encrypted() const { return header_.crypt_method != format::kCryptNone; }

@@ -115,7 +115,7 @@ Status Qcow2Image::read_mapped(const Mapping& m, uint64_t gc, uint64_t in, std::
       auto part = buf.subspan(pos, n);
       if (m.bitmap & (1ull << sc)) {
         notify(Event::kDataRead);
-        KEEL_TRY(read_data(m.host() + in + pos, part));
+        KEEL_TRY(read_data(m.host() + in + pos, guest + pos, part));
       } else if (m.bitmap & (1ull << (32 + sc))) {
         std::memset(part.data(), 0, n);
       } else {
@@ -134,7 +134,7 @@ Status Qcow2Image::read_mapped(const Mapping& m, uint64_t gc, uint64_t in, std::
       return Status::ok();
     default:
       notify(Event::kDataRead);
-      return read_data(m.host() + in, buf);
+      return read_data(m.host() + in, guest, buf);
   }
 }
 
@@ -212,7 +212,7 @@ Result<bool> Qcow2Image::write_in_place(uint64_t offset, std::span<const uint8_t
   // them meanwhile.
   for (const Piece& p : pieces) {
     notify(Event::kDataWrite);
-    KEEL_TRY_R(write_data(p.host, buf.subspan(p.pos, p.len)));
+    KEEL_TRY_R(write_data(p.host, offset + p.pos, buf.subspan(p.pos, p.len)));
   }
   return true;
 }
@@ -259,7 +259,7 @@ Status Qcow2Image::write_chunk(uint64_t off, std::span<const uint8_t> d) {
       KEEL_TRY(data_guard(host + in, d.size()));
       lk.unlock();
       notify(Event::kDataWrite);
-      return write_data(host + in, d);
+      return write_data(host + in, gc * cs_ + in, d);
     }
   }
   return allocating_write(gc, in, d);
@@ -277,7 +277,7 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
     KEEL_TRY(data_guard(host + in, d.size()));
     mu_.unlock();
     notify(Event::kDataWrite);
-    Status st = write_data(host + in, d);
+    Status st = write_data(host + in, gc * cs_ + in, d);
     mu_.lock();
     return st;
   }
@@ -318,7 +318,7 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
       // file already covers the cluster (grown ahead in steps), then write inside it.
       if (fresh && direct_io_) st = grow_ahead(host + cs_);
       notify(Event::kDataWrite);
-      if (st.is_ok()) st = write_data(host + in, d);
+      if (st.is_ok()) st = write_data(host + in, gc * cs_ + in, d);
     } else {
       std::vector<uint8_t> buf(cs_);
       notify(Event::kCowRead);
@@ -328,7 +328,7 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
       std::memcpy(buf.data() + in, d.data(), d.size());
       if (st.is_ok()) {
         notify(Event::kCowWrite);
-        st = write_data(host, buf);
+        st = write_data(host, gc * cs_, buf);
       }
     }
     bitmap = kAllAllocated;
@@ -346,7 +346,7 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
     std::memcpy(buf.data() + (in - start), d.data(), d.size());
     if (st.is_ok()) {
       notify(Event::kDataWrite);
-      st = write_data(host + start, buf);
+      st = write_data(host + start, gc * cs_ + start, buf);
     }
     uint64_t bits = sc_bits(s0, s1);
     uint64_t old_alloc = reuse ? (m.bitmap & kAllAllocated) : 0;
@@ -405,7 +405,7 @@ Result<uint64_t> Qcow2Image::allocating_run(uint64_t gc0, std::span<const uint8_
   Status st;
   if (fresh && direct_io_) st = grow_ahead(host + n * cs_);
   notify(Event::kDataWrite);
-  if (st.is_ok()) st = write_data(host, buf.first(n * cs_));
+  if (st.is_ok()) st = write_data(host, gc0 * cs_, buf.first(n * cs_));
   lk.lock();
   if (!st.is_ok()) {
     for (uint64_t i = 0; i < n; ++i) (void)change_refcount(host / cs_ + i, -1);

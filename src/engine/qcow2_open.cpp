@@ -299,6 +299,10 @@ ImageInfo Qcow2Image::info() {
     i.bitmaps.push_back(std::move(b));
   }
   i.encrypted = encrypted();
+  if (header_.crypt_method == kCryptAes) {
+    i.encrypt = ImageInfo::EncryptInfo{};
+    i.encrypt->format = "aes";
+  }
   if (luks_) {
     ImageInfo::EncryptInfo e;
     e.format = "luks";

@@ -176,8 +176,6 @@ Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bo
     if (h.header_length > cs) return error(bad("header_length", h.header_length, "larger than a cluster"));
     if (h.header_length > 104) h.compression_type = c0[104];
   }
-  if (h.crypt_method == kCryptAes)
-    return error(Status(Code::kUnsupported, "legacy AES encryption (crypt_method = 1) is not supported", ENOTSUP));
   if (h.crypt_method > kCryptLuks)
     return error(unsupported(fmt::format("Unsupported encryption method: {}", h.crypt_method)));
   if (uint64_t unknown = h.incompatible & ~kIncompatKnown) {
@@ -219,7 +217,7 @@ Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bo
   KEEL_TRY_R(parse_extensions(h, c0, ext_end));  // v2 images may carry extensions too
   if (h.crypt_method == kCryptLuks) {
     if (h.crypto_length == 0 && h.crypto_offset == 0)
-      return error(corrupt("Could not find a full disk encryption header pointer extension for a LUKS image"));
+      return error(bad("crypt_method", h.crypt_method, "LUKS without a full disk encryption header pointer extension"));
     if (h.crypto_length == 0 || h.crypto_length > kMaxLuksRegionBytes)
       return error(bad("crypto_header_length", h.crypto_length, "must be 1..64 MiB"));
     KEEL_TRY_R(check_table("crypto_header_offset", h.crypto_offset, h.crypto_length, cs, file_size));

@@ -4,10 +4,10 @@
 // naming the field): version 2 or 3; 9 <= cluster_bits <= 21; every table offset cluster-aligned
 // and below 2^56; the L1 table covers `size` and is at most 32 MiB; the refcount table is
 // 1..8 MiB; header_length, extensions and backing name fit in cluster 0; no unknown incompatible
-// feature bit; crypt_method 0, or 2 (LUKS) with a crypto header extension of 16 bytes naming a
-// cluster-aligned, non-empty region of at most kMaxLuksRegionBytes past cluster 0 and inside the
-// file; crypt_method 1 (legacy AES) and others are refused (unsupported). encode_header() writes
-// what decode accepts.
+// feature bit; crypt_method 0, 1 (legacy AES) or 2 (LUKS, with a crypto header extension of 16
+// bytes naming a cluster-aligned, non-empty region of at most kMaxLuksRegionBytes past cluster 0
+// and inside the file); other methods are refused (unsupported). encode_header() writes what
+// decode accepts.
 #pragma once
 
 #include <cstdint>

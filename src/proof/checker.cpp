@@ -110,6 +110,7 @@ void check_snapshots(MemoryFs& fs, const GuestModel& model, StateVerdict& v, uin
   oo.format = "qcow2";
   oo.read_only = true;
   oo.file_opener = fs.opener();
+  oo.encrypt_secret = kProofSecret;
   auto img = Image::open(MemoryFs::path(kImageName), oo);
   if (!img) {
     v.add(Guarantee::kG1, "read-only open after close failed: " + img.error().message(), md);
@@ -274,6 +275,7 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
   OpenOptions oo;
   oo.format = "qcow2";
   oo.file_opener = fs.opener();
+  oo.encrypt_secret = kProofSecret;
   auto img = Image::open(MemoryFs::path(kImageName), oo);
   if (!img) {
     v.add(Guarantee::kG1, "open read-write failed: " + img.error().message(), md);

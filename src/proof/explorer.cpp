@@ -132,6 +132,7 @@ Recorded record_workload(WorkloadSpec spec, const ExploreConfig& config) {
   oo.format = "qcow2";
   oo.file_opener = opener;
   oo.cache = s.cache;
+  oo.encrypt_secret = kProofSecret;
   oo.observer = rec.get();
   // The backing files, opened as raw images through the same recording layer (commit, rebase).
   auto layers = [&](const std::string& name, bool writable) {

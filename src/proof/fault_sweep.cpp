@@ -68,6 +68,7 @@ Prepared prepare(const std::string& name, uint64_t seed) {
     OpenOptions oo;
     oo.format = "qcow2";
     oo.file_opener = fs.opener();
+    oo.encrypt_secret = kProofSecret;
     WorkloadRunner runner(p.spec, [&] { return Image::open(MemoryFs::path(kImageName), oo); }, [] { return 0; });
     p.status = runner.open().with_context("setup open");
     for (size_t i = 0; p.status.is_ok() && i < p.spec.explore_from; ++i) p.status = runner.step(i).with_context("setup");
@@ -113,6 +114,7 @@ Run run_with(const Prepared& p, const std::optional<FaultRule>& rule, bool qemu,
   oo.format = "qcow2";
   oo.cache = spec.cache;
   oo.observer = &fan;
+  oo.encrypt_secret = kProofSecret;
   oo.file_opener = fs.opener([rec, inj](std::unique_ptr<BlockFile> inner, const std::string& name,
                                         const FileOptions&) -> Result<std::unique_ptr<BlockFile>> {
     auto r = RecordingFile::wrap(std::move(inner), rec, name);

@@ -1,5 +1,6 @@
 // qemu-img as an oracle (see qemu_oracle.h).
 #include "proof/qemu_oracle.h"
+#include "proof/workload.h"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -96,6 +97,16 @@ int run_command(const std::vector<std::string>& argv, std::string* output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+namespace {
+// Encrypted workloads: QEMU decrypts with the proof's passphrase (ignored for plain images).
+std::string secret_object() { return std::string("secret,id=keelproof,data=") + kProofSecret; }
+std::string image_opts(const std::string& path) {
+  std::string escaped;
+  for (char ch : path) escaped += ch == ',' ? std::string(",,") : std::string(1, ch);
+  return "driver=qcow2,file.filename=" + escaped + ",encrypt.key-secret=keelproof";
+}
+}  // namespace
+
 bool qemu_img_available() {
   static const bool available = run_command({"qemu-img", "--version"}, nullptr) == 0;
   return available;
@@ -103,7 +114,8 @@ bool qemu_img_available() {
 
 Result<QemuCheck> qemu_img_check(const std::string& path) {
   QemuCheck c;
-  c.exit_code = run_command({"qemu-img", "check", "-f", "qcow2", "--output=json", path}, &c.output);
+  c.exit_code = run_command({"qemu-img", "check", "--output=json", "--object", secret_object(), "--image-opts",
+                             image_opts(path)}, &c.output);
   if (c.exit_code < 0) return error(io_error(ENOENT, "cannot run qemu-img"));
   c.corruptions = json_number(c.output, "corruptions");
   c.leaks = json_number(c.output, "leaks");
@@ -113,7 +125,8 @@ Result<QemuCheck> qemu_img_check(const std::string& path) {
 
 Result<std::vector<uint8_t>> qemu_img_convert(const std::string& path, const std::string& raw_path) {
   std::string out;
-  int rc = run_command({"qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, raw_path}, &out);
+  int rc = run_command({"qemu-img", "convert", "--object", secret_object(), "--image-opts", image_opts(path), "-O",
+                        "raw", raw_path}, &out);
   if (rc != 0) return error(Status(Code::kIo, "qemu-img convert failed (exit " + std::to_string(rc) + "): " + out, EIO));
   std::ifstream in(raw_path, std::ios::binary);
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -23,6 +23,9 @@ inline constexpr const char* kImageName = "top.qcow2";
 inline constexpr const char* kBackingName = "base.raw";
 // The `rebase` workload's second backing file (the new base).
 inline constexpr const char* kNewBackingName = "base-b.raw";
+// The passphrase of encrypted workloads' images (the `encrypted` workload: LUKS). Every open of
+// the proof passes it; an unencrypted image ignores it.
+inline constexpr const char* kProofSecret = "keel-proof";
 
 enum class GuestOpKind {
   kWrite, kWriteZeroes, kDiscard, kFlush, kWriteCompressed, kReopen,

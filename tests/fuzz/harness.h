@@ -29,5 +29,8 @@ Status write(std::span<const uint8_t> input);
 // The input is what an NBD client sends (handshake, options, requests, payloads), fed to a
 // server connection over a socketpair; the export is a fresh 4 MiB qcow2 image in memory.
 Status nbd(std::span<const uint8_t> client_bytes);
+// The input is the LUKS region of an encrypted qcow2 image (header and key material): decoded
+// and validated, then unlocked with a fixed passphrase when its PBKDF2 work is small.
+Status luks_header(std::span<const uint8_t> region);
 
 }  // namespace keel::fuzz

@@ -12,7 +12,7 @@ HERE=$(dirname "$(realpath "$0")")
 W=$(mktemp -d /tmp/keel-corpus.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
-mkdir -p "$OUT"/{open_info,check,read,write,nbd}
+mkdir -p "$OUT"/{open_info,check,read,write,nbd,luks_header}
 
 img() {  # img NAME SIZE CREATE-OPTIONS [qemu-io commands...]
   local name=$1 size=$2 opts=$3; shift 3
@@ -88,3 +88,24 @@ done
 
 python3 "$HERE/nbd_seeds.py" "$OUT/nbd"
 echo "corpus: $(find "$OUT" -type f | wc -l) files in $OUT"
+
+# luks_header: the LUKS regions of qemu-img-made encrypted images (two cipher setups).
+for c in "" ",encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.hash-alg=sha1"; do
+  for try in 1 2 3; do
+    rm -f luks.qcow2
+    qemu-img create -q -f qcow2 --object secret,id=s,data=fuzz \
+      -o "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10$c" luks.qcow2 1M && break
+  done
+  python3 - "$OUT/luks_header/region$(echo "$c" | cksum | cut -c1-8)" <<'PY'
+import struct, sys
+d = open("luks.qcow2", "rb").read()
+off = struct.unpack_from(">I", d, 100)[0]  # header_length: the extensions follow
+while True:
+    t, n = struct.unpack_from(">II", d, off)
+    if t in (0, 0x0537BE77):
+        break
+    off += 8 + (n + 7) // 8 * 8
+o, n = struct.unpack_from(">QQ", d, off + 8)
+open(sys.argv[1], "wb").write(d[o:o + n])
+PY
+done

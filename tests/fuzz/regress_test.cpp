@@ -21,6 +21,7 @@ namespace fs = std::filesystem;
 
 const std::map<std::string, std::function<Status(std::span<const uint8_t>)>> kHarnesses = {
     {"open_info", open_info}, {"check", check}, {"read", read}, {"write", write}, {"nbd", nbd},
+    {"luks_header", luks_header},
 };
 
 std::vector<uint8_t> slurp(const fs::path& p) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proves malformed images are refused cleanly: for each corruption (truncated header, L1 and
 # refcount table offsets past EOF or misaligned, table sizes over QEMU's limits, bad cluster
-# bits, refcount order, header length, version, unknown incompatible feature bits, encryption,
+# bits, refcount order, header length, version, unknown incompatible feature bits, an unknown encryption method,
 # backing name offset/length, snapshot count, misaligned L1 entry, backing chain loops), keel
 # info / map / convert / io each exit 1 (like qemu-img) within a time bound, print exactly one
 # "keel: ..." line that names the offending field, never crash, and never modify the image, even
@@ -44,7 +44,7 @@ bad refcount_order.qcow2 96 ">I" 7
 bad header_length.qcow2 100 ">I" 50
 bad backing_offset.qcow2 8 ">Q" 0x10000000000
 bad nb_snapshots.qcow2 60 ">I" 0x7fffffff
-bad crypt.qcow2 32 ">I" 1
+bad crypt.qcow2 32 ">I" 3  # 1 (AES) and 2 (LUKS) are supported: crypt_luks.sh
 L1=$("$PY" -c "import struct;print(struct.unpack('>Q', open('good.qcow2','rb').read()[40:48])[0])")
 bad l1_entry_misaligned.qcow2 "$L1" ">Q" 0x8000000000050001
 run_ok "loop a" qemu-img create -q -f qcow2 -u -b loop_b.qcow2 -F qcow2 loop_a.qcow2 1M
@@ -114,7 +114,7 @@ say "refcount_order 7";                   refused refcount_order.qcow2 'refcount
 say "header_length 50";                   refused header_length.qcow2 'header_length'
 say "backing file name past cluster 0";   refused backing_offset.qcow2 'backing_file_offset'
 say "nb_snapshots 2^31-1";                refused nb_snapshots.qcow2 'nb_snapshots'
-say "encrypted (crypt_method 1)";         refused crypt.qcow2 'crypt_method|encrypt'
+say "unknown crypt_method 3";            refused crypt.qcow2 'crypt_method|encrypt'
 say "misaligned L2 offset in an L1 entry"; refused l1_entry_misaligned.qcow2 'L1 entry|l2'
 say "backing chain loop a -> b -> a";     refused loop_a.qcow2 'loop'
 say "image that is its own backing file"; refused self.qcow2 'loop'

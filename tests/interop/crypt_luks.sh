@@ -4,7 +4,8 @@
 # bytes through keel and qemu-img; keel io writes (partial sectors, copy-on-write into new
 # clusters, over a backing file) read back identically through qemu-img and leave `qemu-img
 # check` clean; a wrong passphrase, a missing secret object and a missing key-secret give
-# qemu-img's message and exit code.
+# qemu-img's message and exit code. Legacy AES-CBC images (crypt_method 1, IV from the guest
+# offset) read, write, print info and convert to LUKS as through QEMU.
 # Usage: bash crypt_luks.sh /path/to/keel
 set -euo pipefail
 source "$(dirname "$(realpath "$0")")/cli_lib.bash"
@@ -85,5 +86,34 @@ run_ok "fill" qemu-io -c "write -P 0x01 70000 5000" -c "write -P 0x02 3M 512" tp
 run_ok "tp raw" qemu-img convert -O raw tp.qcow2 tp.raw
 qraw t.qcow2 t.raw
 same_file "encrypted overlay over a plain backing file" tp.raw t.raw
+
+say "amend compat=0.10 of a LUKS image: zero clusters become encrypted zeros"
+qcreate_luks -q -f qcow2 "${SEC[@]}" -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 am.qcow2 4M
+run_ok "qemu-io fill + zero" qemu-io "${SEC[@]}" --image-opts "$(opts am.qcow2)" -c "write -P 0x11 0 256k" -c "write -z 64k 64k"
+run_ok "keel amend compat=0.10" "$KEEL" amend "${SEC[@]}" --image-opts "$(opts am.qcow2)" -o compat=0.10
+run_ok "qemu-io reads back" qemu-io "${SEC[@]}" --image-opts "$(opts am.qcow2)" -c "read -P 0 64k 64k" \
+  -c "read -P 0x11 0 64k" -c "read -P 0x11 128k 128k"
+grep -q "Pattern verification failed" "$T/last.out" && fail "after amend: $(cat "$T/last.out")"
+pass
+out=$(qemu-img check "${SEC[@]}" --image-opts "$(opts am.qcow2)" 2>&1) || fail "qemu-img check after amend: $out"
+pass
+
+say "legacy AES-CBC (crypt_method 1): read, write, info, convert to LUKS"
+run_ok "qemu-img create aes" qemu-img create -q -f qcow2 "${SEC[@]}" -o encrypt.format=aes,encrypt.key-secret=sec0 aes.qcow2 4M
+run_ok "qemu-io fill aes" qemu-io "${SEC[@]}" --image-opts "$(opts aes.qcow2)" -c "write -P 0x3c 1000 300k" -c "write -P 0x11 2M 64k"
+run_ok "keel io writes aes" "$KEEL" io "${SEC[@]}" --image-opts "$(opts aes.qcow2)" -c "write -P 0x22 2M 1000" -c "write -P 0x33 3M 70000"
+run_ok "plain aes reference" qemu-img create -q -f qcow2 pa.qcow2 4M
+run_ok "plain aes writes" qemu-io -c "write -P 0x3c 1000 300k" -c "write -P 0x11 2M 64k" -c "write -P 0x22 2M 1000" \
+  -c "write -P 0x33 3M 70000" pa.qcow2
+run_ok "pa raw" qemu-img convert -O raw pa.qcow2 pa.raw
+qraw aes.qcow2 aes_q.raw
+kraw aes.qcow2 aes_k.raw
+same_file "AES image as qemu-img decrypts it" pa.raw aes_q.raw
+same_file "AES image as keel decrypts it" pa.raw aes_k.raw
+info_same_as_qemu aes.qcow2
+run_ok "AES -> LUKS" "$KEEL" convert "${SEC[@]}" --image-opts "$(opts aes.qcow2)" -O qcow2 \
+  -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 aes2luks.qcow2
+qraw aes2luks.qcow2 aes2luks.raw
+same_file "AES -> LUKS convert" pa.raw aes2luks.raw
 
 finish

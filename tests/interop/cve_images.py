@@ -36,6 +36,15 @@ def base_images():
     run("qemu-img", "bitmap", "--add", "bitmap.qcow2", "b0")
     run("qemu-img", "create", "-q", "-f", "qcow2", "comp.qcow2", "8M")
     run("qemu-io", "-c", "write -c -P 0x33 0 64k", "-c", "write -P 0x44 64k 64k", "comp.qcow2")
+    # LUKS-encrypted (qemu-img's PBKDF2 calibration sometimes fails: retried).
+    for _ in range(4):
+        r = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s,data=pw", "-o",
+                            "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10", "luks.qcow2", "8M"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if r.returncode == 0:
+            break
+    else:
+        raise SystemExit("qemu-img create of a LUKS image failed")
 
 
 IMAGES = []
@@ -210,6 +219,39 @@ def _(d):
     return patch(d, first_l2_entry(d), "Q", (1 << 62) | (0xFF << x) | off)
 
 
+# ---- LUKS (crypt_method 2): the header pointer extension and the LUKS1 header it names -------
+def crypto_ext(d):
+    """Offset of the crypto header pointer extension's payload (offset, length)."""
+    off = field(d, 100, "I")
+    while True:
+        t, n = struct.unpack_from(">II", d, off)
+        if t == 0x0537BE77:
+            return off + 8
+        if t == 0:
+            raise SystemExit("no crypto header extension")
+        off += 8 + (n + 7) // 8 * 8
+
+
+def luks_patch(name, rel, fmt, v, regex, what):
+    image(name, "luks.qcow2", regex, what)(lambda d: patch(d, field(d, crypto_ext(d), "Q") + rel, fmt, v))
+
+
+def crypto_ext_patch(name, rel, v, regex, what):
+    image(name, "luks.qcow2", regex, what)(lambda d: patch(d, crypto_ext(d) + rel, "Q", v))
+
+
+crypto_ext_patch("luks_region_len_u64max", 8, 0xFFFFFFFFFFFFFFFF, r"crypto_header_length.*18446744073709551615",
+                 "LUKS region length 2^64-1")
+crypto_ext_patch("luks_region_offset_wrap64", 0, 0xFFFFFFFFFFFF0000, r"crypto_header_offset.*18446744073709486080",
+                 "LUKS region offset + length wraps 2^64")
+luks_patch("luks_magic", 0, "I", 0x4C554B54, r"LUKS format", "LUKS magic damaged")
+luks_patch("luks_key_bytes_u32max", 108, "I", 0xFFFFFFFF, r"key_bytes.*4294967295", "LUKS key_bytes 2^32-1")
+luks_patch("luks_mk_iters_zero", 164, "I", 0, r"mk_digest_iterations.*0", "LUKS master key digest of 0 iterations")
+luks_patch("luks_stripes_u32max", 208 + 44, "I", 0xFFFFFFFF, r"stripes.*4294967295", "LUKS slot 0 of 2^32-1 stripes")
+luks_patch("luks_key_offset_u32max", 208 + 40, "I", 0xFFFFFFFF, r"key_offset.*4294967295",
+           "LUKS slot 0 key material at sector 2^32-1")
+luks_patch("luks_slots_overlap", 208 + 48 + 40, "I", 8, r"overlaps key slot 0", "LUKS slot 1 key material on slot 0's")
+
 # Where keel deliberately differs from qemu-img 7.2: (keel info exit, keel check exit, why).
 # Everywhere else keel must exit exactly as qemu-img does.
 DEVIATIONS = {
@@ -221,6 +263,14 @@ DEVIATIONS = {
     "snap_l1_size_u32max": (1, 2, "keel validates every snapshot entry at open; QEMU only when the snapshot is used"),
     "snap_id_len_huge": (1, 2, "keel refuses a snapshot entry that runs past the end of the file at open"),
     "snap_l1_offset_wrap64": (0, 2, "qemu-img check fails with ENOMEM (exit 1); keel check reports the corruption"),
+    **{n: ("qemu", 0, "keel check validates the qcow2 metadata without the key (the LUKS region counts as "
+                      "header clusters); qemu-img check must unlock the image and fails without a secret")
+       for n in ("luks_magic", "luks_key_bytes_u32max", "luks_mk_iters_zero", "luks_stripes_u32max",
+                 "luks_slots_overlap")},
+    "luks_key_offset_u32max": (1, 0, "keel refuses slot key material past the LUKS region at open (qemu-img "
+                                     "info accepts it); keel check does not need the key"),
+    "luks_region_len_u64max": (1, "qemu", "keel bounds the LUKS region (64 MiB) when it decodes the header; "
+                                          "qemu-img info does not read the region"),
     "bitmap_dir_offset_wrap64": (1, 2, "qemu-img check cannot open the image (exit 1); keel check reports "
                                        "the corruption and can repair it"),
 }
