@@ -51,7 +51,7 @@ Status Qcow2Image::read_data(uint64_t host, uint64_t guest, std::span<uint8_t> b
   if (!crypt_) return invalid("the image was opened without its encryption key");
   const uint64_t start = host / kSector * kSector, end = (host + buf.size() + kSector - 1) / kSector * kSector;
   // Host and guest offsets agree modulo the cluster size, so modulo the sector too.
-  const uint64_t iv_base = header_.crypt_method == kCryptAes ? guest - (host - start) : start;
+  const uint64_t iv_base = guest_iv_ ? guest - (host - start) : start;
   if (start == host && end == host + buf.size()) {
     KEEL_TRY(data_->read_at(host, buf));
     crypt_->decrypt(iv_base / kSector, buf);
@@ -70,7 +70,7 @@ Status Qcow2Image::write_data(uint64_t host, uint64_t guest, std::span<const uin
   if (host % kSector || buf.size() % kSector)  // write() widens requests; never expected
     return invalid(fmt::format("unaligned encrypted data write at host offset {:#x}+{}", host, buf.size()));
   std::vector<uint8_t> copy(buf.begin(), buf.end());
-  crypt_->encrypt((header_.crypt_method == kCryptAes ? guest : host) / kSector, copy);
+  crypt_->encrypt((guest_iv_ ? guest : host) / kSector, copy);
   return data_->write_at(host, copy);
 }
 

@@ -266,7 +266,7 @@ class Qcow2Image final : public Image {
   void refresh_bitmap_state() KEEL_REQUIRES(mu_);
 
   // --- encryption (qcow2_crypt.cpp): LUKS below the cluster mapping ---
-  Status open_encryption(const OpenOptions& opts);
+  Status open_encryption(const OpenOptions& opts) KEEL_REQUIRES(mu_);
   // Guest data at a host offset of the data file: read (and decrypted; an unaligned range is
   // widened to whole sectors), or written (an encrypted copy; REQUIRES 512-aligned when
   // encrypted). The IV sector is the host offset / 512 for LUKS (QEMU's crypt_physical_offset)
@@ -275,7 +275,7 @@ class Qcow2Image final : public Image {
   Status write_data(uint64_t host_offset, uint64_t guest_offset, std::span<const uint8_t> buf);
   // A write that is not sector-aligned on an encrypted image: read-modify-write of the sectors.
   Status write_unaligned_encrypted(uint64_t offset, std::span<const uint8_t> buf, bool fua);
-  bool encrypted() const { return header_.crypt_method != format::kCryptNone; }
+  bool encrypted() const { return encrypted_; }  // set at open: the header's crypt_method is not none
 
   // --- guest I/O (qcow2_io.cpp) ---
   Status read_mapped(const Mapping& m, uint64_t guest_cluster, uint64_t in_cluster, std::span<uint8_t> buf);
@@ -332,6 +332,8 @@ class Qcow2Image final : public Image {
   bool writethrough_ = false;
   bool direct_io_ = false;  // cache=none/directsync: the file is opened O_DIRECT
   bool external_data_ = false;  // the header names an external data file
+  bool encrypted_ = false;      // crypt_method is not none
+  bool guest_iv_ = false;       // legacy AES: IVs from guest offsets (LUKS: host offsets)
   CompressionType compression_ = CompressionType::kZlib;
   std::string snapshot_name_;
 

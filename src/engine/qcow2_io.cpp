@@ -157,7 +157,7 @@ Status Qcow2Image::read(uint64_t offset, std::span<uint8_t> buf) {
   auto flush_run = [&]() -> Status {
     if (run_len == 0) return Status::ok();
     notify(Event::kDataRead);
-    Status st = data_->read_at(run_host, buf.subspan(run_pos, run_len));
+    Status st = read_data(run_host, offset + run_pos, buf.subspan(run_pos, run_len));
     run_len = 0;
     return st;
   };

@@ -98,6 +98,8 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, OpenChain& chain) {
   }
   cbits_ = header_.cluster_bits;
   external_data_ = header_.has_data_file();
+  encrypted_ = header_.crypt_method != kCryptNone;
+  guest_iv_ = header_.crypt_method == kCryptAes;
   cs_ = header_.cluster_size();
   zero_from_ = file_size;
   {
