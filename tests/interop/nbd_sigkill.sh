@@ -201,7 +201,13 @@ for it in range(KILLS):
     killer.join()
     p.wait()
     s.close()
-    chk = subprocess.run(["qemu-img", "check", "-f", "qcow2", IMG], capture_output=True, text=True)
+    # The kernel releases a killed process's io_uring (and with it its reference to the image
+    # file, which holds the OFD lock) in a worker after the process is reaped: wait for the lock.
+    for _ in range(100):
+        chk = subprocess.run(["qemu-img", "check", "-f", "qcow2", IMG], capture_output=True, text=True)
+        if "Failed to get shared" not in chk.stderr:
+            break
+        time.sleep(0.1)
     if chk.returncode not in (0, 3):  # 3: leaked clusters only
         corrupt += 1
         print("iteration %d: qemu-img check rc %d\n%s%s" % (it, chk.returncode, chk.stdout, chk.stderr))
