@@ -4,3 +4,4 @@
 #include "cli/io_args.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "cli/image_options.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "cli/program_name.cpp"  // NOLINT(bugprone-suspicious-include)
+#include "cli/tls_object.cpp"  // NOLINT(bugprone-suspicious-include): --object secret (util.cpp)
