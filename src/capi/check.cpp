@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include <type_traits>
 #include "capi/capi_internal.h"
 #include "keel/check.h"
 
@@ -32,8 +33,11 @@ extern "C" keel_status keel_check(const char* path, keel_repair repair, keel_che
   KEEL_CAPI_GUARD(error, {
     if (!path || !result) return report(KEEL_E_INVALID_ARGUMENT, EINVAL, "path and result must not be NULL", error);
     std::memset(result, 0, sizeof(*result));
-    if (repair < KEEL_REPAIR_NONE || repair > KEEL_REPAIR_ALL)
-      return report(KEEL_E_INVALID_ARGUMENT, EINVAL, "Invalid repair mode: " + std::to_string(static_cast<int>(repair)),
+    // As the integer the caller passed: an out-of-range value loaded as the enum type is UB.
+    std::underlying_type_t<keel_repair> raw;
+    std::memcpy(&raw, &repair, sizeof raw);
+    if (raw < KEEL_REPAIR_NONE || raw > KEEL_REPAIR_ALL)
+      return report(KEEL_E_INVALID_ARGUMENT, EINVAL, "Invalid repair mode: " + std::to_string(static_cast<long long>(raw)),
                     error);
     auto target = open_for_check(path, static_cast<RepairMode>(repair));  // same order as keel_repair
     if (!target) return report(target.error(), error);

@@ -2,6 +2,7 @@
 // over keel::Image that checks the C caller's pointers and turns Status into keel_error.
 #include <cerrno>
 #include <cstring>
+#include <type_traits>
 #include <new>
 #include <span>
 #include <string>
@@ -30,7 +31,15 @@ T copy_options(const T* given, void (*init)(T*)) {
   return out;
 }
 
-bool valid_cache(keel_cache_mode m) { return m >= KEEL_CACHE_WRITEBACK && m <= KEEL_CACHE_UNSAFE; }
+// The cache mode as the integer the caller stored: C may put any int in an enum field, and
+// loading an out-of-range value as the C++ enum type is undefined behaviour (UBSan: -fsanitize=enum).
+long long raw_cache(const keel_open_options& o) {
+  std::underlying_type_t<keel_cache_mode> v;
+  static_assert(sizeof v == sizeof o.cache);
+  std::memcpy(&v, &o.cache, sizeof v);
+  return static_cast<long long>(v);
+}
+bool valid_cache(long long m) { return m >= KEEL_CACHE_WRITEBACK && m <= KEEL_CACHE_UNSAFE; }
 
 }  // namespace
 
@@ -56,16 +65,15 @@ extern "C" keel_status keel_open(const char* path, const keel_open_options* give
     if (!path) return null_argument("path", error);
     if (!image) return null_argument("image", error);
     keel_open_options o = copy_options(given, keel_open_options_init);
-    if (!valid_cache(o.cache))
-      return report(KEEL_E_INVALID_ARGUMENT, EINVAL,
-                    "Invalid cache mode: " + std::to_string(static_cast<int>(o.cache)), error);
+    if (!valid_cache(raw_cache(o)))
+      return report(KEEL_E_INVALID_ARGUMENT, EINVAL, "Invalid cache mode: " + std::to_string(raw_cache(o)), error);
     auto handle = std::make_unique<keel_image>();
     handle->log = o.log;
     handle->log_context = o.log_context;
     keel::OpenOptions opts;
     if (o.format) opts.format = o.format;
     opts.read_only = o.read_only != 0;
-    opts.cache = static_cast<keel::CacheMode>(o.cache);  // same order as keel::CacheMode
+    opts.cache = static_cast<keel::CacheMode>(raw_cache(o));  // same order as keel::CacheMode
     opts.force_share = o.force_share != 0;
     opts.no_backing = o.no_backing != 0;
     if (o.log) {

@@ -92,7 +92,7 @@ Result<LuksCreateSpec> luks_spec_from_names(const std::string& cipher_alg, const
     return error(invalid(fmt::format("Parameter '{}' does not accept value '{}'", key, v)));
   };
   LuksCreateSpec s;
-  static const std::pair<const char*, LuksCipher> ciphers[] = {
+  const std::pair<const char*, LuksCipher> ciphers[] = {  // not static: no relocated data in libkeel (capi.no_global_state)
       {"aes-128", LuksCipher::kAes128}, {"aes-192", LuksCipher::kAes192}, {"aes-256", LuksCipher::kAes256},
       {"cast5-128", LuksCipher::kCast5_128}, {"serpent-128", LuksCipher::kSerpent128},
       {"serpent-192", LuksCipher::kSerpent192}, {"serpent-256", LuksCipher::kSerpent256},
@@ -111,7 +111,7 @@ Result<LuksCreateSpec> luks_spec_from_names(const std::string& cipher_alg, const
   else if (ivgen_alg == "plain64") s.ivgen = LuksIvgen::kPlain64;
   else if (ivgen_alg == "essiv") s.ivgen = LuksIvgen::kEssiv;
   else return bad("ivgen-alg", ivgen_alg);
-  static const std::pair<const char*, LuksHash> hashes[] = {
+  const std::pair<const char*, LuksHash> hashes[] = {
       {"md5", LuksHash::kMd5}, {"sha1", LuksHash::kSha1}, {"sha224", LuksHash::kSha224},
       {"sha256", LuksHash::kSha256}, {"sha384", LuksHash::kSha384}, {"sha512", LuksHash::kSha512},
       {"ripemd160", LuksHash::kRipemd160}};
