@@ -257,21 +257,26 @@ struct GatedSyncFile : BlockFile {
   std::string name() const override { return f->name(); }
 };
 
+// Opens img with its file wrapped in a GatedSyncFile (*gated points at it).
+Result<std::unique_ptr<Image>> open_gated(const std::string& img, GatedSyncFile** gated) {
+  OpenOptions o;
+  o.file_opener = [gated](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
+    auto f = open_posix_file(path, fo);
+    if (!f) return f;
+    auto g = std::make_unique<GatedSyncFile>();
+    g->f = std::move(*f);
+    *gated = g.get();
+    return std::unique_ptr<BlockFile>(std::move(g));
+  };
+  return Image::open(img, o);
+}
+
 TEST(EngineCore, OverwritesAndReadsFlowWhileAFlushSyncs) {
   TempDir d;
   const std::string img = d.path("o.qcow2");
   ASSERT_EQ(run("qemu-img create -q -f qcow2 " + q(img) + " 16M").exit_code, 0);
   GatedSyncFile* gated = nullptr;
-  OpenOptions o;
-  o.file_opener = [&](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
-    auto f = open_posix_file(path, fo);
-    if (!f) return f;
-    auto g = std::make_unique<GatedSyncFile>();
-    g->f = std::move(*f);
-    gated = g.get();
-    return std::unique_ptr<BlockFile>(std::move(g));
-  };
-  auto im = Image::open(img, o);
+  auto im = open_gated(img, &gated);
   ASSERT_TRUE(im) << im.error().message();
   std::vector<uint8_t> a(65536, 0xaa), b(4096, 0xbb);
   ASSERT_TRUE((*im)->write(0, a, false).is_ok());
@@ -317,16 +322,7 @@ TEST(EngineCore, AllocatingWritesFlowWhileAFlushSyncsItsLinks) {
   const std::string img = d.path("l.qcow2");
   ASSERT_EQ(run("qemu-img create -q -f qcow2 " + q(img) + " 4G").exit_code, 0);
   GatedSyncFile* gated = nullptr;
-  OpenOptions o;
-  o.file_opener = [&](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
-    auto f = open_posix_file(path, fo);
-    if (!f) return f;
-    auto g = std::make_unique<GatedSyncFile>();
-    g->f = std::move(*f);
-    gated = g.get();
-    return std::unique_ptr<BlockFile>(std::move(g));
-  };
-  auto im = Image::open(img, o);
+  auto im = open_gated(img, &gated);
   ASSERT_TRUE(im) << im.error().message();
   std::vector<uint8_t> a(65536, 0xaa), b(4096, 0xbb), c(8192, 0xcc);
   ASSERT_TRUE((*im)->write(0, a, false).is_ok());
