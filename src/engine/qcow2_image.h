@@ -395,10 +395,13 @@ class Qcow2Image final : public Image {
   // cache-clean-interval: a thread that drops cache entries unused for an interval.
   uint64_t clean_interval_s_ = 0;  // set at open
   std::thread cleaner_;
-  std::condition_variable_any cleaner_cv_;  // waits on mu_
-  bool cleaner_stop_ KEEL_GUARDED_BY(mu_) = false;
+  // The cleaner sleeps on its own mutex and takes mu_ only to clean, so it never contends with
+  // requests (map_direct only tries mu_) while it waits.
+  std::mutex cleaner_mu_;
+  std::condition_variable cleaner_cv_;
+  bool cleaner_stop_ = false;  // guarded by cleaner_mu_
   void start_cleaner();
-  void stop_cleaner() KEEL_EXCLUDES(mu_);
+  void stop_cleaner();
   Mutex grow_mu_;
   uint64_t open_size_ KEEL_GUARDED_BY(grow_mu_) = 0;  // the file's size at open
   uint64_t grown_to_ KEEL_GUARDED_BY(grow_mu_) = 0;   // how far grow_ahead has extended the file

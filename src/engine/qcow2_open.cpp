@@ -326,16 +326,15 @@ ImageInfo Qcow2Image::info() {
 void Qcow2Image::start_cleaner() {
   if (clean_interval_s_ == 0) return;
   cleaner_ = std::thread([this] {
-    MutexLock lk(mu_);
-    while (!cleaner_stop_) {
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(clean_interval_s_);
-      cleaner_cv_.wait_until(mu_, deadline, [&] {
-        mu_.assert_held();
-        return cleaner_stop_;
-      });
-      if (cleaner_stop_) break;
-      l2_cache_.drop_unused();
-      rb_cache_.drop_unused();
+    std::unique_lock<std::mutex> l(cleaner_mu_);
+    while (!cleaner_cv_.wait_for(l, std::chrono::seconds(clean_interval_s_), [&] { return cleaner_stop_; })) {
+      l.unlock();
+      {
+        MutexLock lk(mu_);
+        l2_cache_.drop_unused();
+        rb_cache_.drop_unused();
+      }
+      l.lock();
     }
   });
 }
@@ -343,7 +342,7 @@ void Qcow2Image::start_cleaner() {
 void Qcow2Image::stop_cleaner() {
   if (!cleaner_.joinable()) return;
   {
-    MutexLock lk(mu_);
+    std::lock_guard<std::mutex> l(cleaner_mu_);
     cleaner_stop_ = true;
   }
   cleaner_cv_.notify_all();
