@@ -144,7 +144,12 @@ Status Qcow2Image::read(uint64_t offset, std::span<uint8_t> buf) {
   // Every cluster's mapping under one hold of the lock, then the data without it: clusters
   // whose data lies back to back in the file are read with one call, as QEMU does.
   const uint64_t first = offset >> cbits_, last = (offset + buf.size() - 1) >> cbits_;
-  std::vector<Mapping> maps(last - first + 1);
+  // Most reads touch one or two clusters: their mappings stay on the stack (no allocation per
+  // request on the read path).
+  Mapping inline_maps[4];
+  std::vector<Mapping> heap_maps;
+  if (last - first + 1 > std::size(inline_maps)) heap_maps.resize(last - first + 1);
+  Mapping* maps = heap_maps.empty() ? inline_maps : heap_maps.data();
   {
     MutexLock lk(mu_);
     // prefetch_l2 may release the lock: every table first, then one pass that does not.
