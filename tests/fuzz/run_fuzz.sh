@@ -17,7 +17,12 @@ STATS=$BUILD/fuzz-stats.tsv
 [ -f "$STATS" ] || printf 'date\ttarget\tseconds\texecs\tstatus\tfindings\n' >"$STATS"
 
 if [ ! -d "$BUILD/corpus/seeds" ]; then
-  bash "$HERE/make_corpus.sh" "$BUILD/corpus/seeds.tmp" >/dev/null && mv "$BUILD/corpus/seeds.tmp" "$BUILD/corpus/seeds"
+  # A seed builder that fails part way (a QEMU tool missing or misbehaving) still leaves the seeds
+  # it made; the targets run from those, their saved findings and the dictionaries.
+  bash "$HERE/make_corpus.sh" "$BUILD/corpus/seeds.tmp" >/dev/null ||
+    echo "run_fuzz: warning: make_corpus.sh failed; fuzzing from the seeds it made" >&2
+  mkdir -p "$BUILD/corpus/seeds.tmp"
+  mv "$BUILD/corpus/seeds.tmp" "$BUILD/corpus/seeds"
 fi
 
 failed=0
@@ -27,7 +32,8 @@ for t in "${TARGETS[@]}"; do
   [ -x "$bin" ] || { echo "run_fuzz: $bin not built (make fuzz-build)" >&2; exit 2; }
   corpus=$BUILD/corpus/$t findings=$BUILD/findings/$t log=$BUILD/fuzz-$t.log
   mkdir -p "$corpus" "$findings"
-  dirs=("$corpus" "$BUILD/corpus/seeds/$t")
+  dirs=("$corpus")
+  [ -d "$BUILD/corpus/seeds/$t" ] && dirs+=("$BUILD/corpus/seeds/$t")
   [ -d "$HERE/regress/$t" ] && dirs+=("$HERE/regress/$t")
   dict=$HERE/qcow2.dict; [ "$t" = nbd ] && dict=$HERE/nbd.dict
   before=$(find "$findings" -type f | wc -l)

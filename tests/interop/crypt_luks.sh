@@ -10,13 +10,8 @@
 set -euo pipefail
 source "$(dirname "$(realpath "$0")")/cli_lib.bash"
 
-# qemu-img's PBKDF2 calibration now and then fails ("Unable to get accurate CPU usage"): a
-# qemu-img create of a LUKS image is retried.
 qcreate_luks() {
-  local try
-  for try in 1 2 3 4; do
-    qemu-img create "$@" 2>"$T/create.err" >/dev/null && { pass; return 0; }
-  done
+  qemu_img_create_luks "$@" 2>"$T/create.err" >/dev/null && { pass; return 0; }
   fail "qemu-img create $*: $(cat "$T/create.err")"
 }
 

@@ -23,7 +23,7 @@ EO=encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10
 say "create: the Formatting line, then QEMU opens the image"
 run_ok "keel create" "$KEEL" create -f qcow2 "${SEC[@]}" -o "$EO" k.qcow2 8M
 kline=$(cat "$T/last.out")
-for try in 1 2 3 4; do qemu-img create -f qcow2 "${SEC[@]}" -o "$EO" q.qcow2 8M >q.line 2>/dev/null && break; done
+qemu_img_create_luks -f qcow2 "${SEC[@]}" -o "$EO" q.qcow2 8M >q.line 2>q.err || fail "qemu-img create: $(cat q.err)"
 same_text "Formatting line" "$(sed 's/q.qcow2/k.qcow2/' q.line)" "$kline"
 qemu-img info k.qcow2 >info.txt || fail "qemu-img info of a keel-made LUKS image"
 grep -q "cipher alg: aes-256" info.txt && grep -q "cipher mode: xts" info.txt && grep -q "encrypted: yes" info.txt ||

@@ -21,12 +21,8 @@ for spec in "0 1024" "3000 77" "5000 1500"; do
 done
 IMG=$T/e.qcow2
 OPTS="driver=qcow2,file.filename=$IMG,encrypt.key-secret=sec0"
-# qemu-img's PBKDF2 calibration now and then fails ("Unable to get accurate CPU usage"): retry.
-for try in 1 2 3 4; do
-  qemu-img create -q -f qcow2 "${SEC[@]}" -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 \
-    "$IMG" $SIZE 2>"$T/create.err" && break
-  [ $try -lt 4 ] || fail "qemu-img create: $(cat "$T/create.err")"
-done
+qemu_img_create_luks -q -f qcow2 "${SEC[@]}" -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 \
+  "$IMG" $SIZE 2>"$T/create.err" || fail "qemu-img create: $(cat "$T/create.err")"
 
 echo "== a wrong secret is refused at startup"
 if "$KEEL" serve -k "$T/x.sock" --object secret,id=sec0,data=nope --image-opts "$OPTS" 2>"$T/err.txt"; then

@@ -1,6 +1,7 @@
 # Shared by the nbd_*.sh scripts: a scratch directory and the servers to kill at exit, and the
 # failure report with the server's log.
 #   source nbd_lib.bash; nbd_setup NAME      -> $T (removed at exit), $PIDS (killed at exit)
+source "$(dirname "${BASH_SOURCE[0]}")/qemu_luks.bash"
 
 nbd_setup() {
   T=$(mktemp -d "/tmp/keel-nbd-$1.XXXXXX")
