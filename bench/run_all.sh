@@ -10,7 +10,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 KEEL=$(realpath "${1:-$HERE/../build/keel}")
 OUT=${BENCH_OUT:-${BENCH_DIR:-/tmp/keel-bench}/results}
 mkdir -p "$OUT"
-for name in img_bench alloc_scaling chain_bench convert_check_bench nbd_bench serve_rss; do
+for name in img_bench alloc_scaling chain_bench convert_check_bench aio_bench nbd_bench serve_rss; do
   echo "=== $name (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   bash "$HERE/$name.sh" "$KEEL" 2>&1 | tee "$OUT/$name.txt"
 done

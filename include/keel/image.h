@@ -157,13 +157,16 @@ class AllocGate;  // engine-internal (src/engine/alloc_gate.h)
 
 // One host range of a direct I/O: `length` bytes at `host_offset` of file descriptor `fd`.
 struct DirectSegment {
-  int fd = -1;
+  int fd = -1;  // -1: no I/O, the range reads as zeros (reads only: unallocated or zero clusters)
   uint64_t host_offset = 0;
   uint64_t length = 0;
+  bool zeros() const { return fd < 0; }
 };
 
 // A guest request that Image::map_direct() resolved to host file ranges: the caller reads or
-// writes them itself (io_uring) instead of calling read()/write(). While the ticket lives it
+// writes them itself (io_uring) instead of calling read()/write(). A read may also hold ranges
+// that read as zeros (DirectSegment::zeros(): unallocated clusters of an image without a backing
+// file, zero clusters); the caller fills those with zeros. While the ticket lives it
 // holds the image's allocation gate shared, so no flush, freeing of a discarded cluster,
 // snapshot or resize can re-map or reuse those clusters under the I/O in flight; destroy it (or
 // call release()) once the I/O has completed. Move-only; no allocation.
@@ -188,6 +191,8 @@ class DirectIo {
   // --- for Image implementations ---
   // Appends a host range, merging it with the previous one when contiguous; false when full.
   bool add(int fd, uint64_t host_offset, uint64_t length);
+  // Appends a range that reads as zeros (no I/O), merged likewise; false when full.
+  bool add_zeros(uint64_t length) { return add(-1, 0, length); }
   void set_alignment(uint32_t a) { alignment_ = a; }
   // The ticket now holds `gate` shared (already entered) and leaves it on release().
   void hold(AllocGate* gate) { gate_ = gate; }
@@ -322,6 +327,10 @@ struct CreateOptions {
   std::string data_file;
   bool data_file_raw = false;
   std::optional<EncryptCreateOptions> encrypt;  // a LUKS-encrypted qcow2 image
+  // fdatasync the new file(s) before returning. False only where the caller then writes the image
+  // with cache=unsafe, so nothing it writes is made durable either (convert's default, as in
+  // qemu-img, which does not sync a raw target it creates).
+  bool durable = true;
   FileOpener file_opener;  // for tests
 };
 

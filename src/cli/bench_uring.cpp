@@ -142,19 +142,26 @@ class UringBench {
     io_uring_sqe_set_data64(e, kEventTag);
   }
 
-  // Starts the next request in slot i, if any is left.
+  // Starts the next request in slot i, if any is left. Requests that need no I/O (length 0, or a
+  // read of holes only) complete here, in a loop rather than by recursion.
   void issue(size_t i) {
-    if (next_ >= spec_.count || !failure_.empty()) return;
+    while (issue_one(i)) {
+    }
+  }
+
+  // Starts one request in slot i; true when it already completed (the slot is free again).
+  bool issue_one(size_t i) {
+    if (next_ >= spec_.count || !failure_.empty()) return false;
     Slot& s = slots_[i];
     s.offset = request_offset(next_++);
     const uint64_t len = spec_.buffer_size;
     if (s.offset > size_ || size_ - s.offset < len) {
       failure_ = "Failed request: Input/output error";
-      return;
+      return false;
     }
     if (len == 0) {
       ++completed_;
-      return issue(i);
+      return true;
     }
     if (auto t = image_.map_direct(s.offset, len, spec_.write); t && 4096 % t->alignment() == 0) {
       s.ticket = std::move(*t);
@@ -164,6 +171,12 @@ class UringBench {
       ++direct_in_flight_;
       uint64_t pos = 0;
       for (const DirectSegment& seg : s.ticket.segments()) {
+        if (seg.zeros()) {  // a hole or zero cluster of a read: no I/O
+          std::memset(s.buf + pos, 0, seg.length);
+          s.bytes += seg.length;
+          pos += seg.length;
+          continue;
+        }
         io_uring_sqe* e = sqe();
         if (spec_.write) {
           io_uring_prep_write(e, seg.fd, s.buf + pos, static_cast<unsigned>(seg.length), seg.host_offset);
@@ -174,9 +187,15 @@ class UringBench {
         pos += seg.length;
         ++s.pending;
       }
-      return;
+      if (s.pending > 0) return false;
+      --direct_in_flight_;
+      s.ticket.release();
+      ++direct_;
+      ++completed_;
+      return true;
     }
     to_helper(i);
+    return false;
   }
 
   void to_helper(size_t i) {

@@ -216,6 +216,7 @@ int run_convert(const ConvertArgs& a) {
                               create.error().message()));
       return 1;
     }
+    create->durable = a.dst_cache != "unsafe";
     Status st = create_image(dst, *create);
     if (!st.is_ok()) {
       print_error(fmt::format("{}: error while converting {}: {}", dst, a.dst_format, st.message()));

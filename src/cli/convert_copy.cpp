@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -153,20 +155,25 @@ class Copier {
   // ---- Running -------------------------------------------------------------------------------
 
   void worker() {
-    std::vector<uint8_t> buf;
+    // Page-aligned and not zero-filled: the kernel copies from the page cache into this buffer
+    // at full speed only when the destination is aligned (a std::vector's data sits 16 bytes
+    // into its page; perf showed _copy_to_iter at 45% of convert's samples with one).
+    std::unique_ptr<uint8_t, decltype(&std::free)> buf(
+        static_cast<uint8_t*>(std::aligned_alloc(4096, kChunkBytes)), &std::free);
+    if (!buf) {
+      fail(0, Status(Code::kIo, "out of memory", ENOMEM), false);
+      return;
+    }
     for (;;) {
       size_t i = next_task_.fetch_add(1);
       if (i >= tasks_.size() || stopped()) return;
       const Span& t = tasks_[i];
       const bool zero = t.kind == Kind::kZero;
-      if (!zero) {
-        buf.resize(t.length);
-        if (!read_concat(t.offset, buf.data(), t.length)) return;
-      }
+      if (!zero && !read_concat(t.offset, buf.get(), t.length)) return;
       if (!wait_turn(i)) return;
       bool ok = zero ? zero_range(t.offset, t.length)
-                : opts_.compress ? write_compressed(t.offset, buf.data(), t.length)
-                : write_sparse(t.offset, buf.data(), t.length);
+                : opts_.compress ? write_compressed(t.offset, buf.get(), t.length)
+                : write_sparse(t.offset, buf.get(), t.length);
       end_turn(i);
       if (!ok) return;
       advance(t.length);

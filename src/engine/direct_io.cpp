@@ -26,7 +26,7 @@ void DirectIo::release() {
 bool DirectIo::add(int fd, uint64_t host_offset, uint64_t length) {
   if (count_ > 0) {
     DirectSegment& last = segs_[count_ - 1];
-    if (last.fd == fd && last.host_offset + last.length == host_offset) {
+    if (last.fd == fd && (fd < 0 || last.host_offset + last.length == host_offset)) {
       last.length += length;
       return true;
     }

@@ -96,7 +96,7 @@ Status create_image(const std::string& path, const CreateOptions& opts) {
       for (uint64_t off = 0; off < opts.size; off += zeros.size())
         KEEL_TRY((*file)->write_at(off, {zeros.data(), std::min<uint64_t>(zeros.size(), opts.size - off)}));
     }
-    return (*file)->sync();
+    return opts.durable ? (*file)->sync() : Status::ok();
   }
   if (opts.format != "qcow2") return invalid(fmt::format("Unknown file format '{}'", opts.format));
   return create_qcow2_image(path, opts);

@@ -131,7 +131,7 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& in) {
                             : open_posix_file(resolve_relative(path, o.data_file), fo);
     if (!df) return df.error();
     if (o.data_file_raw) KEEL_TRY((*df)->truncate(o.size));
-    KEEL_TRY((*df)->sync());
+    if (o.durable) KEEL_TRY((*df)->sync());
   }
   auto file = o.file_opener ? o.file_opener(path, fo) : open_posix_file(path, fo);
   if (!file) return file.error();
@@ -147,7 +147,7 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& in) {
     luks_region.resize(luks_clusters * cs, 0);
     KEEL_TRY(f.write_at(h.crypto_offset, luks_region));
   }
-  KEEL_TRY(f.sync());
+  if (o.durable) KEEL_TRY(f.sync());
   file->reset();
   if (o.preallocation == Preallocation::kOff || o.size == 0) return Status::ok();
 

@@ -12,6 +12,8 @@
 // A write is checked against the metadata map like any guest write (a hit marks the image
 // corrupt; the engine path then reports it).
 // Non-blocking: mu_ and data_gate_ are only tried; an L2 table not in the cache is a miss.
+// Reads of zero clusters, and of unallocated ones without a backing file, map to zero ranges:
+// no I/O at all, so a sparse image's holes never take a thread hop.
 #include "engine/qcow2_image.h"
 
 namespace keel {
@@ -44,6 +46,11 @@ std::optional<DirectIo> Qcow2Image::map_direct(uint64_t offset, uint64_t length,
     const uint64_t l1i = gc / l2_entries_, l2i = gc % l2_entries_;
     if (l1i >= l1_.size()) return std::nullopt;
     const uint64_t l2off = l1_[l1i] & kOffsetMask;
+    if (l2off == 0 && zero_read_ok(write, ClusterType::kUnallocated)) {
+      if (!io.add_zeros(n)) return std::nullopt;
+      pos += n;
+      continue;
+    }
     if (l2off == 0 || l2off % cs_ != 0) return std::nullopt;
     L2Ref t = l2_cache_.find(l2off);
     if (!t) return std::nullopt;  // a miss: loading it would block
@@ -51,6 +58,11 @@ std::optional<DirectIo> Qcow2Image::map_direct(uint64_t offset, uint64_t length,
     m.entry = t->words[l2i * l2_words_];
     if (ext_l2_) m.bitmap = t->words[l2i * 2 + 1];
     m.type = classify_l2(m.entry, ext_l2_);
+    if (zero_read_ok(write, m.type)) {
+      if (!io.add_zeros(n)) return std::nullopt;
+      pos += n;
+      continue;
+    }
     // The engine's own checks (lookup) reject odd entries; leave those to it.
     if (m.type != ClusterType::kNormal || m.host() % cs_ != 0) return std::nullopt;
     if (has_external_data() ? (header_.data_file_raw() && m.host() != gc * cs_) : m.host() == 0)
@@ -67,6 +79,15 @@ std::optional<DirectIo> Qcow2Image::map_direct(uint64_t offset, uint64_t length,
     pos += n;
   }
   return io;
+}
+
+// A read of a cluster of this type returns zeros without I/O, exactly as the engine's read does:
+// zero clusters always; unallocated ones when there is no backing file to read through. Extended
+// L2 (per-subcluster states) and external data files are left to the engine.
+bool Qcow2Image::zero_read_ok(bool write, ClusterType type) const {
+  if (write || ext_l2_ || has_external_data()) return false;
+  if (type == ClusterType::kZeroPlain || type == ClusterType::kZeroAlloc) return true;
+  return type == ClusterType::kUnallocated && !backing_;
 }
 
 }  // namespace keel

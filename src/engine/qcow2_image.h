@@ -104,6 +104,7 @@ class Qcow2Image final : public Image {
   Status write_compressed(uint64_t offset, std::span<const uint8_t> cluster) override;
   Result<Extent> block_status(uint64_t offset, uint64_t max_length) override;
   std::optional<DirectIo> map_direct(uint64_t offset, uint64_t length, bool write) override;  // qcow2_direct.cpp
+  bool zero_read_ok(bool write, format::ClusterType type) const KEEL_REQUIRES(mu_);  // qcow2_direct.cpp
   ImageInfo info() override;
   Image* backing() override { return backing_.get(); }
   Status close() override;

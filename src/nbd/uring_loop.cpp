@@ -85,7 +85,8 @@ struct UringLoop::State {
     bool write = false;
     // The reply: either hdr + buf[0, data_len) (direct requests) or `reply` (worker, errors).
     bool direct_reply = false;
-    uint8_t hdr[kChunkHeaderBytes + 8];
+    bool zeros_only = false;  // a direct READ of holes and zero clusters only: no I/O at all
+    uint8_t hdr[kChunkHeaderBytes + 12];
     size_t hdr_len = 0;
     size_t data_len = 0;
     Reply reply;
@@ -385,7 +386,18 @@ struct UringLoop::State {
     s.disk_pending = 0;
     s.disk_bytes = 0;
     s.disk_failed = false;
+    s.zeros_only = !s.write;
+    for (const DirectSegment& seg : s.ticket.segments())
+      if (!seg.zeros()) s.zeros_only = false;
+    // Replied to as one OFFSET_HOLE chunk (direct_complete): the buffer is not sent.
+    const bool hole_reply = s.zeros_only && ctx.session.structured_replies && !(s.h.flags & kCmdFlagDf);
     for (const DirectSegment& seg : s.ticket.segments()) {
+      if (seg.zeros()) {  // a hole or zero cluster of a read: no I/O
+        if (!hole_reply) std::memset(s.buf.data + pos, 0, seg.length);
+        s.disk_bytes += seg.length;
+        pos += seg.length;
+        continue;
+      }
       io_uring_sqe* e = sqe();
       if (s.write) {
         io_uring_prep_write(e, seg.fd, s.buf.data + pos, static_cast<unsigned>(seg.length), seg.host_offset);
@@ -396,6 +408,7 @@ struct UringLoop::State {
       pos += seg.length;
       ++s.disk_pending;
     }
+    if (s.disk_pending == 0) direct_complete(i);
   }
 
   // Disk completions of one request's segments arrive in any order: count them, then finish.
@@ -407,6 +420,12 @@ struct UringLoop::State {
       s.disk_bytes += static_cast<uint64_t>(res);
     }
     if (--s.disk_pending > 0) return;
+    direct_complete(i);
+  }
+
+  // Every segment of a direct request is done: reply, or redo it on a worker.
+  void direct_complete(uint32_t i) {
+    Slot& s = slots[i];
     s.ticket.release();
     if (s.disk_failed || s.disk_bytes != s.h.length) {
       // An error or a short transfer (a read at the end of the file): the engine path redoes
@@ -422,6 +441,21 @@ struct UringLoop::State {
       put_be32(s.hdr + 4, 0);
       put_be64(s.hdr + 8, cookie);
       s.hdr_len = kSimpleReplyHeaderBytes;
+      s.data_len = 0;
+      s.direct_reply = true;
+      queue_reply(i);
+      return;
+    }
+    if (ctx.session.structured_replies && s.zeros_only && !(s.h.flags & kCmdFlagDf)) {
+      // As the engine path replies for a hole: one OFFSET_HOLE chunk, no payload.
+      put_be32(s.hdr, kStructuredReplyMagic);
+      put_be16(s.hdr + 4, kReplyFlagDone);
+      put_be16(s.hdr + 6, kChunkOffsetHole);
+      put_be64(s.hdr + 8, cookie);
+      put_be32(s.hdr + 16, 12);
+      put_be64(s.hdr + 20, s.h.offset);
+      put_be32(s.hdr + 28, static_cast<uint32_t>(s.h.length));
+      s.hdr_len = kChunkHeaderBytes + 12;
       s.data_len = 0;
       s.direct_reply = true;
       queue_reply(i);

@@ -1,8 +1,9 @@
 // Proves Image::map_direct hands out only host ranges the engine itself would read or overwrite
 // in place (checked by pread/pwrite on the returned fd against Image::read and qemu-img check),
-// refuses everything that needs the engine (unallocated, zero, shared after a snapshot, an L2
-// table not in the cache, read-only, tracked bitmaps, subclusters not allocated), and that its
-// ticket holds off a flush until released.
+// maps reads of holes and zero clusters to zero ranges only where the engine reads zeros (no
+// backing file), refuses everything that needs the engine (allocating writes, holes over a
+// backing file, shared after a snapshot, an L2 table not in the cache, read-only, tracked
+// bitmaps, subclusters not allocated), and that its ticket holds off a flush until released.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -32,8 +33,10 @@ std::vector<uint8_t> pread_ticket(const DirectIo& io) {
   std::vector<uint8_t> out;
   for (const DirectSegment& s : io.segments()) {
     std::vector<uint8_t> b(s.length);
-    EXPECT_EQ(::pread(s.fd, b.data(), b.size(), static_cast<off_t>(s.host_offset)),
-              static_cast<ssize_t>(b.size()));
+    if (!s.zeros()) {
+      EXPECT_EQ(::pread(s.fd, b.data(), b.size(), static_cast<off_t>(s.host_offset)),
+                static_cast<ssize_t>(b.size()));
+    }
     out.insert(out.end(), b.begin(), b.end());
   }
   return out;
@@ -47,9 +50,22 @@ TEST(Qcow2Direct, ReadsAndOverwritesOfAllocatedClustersMapToTheirHostBytes) {
   auto data = pattern(256 * 1024, 7);
   ASSERT_TRUE(im->write(1 << 20, data).is_ok());
 
-  EXPECT_FALSE(im->map_direct(0, 4096, false));        // unallocated: the engine's job
   EXPECT_FALSE(im->map_direct(0, 4096, true));         // an allocating write
-  EXPECT_FALSE(im->map_direct((1 << 20) - 4096, 8192, false));  // half unallocated
+  {
+    auto hole = im->map_direct(0, 4096, false);        // a hole, no backing file: zeros, no I/O
+    ASSERT_TRUE(hole);
+    ASSERT_EQ(hole->segments().size(), 1u);
+    EXPECT_TRUE(hole->segments()[0].zeros());
+    auto half = im->map_direct((1 << 20) - 4096, 8192, false);  // half hole, half data
+    ASSERT_TRUE(half);
+    ASSERT_EQ(half->segments().size(), 2u);
+    EXPECT_TRUE(half->segments()[0].zeros());
+    EXPECT_FALSE(half->segments()[1].zeros());
+    auto got = pread_ticket(*half);
+    std::vector<uint8_t> want(4096, 0);
+    want.insert(want.end(), data.begin(), data.begin() + 4096);
+    EXPECT_EQ(got, want);
+  }
 
   auto r = im->map_direct((1 << 20) + 4096, 200 * 1024, false);
   ASSERT_TRUE(r);
@@ -87,7 +103,11 @@ TEST(Qcow2Direct, SharedClustersZerosAndReadOnlyImagesTakeTheEnginePath) {
     ASSERT_TRUE(im->write(0, pattern(65536, 1)).is_ok());
     ASSERT_TRUE(im->write_zeroes(65536, 65536, ZeroFlags{}).is_ok());
     EXPECT_TRUE(im->map_direct(0, 4096, true));
-    EXPECT_FALSE(im->map_direct(65536, 4096, false));  // a zero cluster
+    auto z = im->map_direct(65536, 4096, false);  // a zero cluster reads as zeros, no I/O
+    ASSERT_TRUE(z);
+    EXPECT_TRUE(z->segments()[0].zeros());
+    z->release();
+    EXPECT_FALSE(im->map_direct(65536, 4096, true));  // writing it allocates: the engine's job
     ASSERT_TRUE(im->snapshot_create("s1").is_ok());
     EXPECT_TRUE(im->map_direct(0, 4096, false));   // still readable in place
     EXPECT_FALSE(im->map_direct(0, 4096, true));   // shared with the snapshot: COW needed
@@ -102,6 +122,35 @@ TEST(Qcow2Direct, SharedClustersZerosAndReadOnlyImagesTakeTheEnginePath) {
   ASSERT_TRUE(ro->read(0, one).is_ok());          // the engine loads it
   EXPECT_TRUE(ro->map_direct(0, 4096, false));
   EXPECT_FALSE(ro->map_direct(0, 4096, true));
+}
+
+TEST(Qcow2Direct, HolesOverABackingFileTakeTheEnginePathZeroClustersDoNot) {
+  TempDir dir;
+  std::string base = make_image(dir);
+  {
+    auto b = open_rw(base);
+    ASSERT_TRUE(b);
+    ASSERT_TRUE(b->write(0, pattern(4 * 65536, 5)).is_ok());
+    ASSERT_TRUE(b->close().is_ok());
+  }
+  std::string top = dir.path("t.qcow2");
+  CreateOptions co;
+  co.size = 16ull << 20;
+  co.backing_file = base;
+  co.backing_format = "qcow2";
+  ASSERT_TRUE(create_image(top, co).is_ok());
+  auto im = open_rw(top);
+  ASSERT_TRUE(im);
+  ASSERT_TRUE(im->write_zeroes(65536, 65536, ZeroFlags{}).is_ok());
+  EXPECT_FALSE(im->map_direct(0, 4096, false));       // the backing file's data: the engine reads it
+  EXPECT_FALSE(im->map_direct(1 << 20, 4096, false)); // an unallocated entry: the same
+  auto z = im->map_direct(65536, 4096, false);        // a zero cluster hides the backing data
+  ASSERT_TRUE(z);
+  EXPECT_TRUE(z->segments()[0].zeros());
+  z->release();
+  std::vector<uint8_t> back(4096);
+  ASSERT_TRUE(im->read(65536, back).is_ok());
+  EXPECT_EQ(back, std::vector<uint8_t>(4096, 0));
 }
 
 TEST(Qcow2Direct, TrackedBitmapsKeepWritesOnTheEnginePath) {
