@@ -39,6 +39,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/tls_object.h"
 #include "cli/util.h"
 #include "keel/image.h"
@@ -366,15 +367,20 @@ int run_serve(ServeArgs a) {
   OpenOptions opts;
   opts.format = a.format;
   opts.read_only = a.read_only;
-  if (a.image_opts) {  // driver=qcow2,file.filename=F[,encrypt.key-secret=ID][,overlap-check...]
+  {  // --image-opts strings and json:, file:, null-co:// names (cli/image_name.h)
     OpenFlags f;
+    f.image_opts = a.image_opts;
     std::string spec = a.file;
-    if (Status st = parse_image_opts(spec, &f, &a.file); !st.is_ok()) {
-      print_error(st.message());
+    auto path = resolve_image_name(spec, &f);
+    if (!path) {
+      print_error(path.error().message());
       return 1;
     }
+    a.file = *path;
     if (!f.format.empty()) opts.format = f.format;
     opts.qcow2_options = f.qcow2_options;
+    opts.file_opener = f.file_opener;
+    if (f.force_share) opts.force_share = true;
     if (!f.key_secret.empty()) {
       auto secret = secret_from_objects(a.objects, f.key_secret);
       if (!secret) {
