@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Proves keel takes NBD exports as images as qemu-img and qemu-io do (nbd+unix://, nbd://,
 # nbd:unix:, nbd:HOST:PORT and json: driver=nbd names, through libnbd): info, map, compare,
-# convert, measure and io on the same qemu-nbd export print the same lines and exit codes, and
-# writes land in the export.
+# convert, measure and io on the same qemu-nbd export print the same lines and exit codes, writes
+# land in the export; and that keel serve -L lists exports as qemu-nbd -L does and keel serve
+# --offset exports a raw image from an offset as qemu-nbd --offset does.
 # Usage: bash parity_nbd_names.sh /path/to/keel
 set -euo pipefail
 HERE=$(dirname "$(realpath "$0")")
@@ -83,5 +84,44 @@ run_ok "keel io writes over NBD" "$KEEL" io -c 'write -P 0x55 4k 100k' -c 'write
 kill "${PIDS[-1]}" "${PIDS[-2]}"
 sleep 0.5
 same_content "writes over NBD" w.qcow2
+
+say "keel serve -L and qemu-nbd -L"
+list_twin() {
+  local desc=$1; shift
+  local qrc=0 krc=0
+  qemu-nbd -L "$@" >"$T/q.out" 2>"$T/q.err" || qrc=$?
+  "$KEEL" serve -L "$@" >"$T/k.out" 2>"$T/k.err" || krc=$?
+  [ $qrc -eq $krc ] || { cat "$T/q.err" "$T/k.err" >&2; fail "$desc: qemu-nbd -L exited $qrc, keel serve -L $krc"; }
+  sed -i 's/^qemu-nbd: /keel: /' "$T/q.err"
+  same_file "$desc: stdout" "$T/q.out" "$T/k.out"
+  same_file "$desc: stderr" "$T/q.err" "$T/k.err"
+}
+list_twin "-L of a qemu-nbd server (unix)" -k "$S"
+list_twin "-L of a qemu-nbd server (tcp)" -b 127.0.0.1 -p "$PORT"
+serve ks "$KEEL" serve -r -t -e 4 -f qcow2 -k "$T/ks.sock" -x kexp -D "a keel export" "$T/a.qcow2"
+list_twin "-L of a keel server" -k "$T/ks.sock"
+list_twin "-L, nothing listening" -k "$T/nope.sock"
+list_twin "-L with a file" -k "$S" "$T/a.qcow2"
+list_twin "-L with an export name" -k "$S" -x foo
+
+say "--offset on a raw image"
+qemu-img convert -O raw "$T/a.qcow2" "$T/r.raw"
+serve oq qemu-nbd -r -t -f raw -o 1048576 -k "$T/oq.sock" "$T/r.raw"
+serve ok "$KEEL" serve -r -t -f raw -o 1048576 -k "$T/ok.sock" "$T/r.raw"
+qemu-img info --output=json "nbd+unix:///?socket=$T/oq.sock" >"$T/oq.info"
+qemu-img info --output=json "nbd+unix:///?socket=$T/ok.sock" | sed "s|ok.sock|oq.sock|" >"$T/ok.info"
+same_file "--offset: the export's size" "$T/oq.info" "$T/ok.info"
+qemu-img convert -O raw "nbd+unix:///?socket=$T/oq.sock" "$T/oq.raw"
+qemu-img convert -O raw "nbd+unix:///?socket=$T/ok.sock" "$T/ok.raw"
+same_file "--offset: the export's bytes" "$T/oq.raw" "$T/ok.raw"
+qrc=0; krc=0
+qemu-nbd -o 1M -k "$T/y.sock" "$T/r.raw" 2>"$T/q.err" || qrc=$?
+"$KEEL" serve -o 1M -k "$T/y.sock" "$T/r.raw" 2>"$T/k.err" || krc=$?
+sed -i 's/^qemu-nbd: /keel: /' "$T/q.err"
+[ $qrc -eq $krc ] || fail "--offset 1M: qemu-nbd exited $qrc, keel serve $krc"
+same_file "--offset 1M: the message" "$T/q.err" "$T/k.err"
+rc=0; "$KEEL" serve -o 1048576 -k "$T/x.sock" "$T/a.qcow2" 2>"$T/k.err" || rc=$?
+[ $rc -eq 1 ] && grep -q "supports --offset for raw images only" "$T/k.err" || fail "--offset on qcow2: rc=$rc $(cat "$T/k.err")"
+pass
 
 finish
