@@ -22,6 +22,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/blkdebug.h"
 #include "cli/command.h"
 #include "io/nbd_file.h"
 #include "io/null_file.h"
@@ -91,7 +92,7 @@ Result<KeyValues> parse_opts_string(const std::string& spec) {
 }
 
 bool is_protocol_driver(const std::string& d) {
-  return d == "file" || d == "host_device" || d == "null-co" || d == "null-aio" || d == "nbd";
+  return d == "file" || d == "host_device" || d == "null-co" || d == "null-aio" || d == "nbd" || d == "blkdebug";
 }
 bool is_null_driver(const std::string& d) { return d == "null-co" || d == "null-aio"; }
 
@@ -108,6 +109,7 @@ struct Parsed {
   std::optional<uint64_t> null_size;
   std::optional<bool> direct, no_flush;
   std::string nbd_type, nbd_path, nbd_host, nbd_port, nbd_export;  // server.*, export (driver nbd)
+  BlkdebugSpec blkdebug;  // driver blkdebug: config, image, inject-error.*, set-state.*
 };
 
 // Opens `address` for the name the engine is given, local files for every other name (backing files).
@@ -168,6 +170,22 @@ Status apply_key(const std::string& key, const std::optional<std::string>& v, co
       return Status::ok();
     }
   }
+  if (driver == "blkdebug" || p->protocol == "blkdebug") {
+    const std::string k = key.rfind("file.", 0) == 0 ? key.substr(5) : key;
+    if (k == "config") {
+      p->blkdebug.config = value;
+      return Status::ok();
+    }
+    if (k == "image" || k == "image.filename" || k == "x-image") {
+      p->filename = value;
+      return Status::ok();
+    }
+    if ((k == "image.driver" && value == "file") || k == "align") return Status::ok();
+    if (k.rfind("inject-error.", 0) == 0 || k.rfind("set-state.", 0) == 0) {
+      p->blkdebug.keys.emplace_back(k, value);
+      return Status::ok();
+    }
+  }
   if (key == "file.size" || (key == "size" && is_null_driver(driver))) return null_size(key, v, p);
   if (key == "file.read-zeroes" || (key == "read-zeroes" && is_null_driver(driver))) return Status::ok();
   if (key == "file.locking" || (key == "locking" && top_is_protocol)) {
@@ -222,8 +240,10 @@ Result<std::string> apply_options(const KeyValues& kv, OpenFlags* f) {
   for (const auto& [k, v] : kv) KEEL_TRY_R(apply_key(k, v, driver, &p, f));
   if (is_protocol_driver(driver)) {
     p.protocol = driver;
-    f->shown_format = driver;
-    driver = "raw";  // the protocol node read as it is (info shows the protocol's name, as qemu-img)
+    if (driver != "blkdebug") f->shown_format = driver;
+    // The protocol node read as it is (qemu-img reports its format as the protocol's name);
+    // blkdebug's image is probed, as qemu-io does for blkdebug:CONFIG:IMAGE.
+    driver = driver == "blkdebug" ? "" : "raw";
   }
   if (f->format.empty()) f->format = driver;  // -f wins over the driver, as in qemu-img
   if (p.direct || p.no_flush) {
@@ -246,6 +266,12 @@ Result<std::string> apply_options(const KeyValues& kv, OpenFlags* f) {
                                               : fmt::format("Parameter 'server.type' does not accept value '{}'", p.nbd_type)));
     }
     return use_nbd(a, f);
+  }
+  if (p.protocol == "blkdebug") {
+    if (p.filename.empty()) return error(invalid("A block device must be specified for \"image\""));
+    p.blkdebug.image = p.filename;
+    KEEL_TRY_R(apply_blkdebug(p.blkdebug, f));
+    return p.filename;
   }
   if (is_null_driver(p.protocol)) {
     uint64_t size = p.null_size.value_or(kNullDefaultSize);
@@ -292,6 +318,12 @@ Result<std::string> resolve_image_name(const std::string& name, OpenFlags* flags
   } else if (name.rfind("file:", 0) == 0) {
     flags->display_name = name;
     return name.substr(5);
+  } else if (name.rfind("blkdebug:", 0) == 0) {
+    auto spec = parse_blkdebug_name(name);
+    if (!spec) return fail(spec.error());
+    if (Status st = apply_blkdebug(*spec, flags); !st.is_ok()) return fail(st);
+    flags->display_name = name;
+    return spec->image;
   } else if (name.rfind("null-co://", 0) == 0 || name.rfind("null-aio://", 0) == 0) {
     kv = KeyValues{{"driver", name.substr(0, name.find(':'))}, {"filename", name}};
     if (Result<std::string> path = apply_options(*kv, flags); path) return path;

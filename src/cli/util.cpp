@@ -498,6 +498,7 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
   o.qcow2_options = flags.qcow2_options;
   o.no_io = flags.no_io;
   o.file_opener = flags.file_opener;
+  o.observer = flags.observer.get();  // kept alive by the files the opener wraps
   if (!flags.key_secret.empty()) {
     auto secret = secret_from_objects(flags.objects, flags.key_secret);
     if (!secret) return error(secret.error());

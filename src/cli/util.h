@@ -132,6 +132,7 @@ struct OpenFlags {
   // The format qemu-img names for a protocol given as the top driver (json:{"driver":"nbd"}
   // reads "file format: nbd"); empty = the image's format.
   std::string shown_format;
+  std::shared_ptr<EventObserver> observer;  // blkdebug's rules (cli/blkdebug.h); null = none
 };
 
 // Parses an --image-opts string as QEMU does ("driver=qcow2,file.filename=t.qcow2,
