@@ -16,6 +16,7 @@
 //   cache-clean-interval        qcow2 runtime options, checked by the engine as QEMU does
 #include "cli/image_name.h"
 
+#include <cstdio>
 #include <memory>
 #include <utility>
 
@@ -326,8 +327,10 @@ Result<std::string> resolve_image_name(const std::string& name, OpenFlags* flags
     return spec->image;
   } else if (name.rfind("null-co://", 0) == 0 || name.rfind("null-aio://", 0) == 0) {
     kv = KeyValues{{"driver", name.substr(0, name.find(':'))}, {"filename", name}};
-    if (Result<std::string> path = apply_options(*kv, flags); path) return path;
-    else return fail(path.error());
+    Result<std::string> path = apply_options(*kv, flags);
+    if (!path) return fail(path.error());
+    flags->shown_format.clear();  // the filename form is probed (raw), as in qemu-img
+    return path;
   } else {
     auto nbd = parse_nbd_name(name);  // nbd://, nbd+unix://, nbd:unix:, nbd:HOST:PORT
     if (!nbd) return fail(nbd.error());
@@ -347,7 +350,10 @@ Result<std::string> resolve_image_name(const std::string& name, OpenFlags* flags
 std::optional<std::string> resolve_or_report(const std::string& name, OpenFlags* flags) {
   auto path = resolve_image_name(name, flags);
   if (!path) {
-    print_error(path.error().message());
+    // print_error's format, written here: this file is also compiled into the cli unit tests,
+    // which do not link main.cpp.
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: %s\n", program_name().c_str(), path.error().message().c_str());
     return std::nullopt;
   }
   return *path;
