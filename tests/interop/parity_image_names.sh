@@ -75,7 +75,8 @@ twin_run "missing file, file:" info file:nope
 twin_run "missing file, --image-opts" map --image-opts "$(opts nope.qcow2)"
 twin_run "bad cache-size" info "$(json a.qcow2 '"cache-size":"abc"')"
 twin_run "bad overlap-check" info --image-opts "$(opts a.qcow2 overlap-check=bogus)"
-twin_rc "not qcow2 (keel words the reason differently, as for plain names)" info --image-opts "$(opts r.raw)"
+twin_run "not qcow2" info --image-opts "$(opts r.raw)"
+twin_run "not qcow2 (plain name)" info -f qcow2 r.raw
 qrc=0; krc=0
 qemu-img info 'json:{bad' >/dev/null 2>"$T/q.err" || qrc=$?
 "$KEEL" info 'json:{bad' >/dev/null 2>"$T/k.err" || krc=$?
