@@ -11,6 +11,8 @@ pkgs=(cmake g++ make pkg-config git
       libgnutls28-dev gnutls-bin
       # encrypted qcow2 (LUKS): ciphers, hashes and PBKDF2 (src/crypto)
       nettle-dev
+      # NBD image names (nbd://, nbd+unix://, nbd:unix:) in every subcommand
+      libnbd-dev
       qemu-utils libnbd-bin fio python3
       # examples/python: the ctypes binding's test
       python3-pytest

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/util.h"
 
 namespace keel::cli {
@@ -26,8 +27,7 @@ struct AmendArgs {
   bool quiet = false;
   bool force = false;
   std::vector<std::string> options;
-  std::vector<std::string> objects;  // --object secret,... (encrypted images)
-  bool image_opts = false;
+  ImageNameArgs names;  // --image-opts, --object secret,... (encrypted images)
   std::vector<std::string> files;
 };
 
@@ -309,15 +309,11 @@ int run_amend(const AmendArgs& a) {
   }
   std::string file = a.files.front();
   OpenFlags f;
-  if (a.image_opts) {
-    std::string spec = file;
-    if (Status st = parse_image_opts(spec, &f, &file); !st.is_ok()) {
-      print_error(st.message());
-      return 1;
-    }
-  }
-  f.objects = a.objects;
-  if (!a.image_opts) f.format = a.format;
+  a.names.apply(&f);
+  f.format = a.format;
+  auto path = resolve_or_report(file, &f);
+  if (!path) return 1;
+  file = *path;
   f.cache = a.cache;
   f.read_only = false;
   auto image = open_image_or_report(file, f, CacheMode::kWriteback);
@@ -356,9 +352,7 @@ std::function<int()> setup_amend(CLI::App* sub) {
   sub->add_flag("-q", a->quiet, "Quiet (no progress)");
   sub->add_flag("--force", a->force, "Accepted for compatibility (qemu-img uses it for "
                                      "encryption key changes)");
-  sub->add_option("--object", a->objects, "secret,id=ID,data=TEXT|file=PATH: the key of an encrypted image");
-  sub->add_flag("--image-opts", a->image_opts,
-                "FILE is an option string: driver=qcow2,file.filename=F[,encrypt.key-secret=ID]");
+  add_image_name_options(sub, &a->names);
   sub->add_option("FILE", a->files, "The qcow2 image to change");
   sub->footer("Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");
   return [a] { return run_amend(*a); };

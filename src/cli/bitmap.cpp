@@ -6,7 +6,7 @@
 // in memory and stores the bitmaps when it closes the image: the result is the same, and an
 // action that fails leaves the earlier ones done, as with qemu-img). Messages and exit codes
 // are qemu-img's, except that where qemu-img names its internal node ("#block123", with random
-// digits) keel names the file. --object and --image-opts are not supported.
+// digits) keel names the file.
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/util.h"
 
 namespace keel::cli {
@@ -34,8 +35,7 @@ struct BitmapArgs {
   CLI::Option* granularity_opt = nullptr;
   std::vector<std::string> merge_sources;
   std::string granularity, source_file, source_format, format;
-  std::vector<std::string> objects;
-  bool image_opts = false;
+  ImageNameArgs names;  // --image-opts, --object
   std::vector<std::string> positional;
   CLI::App* app = nullptr;
 };
@@ -118,14 +118,6 @@ int run_bitmap(const BitmapArgs& a) {
     if (!g) return 1;
     granularity = static_cast<int64_t>(*g);
   }
-  if (!a.objects.empty()) {
-    print_error("--object is not supported");
-    return 1;
-  }
-  if (a.image_opts) {
-    print_error("--image-opts is not supported");
-    return 1;
-  }
   const std::vector<Action> actions = collect_actions(a);
   if (actions.empty()) {
     print_error("Need at least one of --add, --remove, --clear, --enable, --disable, or --merge");
@@ -152,6 +144,7 @@ int run_bitmap(const BitmapArgs& a) {
 
   // Bitmaps live in this image alone: no backing chain is needed.
   OpenFlags f;
+  a.names.apply(&f);
   f.format = a.format;
   f.read_only = false;
   f.no_backing = true;
@@ -160,6 +153,7 @@ int run_bitmap(const BitmapArgs& a) {
   std::unique_ptr<Image> source;
   if (!a.source_file.empty()) {
     OpenFlags sf;
+    a.names.apply(&sf);  // qemu-img bitmap opens -b with the same --image-opts rule
     sf.format = a.source_format;
     sf.no_backing = true;
     source = open_image_or_report(a.source_file, sf, CacheMode::kWriteback);
@@ -211,8 +205,7 @@ std::function<int()> setup_bitmap(CLI::App* sub) {
   sub->add_option("-b,--source-file", a->source_file, "Image holding the --merge source bitmaps");
   sub->add_option("-F,--source-format", a->source_format, "Format of the -b image");
   sub->add_option("-f", a->format, "Image format (qcow2; raw images have no bitmaps)");
-  sub->add_option("--object", a->objects, "Not supported (QEMU objects)");
-  sub->add_flag("--image-opts", a->image_opts, "Not supported");
+  add_image_name_options(sub, &a->names);
   sub->add_option("filename_and_bitmap", a->positional, "The image and the bitmap name")->allow_extra_args(true);
   sub->footer("Actions run in the order given. Exit status: 0 on success, 1 on any error "
               "(message on stderr as 'keel: ...').");

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/util.h"
 #include "keel/block_file.h"
 #include "keel/check.h"
@@ -27,6 +28,7 @@ struct CheckArgs {
   bool quiet = false;
   bool progress = false;
   bool force_share = false;
+  ImageNameArgs names;  // --image-opts, --object
   std::string filename;
 };
 
@@ -104,17 +106,28 @@ int run_check(const CheckArgs& a) {
     print_error("Expecting one image file name");
     return 1;
   }
-  if (!a.format.empty() && !is_known_format(a.format)) {
-    print_error(fmt::format("Could not open '{}': Unknown driver '{}'", a.filename, a.format));
+  OpenFlags f;
+  a.names.apply(&f);
+  f.format = a.format;
+  f.force_share = a.force_share;
+  auto path = resolve_or_report(a.filename, &f);
+  if (!path) return 1;
+  const std::string& name = f.display_name.empty() ? *path : f.display_name;
+  if (!f.format.empty() && !is_known_format(f.format)) {
+    print_error(fmt::format("Could not open '{}': Unknown driver '{}'", name, f.format));
     return 1;
   }
   if (mode != RepairMode::kNone && a.force_share) {
     print_error("-U/--force-share cannot be used with -r (a repair needs the image to itself)");
     return 1;
   }
-  auto target = open_for_check(a.filename, mode, a.force_share, a.format);
+  if (f.file_opener) {  // null-co: no format with a check
+    print_error("This image format does not support checks");
+    return kExitUnsupported;
+  }
+  auto target = open_for_check(*path, mode, f.force_share, f.format);
   if (!target) {
-    print_error(target.error().message());
+    print_error(open_error_message(*path, target.error(), name));
     return 1;
   }
   if (target->format != "qcow2") {
@@ -158,7 +171,7 @@ int run_check(const CheckArgs& a) {
     second->dropped_guest_ranges = r.dropped_guest_ranges;
     r = *second;
   }
-  if (*json) print_json(r, a.filename, a.quiet);
+  if (*json) print_json(r, name, a.quiet);
   else print_human(r, a.quiet);
   if (r.check_errors) {
     print_error("Check failed");
@@ -181,7 +194,8 @@ std::function<int()> setup_check(CLI::App* sub) {
   sub->add_flag("-p", a->progress, "Show progress");
   sub->add_flag("-U,--force-share", a->force_share,
                 "Open without taking image locks (read-only checks only; the image may be in use)");
-  sub->add_option("FILE", a->filename, "Image file");
+  add_image_name_options(sub, &a->names);
+  sub->add_option("FILE", a->filename, "Image file (or json:{...}, file:PATH, null-co://; see --image-opts)");
   sub->footer(
       "Exit status: 0 consistent (or repaired), 1 check not completed, 2 corruptions found,\n"
       "3 only leaked clusters found, 63 the format does not support checks.");

@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/util.h"
 #include "keel/chain_ops.h"
 
@@ -38,6 +39,7 @@ struct CommitArgs {
   bool quiet = false;
   std::string rate;
   std::vector<std::string> files;
+  ImageNameArgs names;  // --image-opts, --object
 };
 
 std::string real_path(const std::string& path) {
@@ -97,13 +99,15 @@ int run_commit(const CommitArgs& a) {
     auto r = parse_size_arg("rate limit", a.rate);
     if (!r) return 1;
   }
-  const std::string& file = a.files.front();
-  Progress progress(a.progress && !a.quiet);
-
   // FILE itself, read-write and without its chain: this takes its locks (nothing else may
   // write FILE during the commit) and is the handle that empties it.
   OpenFlags tf;
+  a.names.apply(&tf);
   tf.format = a.format;
+  auto resolved = resolve_or_report(a.files.front(), &tf);
+  if (!resolved) return 1;
+  const std::string& file = *resolved;
+  Progress progress(a.progress && !a.quiet);
   tf.cache = a.cache;
   tf.read_only = false;
   tf.no_backing = true;
@@ -128,8 +132,9 @@ int run_commit(const CommitArgs& a) {
   const int base_depth = base_index + 2;
 
   // The whole chain, to read from (shared: FILE is already locked by `top`).
-  OpenFlags cf;
-  cf.format = a.format;
+  OpenFlags cf = tf;  // the same name options, read-only with its chain
+  cf.read_only = true;
+  cf.no_backing = false;
   cf.force_share = true;
   auto chain = open_image_or_report(file, cf, CacheMode::kWriteback);
   if (!chain) {
@@ -199,6 +204,7 @@ std::function<int()> setup_commit(CLI::App* sub) {
   sub->add_flag("-p", a->progress, "Show progress as '    (NN.NN/100%)'");
   sub->add_flag("-q", a->quiet, "Quiet: no progress and no 'Image committed.'");
   sub->add_option("-r", a->rate, "Rate limit in bytes per second (accepted; keel does not throttle)");
+  add_image_name_options(sub, &a->names);
   sub->add_option("FILE", a->files, "The overlay whose changes are committed");
   sub->footer("Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");
   return [a] { return run_commit(*a); };

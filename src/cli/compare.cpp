@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/util.h"
 
 namespace keel::cli {
@@ -31,6 +32,7 @@ struct CompareArgs {
   bool strict = false;
   bool force_share = false;
   std::vector<std::string> files;
+  ImageNameArgs names;  // --image-opts, --object
 };
 
 // The parts of QEMU's block status word that strict mode compares.
@@ -174,6 +176,7 @@ int run_compare(const CompareArgs& a) {
   std::unique_ptr<Image> images[2];
   for (int i = 0; i < 2; ++i) {
     OpenFlags f;
+    a.names.apply(&f);
     f.format = i == 0 ? a.format1 : a.format2;
     f.force_share = a.force_share;
     f.cache = a.cache;
@@ -203,7 +206,8 @@ std::function<int()> setup_compare(CLI::App* sub) {
                 "Strict: images of different sizes, or with a different allocation status "
                 "anywhere (data / zero / unallocated), are reported as different");
   sub->add_flag("-U,--force-share", a->force_share, "Open without taking image locks");
-  sub->add_option("FILES", a->files, "The two images A and B");
+  add_image_name_options(sub, &a->names);
+  sub->add_option("FILES", a->files, "The two images A and B (or json:{...}, file:PATH, null-co://)");
   sub->footer("Exit status: 0 identical, 1 different (or usage error), 2 an image could not be "
               "opened, 3 a block status query failed, 4 a read failed.");
   return [a] { return run_compare(*a); };

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/image_options.h"
 #include "cli/util.h"
 
@@ -83,15 +84,23 @@ int run_create(const CreateArgs& a) {
     OpenFlags f;
     f.format = backing_fmt.value_or("");
     f.force_share = true;
-    std::string full = path_combine(a.filename, *backing_file);
+    f.objects = a.objects;
+    auto resolved = resolve_image_name(path_combine(a.filename, *backing_file), &f);  // json:, file:, null-co://
+    if (!resolved) {
+      print_error(fmt::format("{}: {}", a.filename, resolved.error().message()));
+      std::fprintf(stderr, "Could not open backing image.\n");
+      return 1;
+    }
+    const std::string full = *resolved;
     if (!f.format.empty() && !is_known_format(f.format)) {
       print_error(fmt::format("{}: Unknown driver '{}'", a.filename, f.format));
       std::fprintf(stderr, "Could not open backing image.\n");
       return 1;
     }
-    auto img = Image::open(full, *make_open_options(f, CacheMode::kWriteback));
+    auto opts = make_open_options(f, CacheMode::kWriteback);
+    auto img = opts ? Image::open(full, *opts) : Result<std::unique_ptr<Image>>(error(opts.error()));
     if (!img) {
-      print_error(fmt::format("{}: {}", a.filename, open_error_message(full, img.error())));
+      print_error(fmt::format("{}: {}", a.filename, open_error_message(full, img.error(), f.display_name)));
       std::fprintf(stderr, "Could not open backing image.\n");
       return 1;
     }

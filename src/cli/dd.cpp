@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/image_options.h"
 #include "cli/util.h"
 
@@ -25,6 +26,7 @@ struct DdArgs {
   std::string out_format = "raw";
   bool force_share = false;
   std::vector<std::string> operands;
+  ImageNameArgs names;  // --image-opts, --object
 };
 
 struct DdOperands {
@@ -71,6 +73,7 @@ int run_dd(const DdArgs& a) {
     return 1;
   }
   OpenFlags f;
+  a.names.apply(&f);
   f.format = a.format;
   f.force_share = a.force_share;
   auto in = open_image_or_report(*d->in, f, CacheMode::kWriteback);
@@ -147,6 +150,7 @@ std::function<int()> setup_dd(CLI::App* sub) {
   sub->add_option("-f", a->format, "Input format: qcow2 or raw (default: probe)");
   sub->add_option("-O", a->out_format, "Output format: qcow2 or raw (default raw)");
   sub->add_flag("-U,--force-share", a->force_share, "Open the input without taking image locks");
+  add_image_name_options(sub, &a->names);
   sub->add_option("OPERANDS", a->operands,
                   "bs=BYTES block size (default 512, suffixes k, M, G...), count=N copy at most "
                   "N blocks, skip=N start N blocks into the input, if=INPUT, of=OUTPUT (created)");

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/info_format.h"
 #include "cli/util.h"
 
@@ -24,6 +25,7 @@ struct InfoArgs {
   std::string output = "human";
   bool backing_chain = false;
   bool force_share = false;
+  ImageNameArgs names;  // --image-opts, --object
   std::string filename;
 };
 
@@ -36,8 +38,16 @@ int run_info(const InfoArgs& a) {
   }
   std::vector<ImageInfo> chain;
   std::set<std::string> seen;
-  std::string filename = a.filename;
-  std::string format = a.format;
+  OpenFlags top;  // the named image: json:/--image-opts options apply to it, not to its backing files
+  a.names.apply(&top);
+  top.format = a.format;
+  auto resolved = resolve_image_name(a.filename, &top);
+  if (!resolved) {
+    print_error(resolved.error().message());
+    return 1;
+  }
+  std::string filename = *resolved;
+  std::string format = top.format;
   while (!filename.empty()) {
     // Loops are found by the file itself, however its name is spelled ("./a", "dir/../a").
     char resolved[PATH_MAX];
@@ -46,7 +56,7 @@ int run_info(const InfoArgs& a) {
       print_error(fmt::format("Backing file '{}' creates an infinite loop.", filename));
       return 1;
     }
-    OpenFlags f;
+    OpenFlags f = chain.empty() ? top : OpenFlags{};
     f.format = format;
     f.force_share = a.force_share;
     f.no_backing = true;
@@ -55,6 +65,7 @@ int run_info(const InfoArgs& a) {
     if (!img) return 1;
     ImageInfo info = img->info();
     info.filename = filename;
+    if (chain.empty() && !top.shown_format.empty()) info.format = top.shown_format;
     (void)img->close();
     filename.clear();
     format.clear();
@@ -64,20 +75,22 @@ int run_info(const InfoArgs& a) {
     }
     chain.push_back(std::move(info));
   }
+  // An NBD export's disk size is not known (qemu-img: "unavailable"); its backing files are local.
+  auto size_known = [&](const ImageInfo& i) { return &i != &chain.front() || top.protocol != "nbd"; };
   if (*json) {
     if (a.backing_chain) {
       auto list = nlohmann::ordered_json::array();
-      for (const auto& i : chain) list.push_back(image_info_json(i));
+      for (const auto& i : chain) list.push_back(image_info_json(i, size_known(i)));
       std::printf("%s\n", qemu_json(list).c_str());
     } else {
-      std::printf("%s\n", qemu_json(image_info_json(chain.front())).c_str());
+      std::printf("%s\n", qemu_json(image_info_json(chain.front(), size_known(chain.front()))).c_str());
     }
   } else {
     bool first = true;
     for (const auto& i : chain) {
       if (!first) std::printf("\n");
       first = false;
-      std::fputs(image_info_human(i).c_str(), stdout);
+      std::fputs(image_info_human(i, size_known(i)).c_str(), stdout);
     }
   }
   return 0;
@@ -92,7 +105,8 @@ std::function<int()> setup_info(CLI::App* sub) {
                 "Show every image of the backing chain, top first (a JSON array with --output=json)");
   sub->add_flag("-U,--force-share", a->force_share,
                 "Open without taking image locks (the image may be in use by a writer)");
-  sub->add_option("FILE", a->filename, "Image file");
+  add_image_name_options(sub, &a->names);
+  sub->add_option("FILE", a->filename, "Image file (or json:{...}, file:PATH, null-co://; see --image-opts)");
   sub->footer("Exit status: 0 on success, 1 if an image cannot be opened.");
   return [a] { return run_info(*a); };
 }

@@ -72,12 +72,12 @@ std::optional<nlohmann::ordered_json> format_specific_json(const ImageInfo& info
   return spec;
 }
 
-nlohmann::ordered_json image_info_json(const ImageInfo& info) {
+nlohmann::ordered_json image_info_json(const ImageInfo& info, bool local) {
   nlohmann::ordered_json j;
   j["filename"] = info.filename;
   j["format"] = info.format;
   j["virtual-size"] = info.virtual_size;
-  j["actual-size"] = info.actual_size;
+  if (local) j["actual-size"] = info.actual_size;
   if (info.cluster_size != 0) j["cluster-size"] = info.cluster_size;
   if (!info.backing_filename.empty()) {
     j["backing-filename"] = info.backing_filename;
@@ -102,7 +102,7 @@ nlohmann::ordered_json image_info_json(const ImageInfo& info) {
   }
   if (auto spec = format_specific_json(info)) j["format-specific"] = *spec;
   if (info.encrypted) j["encrypted"] = true;
-  j["dirty-flag"] = info.dirty;
+  if (local) j["dirty-flag"] = info.dirty;
   return j;
 }
 
@@ -127,10 +127,11 @@ std::string snapshot_row(const SnapshotInfo* sn) {
                       icount);
 }
 
-std::string image_info_human(const ImageInfo& info) {
+std::string image_info_human(const ImageInfo& info, bool local) {
   std::string out = fmt::format(
       "image: {}\nfile format: {}\nvirtual size: {} ({} bytes)\ndisk size: {}\n", info.filename,
-      info.format, size_to_str(info.virtual_size), info.virtual_size, size_to_str(info.actual_size));
+      info.format, size_to_str(info.virtual_size), info.virtual_size,
+      local ? size_to_str(info.actual_size) : std::string("unavailable"));
   if (info.encrypted) out += "encrypted: yes\n";
   if (info.cluster_size != 0) out += fmt::format("cluster_size: {}\n", info.cluster_size);
   if (info.dirty) out += "cleanly shut down: no\n";

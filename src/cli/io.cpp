@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/io_session.h"
 #include "cli/util.h"
 
@@ -86,8 +87,7 @@ struct IoArgs {
   std::string discard = "unmap";
   bool quiet = false;
   bool snapshot = false;
-  bool image_opts = false;
-  std::vector<std::string> objects;  // --object secret,... (encrypted images)
+  ImageNameArgs names;  // --image-opts, --object secret,... (encrypted images)
   std::vector<std::string> commands;
   std::string filename;
 };
@@ -95,14 +95,10 @@ struct IoArgs {
 int run_io(const IoArgs& args) {
   IoArgs a = args;
   OpenFlags f;
-  if (a.image_opts && !a.filename.empty()) {
-    std::string spec = a.filename;
-    a.filename.clear();
-    if (Status st = parse_image_opts(spec, &f, &a.filename); !st.is_ok()) {
-      print_error(st.message());
-      return 1;
-    }
-    if (a.format.empty()) a.format = f.format;
+  a.names.apply(&f);
+  if (a.names.image_opts && !a.format.empty()) {
+    print_error("--image-opts and -f are mutually exclusive");
+    return 1;
   }
   bool discard_enabled;
   if (a.discard == "unmap" || a.discard == "on") discard_enabled = true;
@@ -112,13 +108,25 @@ int run_io(const IoArgs& args) {
     return 1;
   }
   f.format = a.format;
-  f.objects = a.objects;
   f.read_only = a.read_only;
   f.force_share = a.force_share;
   f.cache = a.nocache ? "none" : a.cache;
   f.aio = a.native_aio && a.aio.empty() ? "native" : a.aio;
+  // The name qemu-io's messages show: none for --image-opts, else the name as given.
+  std::string shown = a.names.image_opts ? "" : a.filename;
+  if (!a.filename.empty()) {
+    auto path = resolve_image_name(a.filename, &f);
+    if (!path) {
+      std::string msg = path.error().message();
+      const std::string prefix = fmt::format("Could not open '{}': ", a.filename);
+      if (msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
+      print_error(shown.empty() ? "can't open: " + msg : fmt::format("can't open device {}: {}", shown, msg));
+      return 1;
+    }
+    a.filename = *path;
+  }
   if (!f.format.empty() && !is_known_format(f.format)) {
-    print_error(fmt::format("can't open device {}: Unknown driver '{}'", a.filename, f.format));
+    print_error(fmt::format("can't open device {}: Unknown driver '{}'", shown, f.format));
     return 1;
   }
   auto opts = make_open_options(f, CacheMode::kWritethrough);
@@ -140,6 +148,7 @@ int run_io(const IoArgs& args) {
   if (!a.filename.empty()) {
     IoOpenRequest req;
     req.path = a.filename;
+    req.shown_name = shown;
     req.options = *opts;
     req.snapshot = a.snapshot;
     req.discard_enabled = discard_enabled;
@@ -186,12 +195,7 @@ std::function<int()> setup_io(CLI::App* sub) {
   sub->add_flag("-q,--quiet", a->quiet, "Accepted for compatibility");
   sub->add_flag("-s,--snapshot", a->snapshot,
                 "Write to a temporary overlay, thrown away at exit (the image is not changed)");
-  sub->add_option("--object", a->objects,
-                  "secret,id=ID,data=TEXT|file=PATH[,format=raw|base64]: a secret for "
-                  "--image-opts encrypt.key-secret=ID (encrypted qcow2)");
-  sub->add_flag("--image-opts", a->image_opts,
-                "FILE is an option string: driver=qcow2,file.filename=PATH[,overlap-check=MODE]"
-                "[,overlap-check.KIND=on|off]");
+  add_image_name_options(sub, &a->names);
   sub->add_option("FILE", a->filename,
                   "Image file; without it, start with no image (see the 'open' command)");
   std::string footer = "Commands (qemu-io's language; sizes take k/M/G/T/P/E suffixes):\n";

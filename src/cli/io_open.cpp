@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/io_output.h"
 #include "cli/io_session.h"
 #include "cli/util.h"
@@ -64,9 +65,10 @@ int IoSession::open_file(const IoOpenRequest& req) {
     print_error("file open already, try 'help close'");
     return -EINVAL;
   }
+  const std::string& shown = req.shown_name ? *req.shown_name : req.path;
   auto fail = [&](const std::string& why) {
-    print_error(req.path.empty() ? fmt::format("can't open: {}", why)
-                                 : fmt::format("can't open device {}: {}", req.path, why));
+    print_error(shown.empty() ? fmt::format("can't open: {}", why)
+                              : fmt::format("can't open device {}: {}", shown, why));
     return -EINVAL;
   };
   if (!req.options.format.empty() && !is_known_format(req.options.format))
@@ -172,6 +174,19 @@ int IoSession::cmd_open(const Args& argv) {
     // cache.direct and cache.no-flush are the two halves of a cache mode.
     bool d = direct == "on", nf = no_flush == "on";
     f.cache = nf ? "unsafe" : d ? "none" : "writeback";
+  }
+  if (!req.path.empty()) {  // json:{...}, file:PATH, null-co:// (cli/image_name.h)
+    const std::string given = req.path;
+    auto path = resolve_image_name(given, &f);
+    if (!path) {
+      std::string msg = path.error().message();
+      const std::string prefix = fmt::format("Could not open '{}': ", given);
+      if (msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
+      print_error(fmt::format("can't open device {}: {}", given, msg));
+      return -EINVAL;
+    }
+    req.path = *path;
+    req.shown_name = given;
   }
   auto o = make_open_options(f, CacheMode::kWritethrough);
   if (!o) {

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,9 @@ namespace keel::cli {
 // How to open an image: qemu-io's command line or its `open` command (io_open.cpp).
 struct IoOpenRequest {
   std::string path;
+  // The name messages show ("can't open device NAME: ..."): the name as given (a json: name);
+  // "" for an --image-opts string ("can't open: ..."); nullopt = path.
+  std::optional<std::string> shown_name;
   OpenOptions options;       // format, read_only, cache, aio, force_share
   bool snapshot = false;     // -s: writes go to a temporary overlay, thrown away at close
   bool discard_enabled = true;

@@ -14,6 +14,7 @@
 #include <fmt/printf.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/util.h"
 
 namespace keel::cli {
@@ -25,6 +26,7 @@ struct MapArgs {
   bool force_share = false;
   std::string start_offset;
   std::string max_length;
+  ImageNameArgs names;  // --image-opts, --object
   std::string filename;
 };
 
@@ -44,6 +46,7 @@ struct Layer {
   Image* image;
   uint64_t size;
   std::string file;  // where its data lives (the image, or its external data file)
+  bool encrypted;    // QEMU gives no host offset for encrypted data (it is not the guest's bytes)
 };
 
 std::vector<Layer> chain_of(Image* top, const std::string& path) {
@@ -53,7 +56,7 @@ std::vector<Layer> chain_of(Image* top, const std::string& path) {
     ImageInfo info = img->info();
     std::string file = name;
     if (!info.data_file.empty()) file = path_combine(name, info.data_file);
-    layers.push_back({img, img->size(), file});
+    layers.push_back({img, img->size(), file, info.encrypted});
     name = path_combine(name, info.backing_filename);
   }
   return layers;
@@ -70,7 +73,8 @@ Result<MapEntry> block_status(const std::vector<Layer>& layers, uint64_t offset,
   if (e.depth > 0) {
     m.present = true;
     m.depth = e.depth - 1;
-    if (e.host_offset && !e.compressed && static_cast<size_t>(m.depth) < layers.size()) {
+    if (e.host_offset && !e.compressed && static_cast<size_t>(m.depth) < layers.size() &&
+        !layers[static_cast<size_t>(m.depth)].encrypted) {
       m.offset = *e.host_offset;
       m.file = layers[static_cast<size_t>(m.depth)].file;
     }
@@ -86,7 +90,7 @@ Result<MapEntry> block_status(const std::vector<Layer>& layers, uint64_t offset,
   }
   m.depth = static_cast<int>(k);
   // An unallocated subcluster of an allocated cluster still has a host offset (QEMU shows it).
-  if (k == 0 && e.host_offset && !e.compressed) {
+  if (k == 0 && e.host_offset && !e.compressed && !layers[0].encrypted) {
     m.offset = *e.host_offset;
     m.file = layers[0].file;
   }
@@ -153,11 +157,14 @@ int run_map(const MapArgs& a) {
     return 1;
   }
   OpenFlags f;
+  a.names.apply(&f);
   f.format = a.format;
   f.force_share = a.force_share;
-  auto img = open_image_or_report(a.filename, f, CacheMode::kWriteback);
+  auto path = resolve_or_report(a.filename, &f);
+  if (!path) return 1;
+  auto img = open_image_or_report(*path, f, CacheMode::kWriteback);
   if (!img) return 1;
-  auto layers = chain_of(img.get(), a.filename);
+  auto layers = chain_of(img.get(), *path);
   uint64_t end = img->size();
   if (max_length && start + *max_length < end) end = start + *max_length;
 
@@ -201,7 +208,8 @@ std::function<int()> setup_map(CLI::App* sub) {
   sub->add_flag("-U,--force-share", a->force_share, "Open without taking image locks");
   sub->add_option("-s,--start-offset", a->start_offset, "Start at this guest offset (size syntax)");
   sub->add_option("-l,--max-length", a->max_length, "Map at most this many bytes (size syntax)");
-  sub->add_option("FILE", a->filename, "Image file");
+  add_image_name_options(sub, &a->names);
+  sub->add_option("FILE", a->filename, "Image file (or json:{...}, file:PATH, null-co://; see --image-opts)");
   sub->footer(
       "Exit status: 0 on success; 1 on errors, and for human output of an image with compressed "
       "clusters (which have no file offset).");

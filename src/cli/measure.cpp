@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/image_options.h"
 #include "cli/util.h"
 #include "keel/limits.h"
@@ -32,6 +33,7 @@ struct MeasureArgs {
   std::string snapshot;
   bool force_share = false;
   std::vector<std::string> files;
+  ImageNameArgs names;  // --image-opts, --object
 };
 
 uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
@@ -176,7 +178,7 @@ int run_measure(const MeasureArgs& a) {
     return 1;
   }
   const bool has_file = a.files.size() == 1;
-  if (!has_file && (!a.format.empty() || !a.snapshot.empty())) {
+  if (!has_file && (!a.format.empty() || !a.snapshot.empty() || a.names.image_opts)) {
     print_error("--image-opts, -f, and -l require a filename argument.");
     return 1;
   }
@@ -191,11 +193,15 @@ int run_measure(const MeasureArgs& a) {
   std::unique_ptr<Image> src;
   if (has_file) {
     OpenFlags f;
+    a.names.apply(&f);
     f.format = a.format;
     f.force_share = a.force_share;
     f.snapshot = a.snapshot;
+    auto path = resolve_or_report(a.files[0], &f);
+    if (!path) return 1;
+    const std::string& name = f.display_name.empty() ? *path : f.display_name;
     if (!f.format.empty() && !is_known_format(f.format)) {
-      print_error(fmt::format("Could not open '{}': Unknown driver '{}'", a.files[0], f.format));
+      print_error(fmt::format("Could not open '{}': Unknown driver '{}'", name, f.format));
       return 1;
     }
     auto opts = make_open_options(f, CacheMode::kWriteback);
@@ -203,12 +209,12 @@ int run_measure(const MeasureArgs& a) {
       print_error(opts.error().message());
       return 1;
     }
-    auto img = Image::open(a.files[0], *opts);
+    auto img = Image::open(*path, *opts);
     if (!img) {
       if (!a.snapshot.empty() && img.error().code() == Code::kNotFound)
         print_error("Failed to load snapshot: Can't find snapshot");
       else
-        print_error(open_error_message(a.files[0], img.error()));
+        print_error(open_error_message(*path, img.error(), name));
       return 1;
     }
     src = std::move(*img);
@@ -278,6 +284,7 @@ std::function<int()> setup_measure(CLI::App* sub) {
   sub->add_option("-f", a->format, "Format of FILE: qcow2 or raw (default: probe)");
   sub->add_option("-l", a->snapshot, "Measure this internal snapshot of FILE (ID or name)");
   sub->add_flag("-U,--force-share", a->force_share, "Open FILE without taking image locks");
+  add_image_name_options(sub, &a->names);
   sub->add_option("FILE", a->files, "The image whose content would be copied (as by convert)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   sub->footer("Output: 'required size: N', 'fully allocated size: N' and, for a qcow2 source and "

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/util.h"
 #include "keel/chain_ops.h"
 
@@ -38,6 +39,7 @@ struct RebaseArgs {
   CLI::Option* backing_opt = nullptr;
   std::string backing_format;
   std::vector<std::string> files;
+  ImageNameArgs names;  // --image-opts, --object
 };
 
 bool same_file(const std::string& a, const std::string& b) {
@@ -56,15 +58,18 @@ int run_rebase(const RebaseArgs& a) {
     report_usage_error("Must specify backing file (-b) or use unsafe mode (-u)");
     return 1;
   }
-  const std::string& file = a.files.front();
-  Progress progress(a.progress && !a.quiet);
   if (!a.src_cache.empty() && !parse_cache_mode(a.src_cache)) {
     print_error(fmt::format("Invalid source cache option: {}", a.src_cache));
     return 1;
   }
 
   OpenFlags tf;
+  a.names.apply(&tf);
   tf.format = a.format;
+  auto resolved = resolve_or_report(a.files.front(), &tf);
+  if (!resolved) return 1;
+  const std::string& file = *resolved;
+  Progress progress(a.progress && !a.quiet);
   tf.cache = a.cache;
   tf.read_only = false;
   // Safe mode writes into FILE with its old backing chain attached, so that a write of part of
@@ -106,11 +111,13 @@ int run_rebase(const RebaseArgs& a) {
     }
     // The new chain, named relative to FILE's directory like every backing file.
     if (!a.backing.empty()) {
-      std::string new_path = path_combine(file, a.backing);
       OpenFlags nf;
       nf.format = a.backing_format;
       nf.cache = a.src_cache;
       nf.force_share = a.force_share;
+      auto new_resolved = resolve_image_name(path_combine(file, a.backing), &nf);  // json:, file:, null-co://
+      if (!new_resolved) return fail(new_resolved.error().message());
+      const std::string new_path = *new_resolved;
       auto opts = make_open_options(nf, CacheMode::kWriteback);
       auto img = opts ? Image::open(new_path, *opts) : Result<std::unique_ptr<Image>>(error(opts.error()));
       if (!img) {
@@ -166,6 +173,7 @@ std::function<int()> setup_rebase(CLI::App* sub) {
                                    "The new backing file, relative to FILE's directory unless "
                                    "absolute; '' removes the backing file");
   sub->add_option("-F", a->backing_format, "Format of the new backing file (required with a non-empty -b)");
+  add_image_name_options(sub, &a->names);
   sub->add_option("FILE", a->files, "The qcow2 image to rebase");
   sub->footer("Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");
   return [a] { return run_rebase(*a); };

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/util.h"
 
 namespace keel::cli {
@@ -30,6 +31,7 @@ struct ResizeArgs {
   std::string size;
   CLI::Option* size_opt = nullptr;
   std::vector<std::string> extra;
+  ImageNameArgs names;  // --image-opts, --object
 };
 
 // qemu's QEMU_OPT_SIZE parser messages for the "size" parameter.
@@ -83,6 +85,7 @@ int run_resize(const ResizeArgs& a) {
   if (!n) return 1;
 
   OpenFlags f;
+  a.names.apply(&f);
   f.format = a.format;
   f.read_only = false;
   auto image = open_image_or_report(file, f, CacheMode::kWriteback);
@@ -162,6 +165,7 @@ std::function<int()> setup_resize(CLI::App* sub) {
                   "How to allocate the added area: off (default), metadata, falloc or full "
                   "(keel writes zeros for metadata, falloc and full; raw images take no metadata)");
   sub->add_flag("-q", a->quiet, "Quiet: do not print 'Image resized.'");
+  add_image_name_options(sub, &a->names);
   sub->add_option("FILE", a->file, "The image to resize");
   a->size_opt = sub->add_option("SIZE", a->size,
                                 "The new size in bytes (suffixes k, M, G, T, P, E), or +SIZE / -SIZE "

@@ -39,6 +39,9 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
+#include "cli/serve_list.h"
+#include "io/offset_file.h"
 #include "cli/tls_object.h"
 #include "cli/util.h"
 #include "keel/image.h"
@@ -87,6 +90,8 @@ struct ServeArgs {
   // Set by the parser to tell "given" from "default".
   bool bind_given = false;
   bool port_given = false;
+  bool list = false;       // -L: list another server's exports (qemu-nbd --list)
+  std::string offset;      // -o/--offset: export a raw image from this byte on
 };
 
 // Files to remove at exit, whatever path we leave by.
@@ -284,7 +289,69 @@ struct FuseExports {
 };
 #endif
 
+// -L: qemu-nbd's checks, then the list (cli/serve_list.h).
+int run_list(const ServeArgs& a) {
+  if (!a.file.empty()) {
+    print_error("List mode is incompatible with a file name");
+    return 1;
+  }
+  if (!a.export_name.empty() || !a.description.empty() || !a.offset.empty() || !a.format.empty() ||
+      !a.load_snapshot.empty() || !a.bitmaps.empty() || a.allocation_depth) {
+    print_error("List mode is incompatible with per-device settings");
+    return 1;
+  }
+  if (!a.socket_path.empty() && (a.bind_given || a.port_given)) {
+    print_error("-k cannot be combined with -b or -p");
+    return 1;
+  }
+  NbdListTarget t;
+  t.socket_path = a.socket_path;
+  t.host = a.bind_given ? a.bind : "0.0.0.0";  // qemu-nbd -L's default
+  t.port = std::to_string(a.port);
+  return list_nbd_exports(t);
+}
+
+// --offset N on a raw image: the image's file seen from byte N on (io/offset_file.h). qemu-nbd
+// shifts the guest view of any format; keel does it for raw images only.
+Status apply_offset(const ServeArgs& a, OpenOptions* opts) {
+  // qemu-nbd takes a plain number of bytes (no size suffix).
+  char* end = nullptr;
+  errno = 0;
+  const long long parsed = std::strtoll(a.offset.c_str(), &end, 0);
+  if (a.offset.empty() || *end || errno || parsed < 0) return invalid(fmt::format("Invalid offset '{}'", a.offset));
+  const std::optional<uint64_t> n = static_cast<uint64_t>(parsed);
+  if (*n == 0) return Status::ok();
+  std::string fmt_name = opts->format;
+  if (fmt_name.empty()) {  // probe the way the engine does: the qcow2 magic or raw
+    FileOptions fo;
+    fo.read_only = true;
+    auto opener = opts->file_opener;
+    auto f = opener ? opener(a.file, fo) : open_posix_file(a.file, fo);
+    if (!f) return f.error();
+    uint8_t magic[4] = {};
+    KEEL_TRY((*f)->read_at(0, magic));
+    fmt_name = std::memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw";
+  }
+  if (fmt_name != "raw") return unsupported("keel serve supports --offset for raw images only");
+  opts->format = "raw";
+  const uint64_t offset = *n;
+  const std::string path = a.file;
+  FileOpener inner = opts->file_opener;
+  opts->file_opener = [inner, offset, path](const std::string& p, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
+    KEEL_ASSIGN(auto f, inner ? inner(p, fo) : open_posix_file(p, fo));
+    if (p != path) return f;
+    return std::unique_ptr<BlockFile>(std::make_unique<OffsetFile>(std::move(f), offset));
+  };
+  return Status::ok();
+}
+
 int run_serve(ServeArgs a) {
+  if (a.list) return run_list(a);
+  if (a.file.empty()) {
+    print_error("Invalid number of arguments");
+    std::fprintf(stderr, "Try `%s --help' for more information.\n", program_name().c_str());
+    return 1;
+  }
   // Check the arguments before anything else.
   if (!a.socket_path.empty() && (a.bind_given || a.port_given)) {
     print_error("-k cannot be combined with -b or -p");
@@ -366,15 +433,20 @@ int run_serve(ServeArgs a) {
   OpenOptions opts;
   opts.format = a.format;
   opts.read_only = a.read_only;
-  if (a.image_opts) {  // driver=qcow2,file.filename=F[,encrypt.key-secret=ID][,overlap-check...]
+  {  // --image-opts strings and json:, file:, null-co:// names (cli/image_name.h)
     OpenFlags f;
+    f.image_opts = a.image_opts;
     std::string spec = a.file;
-    if (Status st = parse_image_opts(spec, &f, &a.file); !st.is_ok()) {
-      print_error(st.message());
+    auto path = resolve_image_name(spec, &f);
+    if (!path) {
+      print_error(path.error().message());
       return 1;
     }
+    a.file = *path;
     if (!f.format.empty()) opts.format = f.format;
     opts.qcow2_options = f.qcow2_options;
+    opts.file_opener = f.file_opener;
+    if (f.force_share) opts.force_share = true;
     if (!f.key_secret.empty()) {
       auto secret = secret_from_objects(a.objects, f.key_secret);
       if (!secret) {
@@ -407,6 +479,13 @@ int run_serve(ServeArgs a) {
     return 1;
   }
   opts.aio = *aio;
+  if (!a.offset.empty()) {
+    if (Status st = apply_offset(a, &opts); !st.is_ok()) {
+      print_error(st.code() == Code::kUnsupported || st.code() == Code::kInvalidArgument
+                      ? st.message() : open_error_message(a.file, st));
+      return 1;
+    }
+  }
   const nbd::Log log(a.verbose);  // the server's log lines: stderr, details with -v
 
   // Fork before any thread exists; the child does everything below.
@@ -602,7 +681,9 @@ std::function<int()> setup(CLI::App* sub) {
   sub->add_flag("--image-opts", a->image_opts,
                 "file is an option string: driver=qcow2,file.filename=F[,encrypt.key-secret=ID] "
                 "(an encrypted image's secret comes from --object secret,id=ID,...)");
-  sub->add_option("file", a->file, "the image to serve")->required();
+  sub->add_flag("-L,--list", a->list, "list the exports of the NBD server at -k SOCKET or -b ADDR -p PORT");
+  sub->add_option("-o,--offset", a->offset, "export a raw image from this byte offset on");
+  sub->add_option("file", a->file, "the image to serve");
   return [a, bind, port] {
     a->bind_given = bind->count() > 0;
     a->port_given = port->count() > 0;

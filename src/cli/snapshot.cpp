@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/image_name.h"
 #include "cli/info_format.h"
 #include "cli/util.h"
 
@@ -29,6 +30,7 @@ struct SnapshotArgs {
   bool force_share = false;
   bool quiet = false;
   std::vector<std::string> files;
+  ImageNameArgs names;  // --image-opts, --object
 };
 
 enum class Action { kNone, kList, kApply, kCreate, kDelete };
@@ -70,6 +72,7 @@ int run_snapshot(const SnapshotArgs& a) {
     return 1;
   }
   OpenFlags f;
+  a.names.apply(&f);
   f.force_share = a.force_share;
   f.read_only = action == Action::kList;
   auto image = open_image_or_report(file, f, CacheMode::kWriteback);
@@ -147,6 +150,7 @@ std::function<int()> setup_snapshot(CLI::App* sub) {
   sub->add_flag("-U,--force-share", a->force_share,
                 "Open without taking image locks (only allowed with -l)");
   sub->add_flag("-q", a->quiet, "Quiet (accepted; snapshot prints nothing but the list)");
+  add_image_name_options(sub, &a->names);
   sub->add_option("FILE", a->files, "Image file (qcow2; raw images have no snapshots)");
   sub->footer("Only one of -l, -a, -c, -d may be given; with none, the image is only opened.\n"
               "Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");

@@ -1,6 +1,7 @@
 // Shared helpers of the keel subcommands (see util.h): qemu-img's number syntax and output
 // formats, written from QEMU 7.2's observable behaviour.
 #include "cli/util.h"
+#include "cli/image_name.h"
 #include "cli/tls_object.h"
 
 #include "cli/command.h"
@@ -496,6 +497,8 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
   o.cache = default_cache;
   o.qcow2_options = flags.qcow2_options;
   o.no_io = flags.no_io;
+  o.file_opener = flags.file_opener;
+  o.observer = flags.observer.get();  // kept alive by the files the opener wraps
   if (!flags.key_secret.empty()) {
     auto secret = secret_from_objects(flags.objects, flags.key_secret);
     if (!secret) return error(secret.error());
@@ -521,41 +524,40 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
 }
 
 Status parse_image_opts(const std::string& spec, OpenFlags* flags, std::string* filename) {
-  size_t pos = 0;
-  while (pos <= spec.size()) {
-    size_t comma = spec.find(',', pos);
-    std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    pos = comma == std::string::npos ? spec.size() + 1 : comma + 1;
-    if (item.empty()) continue;
-    size_t eq = item.find('=');
-    if (eq == std::string::npos) return invalid(fmt::format("Expected '=' after parameter '{}'", item));
-    std::string key = item.substr(0, eq), value = item.substr(eq + 1);
-    if (key == "driver") flags->format = value;
-    else if (key == "file.filename" || key == "file") *filename = value;
-    else if (key == "file.driver" && value == "file") continue;
-    else if (key.rfind("overlap-check", 0) == 0 || key == "cache-size" || key == "l2-cache-size" ||
-             key == "refcount-cache-size" || key == "l2-cache-entry-size" || key == "cache-clean-interval")
-      flags->qcow2_options.emplace_back(key, value);
-    else if (key == "encrypt.key-secret") flags->key_secret = value;
-    else return invalid(fmt::format("Invalid parameter '{}'", key));
-  }
-  if (filename->empty()) return invalid("A block device must be specified for \"file\"");
-  flags->display_name = spec;
+  flags->image_opts = true;
+  auto path = resolve_image_name(spec, flags);
+  if (!path) return path.error();
+  *filename = *path;
   return Status::ok();
 }
 
-std::string open_error_message(const std::string& path, const Status& st) {
-  if (st.message().rfind("Could not open '", 0) == 0) return st.message();
-  return fmt::format("Could not open '{}': {}", path, st.message());
+std::string open_error_message(const std::string& path, const Status& st, const std::string& display_name) {
+  std::string msg = st.message().rfind("Could not open '", 0) == 0 ? st.message()
+                                                                   : fmt::format("Could not open '{}': {}", path, st.message());
+  if (display_name.empty() || display_name == path) return msg;
+  // Under the name as given, qemu-img nests the file's own failure ("Could not open
+  // 'json:{...}': Could not open 'f.qcow2': No such file or directory") and shows the format's
+  // reason alone ("Could not open 'json:{...}': Image is not in qcow2 format").
+  const std::string prefix = fmt::format("Could not open '{}': ", path);
+  const bool file_failed = st.err() != 0 && msg == prefix + std::strerror(st.err());
+  if (!file_failed && msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
+  return fmt::format("Could not open '{}': {}", display_name, msg);
 }
 
-std::unique_ptr<Image> open_image_or_report(const std::string& path, const OpenFlags& flags,
+std::unique_ptr<Image> open_image_or_report(const std::string& given_name, const OpenFlags& given_flags,
                                             CacheMode default_cache) {
-  if (!flags.format.empty() && !is_known_format(flags.format)) {
-    report(fmt::format("Could not open '{}': Unknown driver '{}'", path, flags.format));
+  OpenFlags flags = given_flags;
+  auto resolved = resolve_image_name(given_name, &flags);
+  if (!resolved) {
+    report(resolved.error().message());
     return nullptr;
   }
+  const std::string& path = *resolved;
   const std::string& name = flags.display_name.empty() ? path : flags.display_name;
+  if (!flags.format.empty() && !is_known_format(flags.format)) {
+    report(fmt::format("Could not open '{}': Unknown driver '{}'", name, flags.format));
+    return nullptr;
+  }
   auto opts = make_open_options(flags, default_cache);
   if (!opts) {
     if (!flags.key_secret.empty() && opts.error().code() == Code::kInvalidArgument &&
@@ -568,10 +570,7 @@ std::unique_ptr<Image> open_image_or_report(const std::string& path, const OpenF
   }
   auto img = Image::open(path, *opts);
   if (!img) {
-    std::string msg = open_error_message(path, img.error());
-    const std::string prefix = fmt::format("Could not open '{}': ", path);
-    if (name != path && msg.rfind(prefix, 0) == 0) msg = fmt::format("Could not open '{}': {}", name, msg.substr(prefix.size()));
-    report(msg);
+    report(open_error_message(path, img.error(), name));
     return nullptr;
   }
   return std::move(*img);

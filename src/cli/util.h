@@ -123,11 +123,20 @@ struct OpenFlags {
   bool no_io = false;          // metadata only (info): an encrypted image opens without its key
   // The name errors show ("Could not open 'NAME': ..."): the --image-opts string; empty = path.
   std::string display_name;
+  // The name is an --image-opts string (src/cli/image_name.h resolves it, and json:, file:,
+  // null-co:// names); `resolved` once that is done.
+  bool image_opts = false;
+  bool resolved = false;
+  FileOpener file_opener;  // non-file protocols (null-co, nbd); empty = local files
+  std::string protocol;    // "nbd", "null-co" when the name is one; empty = local files
+  // The format qemu-img names for a protocol given as the top driver (json:{"driver":"nbd"}
+  // reads "file format: nbd"); empty = the image's format.
+  std::string shown_format;
+  std::shared_ptr<EventObserver> observer;  // blkdebug's rules (cli/blkdebug.h); null = none
 };
 
 // Parses an --image-opts string as QEMU does ("driver=qcow2,file.filename=t.qcow2,
-// overlap-check=none,..."): the format, the file name and the qcow2 options go to `flags` and
-// `filename`. Keys keel does not know are an error naming them ("Invalid parameter 'x'").
+// overlap-check=none,..."): resolve_image_name (cli/image_name.h) with flags->image_opts set.
 Status parse_image_opts(const std::string& spec, OpenFlags* flags, std::string* filename);
 
 // Builds OpenOptions from the flags; fails with qemu-img's "Invalid cache option: x" style
@@ -135,10 +144,12 @@ Status parse_image_opts(const std::string& spec, OpenFlags* flags, std::string* 
 Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_cache);
 
 // "Could not open 'path': <reason>" for a failed open; the engine's message is used as it is when
-// it already says so.
-std::string open_error_message(const std::string& path, const Status& st);
+// it already says so. With a display name (a json:/--image-opts name), that name replaces the
+// outer path: "Could not open 'json:{...}': <reason>", as qemu-img nests it.
+std::string open_error_message(const std::string& path, const Status& st, const std::string& display_name = "");
 
-// Opens an image; on failure prints "keel: Could not open 'path': <reason>" and returns null.
+// Opens an image named on the command line (a path, or a name resolve_image_name takes); on
+// failure prints "keel: Could not open 'name': <reason>" and returns null.
 std::unique_ptr<Image> open_image_or_report(const std::string& path, const OpenFlags& flags,
                                             CacheMode default_cache);
 

@@ -126,7 +126,7 @@ bool is_qcow2(std::span<const uint8_t> start) {
 
 Result<uint32_t> peek_cluster_bits(std::span<const uint8_t> start) {
   if (start.size() < 24) return error(corrupt("qcow2 header truncated"));
-  if (!is_qcow2(start)) return error(corrupt("not a qcow2 image (bad magic)"));
+  if (!is_qcow2(start)) return error(corrupt("Image is not in qcow2 format"));
   uint32_t bits = get_be32(&start[20]);
   if (bits < limits::kMinClusterBits || bits > limits::kMaxClusterBits)
     return error(bad("cluster_bits", bits, "must be 9..21"));
@@ -143,7 +143,7 @@ std::string feature_name(const Header& h, uint8_t type, uint8_t bit) {
 
 Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bool check_mode) {
   if (c0.size() < kV2HeaderLength) return error(corrupt("qcow2 header truncated"));
-  if (get_be32(&c0[0]) != kQcowMagic) return error(corrupt("not a qcow2 image (bad magic)"));
+  if (get_be32(&c0[0]) != kQcowMagic) return error(corrupt("Image is not in qcow2 format"));
   Header h;
   h.version = get_be32(&c0[4]);
   if (h.version != 2 && h.version != 3)

@@ -5,3 +5,6 @@
 #include "cli/image_options.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "cli/program_name.cpp"  // NOLINT(bugprone-suspicious-include)
 #include "cli/tls_object.cpp"  // NOLINT(bugprone-suspicious-include): --object secret (util.cpp)
+#include "cli/image_name.cpp"  // NOLINT(bugprone-suspicious-include): the name resolver (util.cpp)
+#include "cli/blkdebug.cpp"  // NOLINT(bugprone-suspicious-include): blkdebug names (image_name.cpp)
+#include "io/nbd_file.cpp"  // NOLINT(bugprone-suspicious-include): NBD names; without libnbd here

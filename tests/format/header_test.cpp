@@ -93,7 +93,7 @@ TEST_P(HeaderDamage, RejectedWithFieldName) {
 
 INSTANTIATE_TEST_SUITE_P(
     Fields, HeaderDamage,
-    ::testing::Values(Damage{"magic", 0, 4, 0x12345678, "bad magic"},
+    ::testing::Values(Damage{"magic", 0, 4, 0x12345678, "Image is not in qcow2 format"},
                       Damage{"version", 4, 4, 4, "version 4"},
                       Damage{"cluster_bits_small", 20, 4, 8, "cluster_bits = 8"},
                       Damage{"cluster_bits_big", 20, 4, 22, "cluster_bits = 22"},
