@@ -15,6 +15,7 @@
 #include "cli/command.h"
 #include "cli/info_format.h"
 #include "cli/util.h"
+#include "keel/info_json.h"
 
 namespace keel::cli {
 namespace {
@@ -65,13 +66,9 @@ int run_info(const InfoArgs& a) {
     chain.push_back(std::move(info));
   }
   if (*json) {
-    if (a.backing_chain) {
-      auto list = nlohmann::ordered_json::array();
-      for (const auto& i : chain) list.push_back(image_info_json(i));
-      std::printf("%s\n", qemu_json(list).c_str());
-    } else {
-      std::printf("%s\n", qemu_json(image_info_json(chain.front())).c_str());
-    }
+    // The library's renderer, the one keel_info_json returns (keel/info_json.h).
+    std::string text = a.backing_chain ? info_json(chain) : info_json(chain.front());
+    std::printf("%s\n", text.c_str());
   } else {
     bool first = true;
     for (const auto& i : chain) {
