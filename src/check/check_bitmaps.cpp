@@ -18,14 +18,9 @@ namespace keel::check {
 using namespace format;
 
 namespace {
-struct Bitmap {
-  uint64_t table_offset = 0;
-  uint32_t table_size = 0;
-  uint32_t flags = 0;
-  uint8_t type = 0;
-  uint8_t granularity_bits = 0;
+// A directory entry as stored (format/'s BitmapDirEntry) and its extra data size.
+struct Bitmap : BitmapDirEntry {
   uint32_t extra_size = 0;
-  std::string name;
 };
 }  // namespace
 
@@ -58,13 +53,8 @@ Status Checker::check_bitmaps() {
         break;
       }
       Bitmap b;
-      b.table_offset = raw->entry.table_offset;
-      b.table_size = raw->entry.table_size;
-      b.flags = raw->entry.flags;
-      b.type = raw->entry.type;
-      b.granularity_bits = raw->entry.granularity_bits;
+      static_cast<BitmapDirEntry&>(b) = std::move(raw->entry);
       b.extra_size = raw->extra_size;
-      b.name = std::move(raw->entry.name);
       const uint16_t name_size = raw->name_size;
       const uint64_t len = raw->bytes();
       if (bitmaps.size() >= ext.nb_bitmaps) {
