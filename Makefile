@@ -22,7 +22,7 @@ test: build
 	  grep -E 'tests passed|tests failed out of|Total Test time' build/ctest.out | tail -n 2; exit $$rc
 
 # The suite under ASan+UBSan (clang 14, build-asan/; the same build holds the libFuzzer
-# targets), and the threaded code's tests (label "threads": NBD server, engine) under TSan
+# targets), and the threaded code's tests (label "threads": NBD server, engine, C API) under TSan
 # (build-tsan/). The crash explorer, fault sweep and kill tests run at a smaller size there;
 # make test runs them at full size. `make ci` is what CI runs (.ci/run).
 SAN_ENV = KEEL_CRASH_STATES=1500 KEEL_CRASH_QEMU=2 KEEL_FAULT_INDICES=60 KEEL_KILLS=40 \

@@ -170,10 +170,12 @@ typedef struct keel_extent {
 keel_status keel_block_status(keel_image *image, uint64_t offset, uint64_t max_length,
                               keel_extent *extent, keel_error *error);
 
-/* The image's description as JSON, with qemu-img info's field names ("filename", "format",
- * "virtual-size", "actual-size", "cluster-size", "dirty-flag", "backing-filename",
- * "full-backing-filename", "backing-filename-format", "snapshots", "format-specific"). The
- * string is allocated: free it with keel_free. */
+/* The image's description as JSON: the text `qemu-img info --output=json` prints for it (and
+ * `keel info --output=json`, which uses the same renderer), without the trailing newline: field
+ * names ("filename", "format", "virtual-size", "actual-size", "cluster-size", "dirty-flag",
+ * "backing-filename", "full-backing-filename", "backing-filename-format", "snapshots",
+ * "format-specific", "encrypted"), key order and layout. The string is allocated: free it with
+ * keel_free. */
 keel_status keel_info_json(keel_image *image, char **json, keel_error *error);
 
 /* Frees memory that libkeel returned (keel_info_json). NULL is a no-op. */

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "check/checker.h"
+#include "format/bitmap.h"
 #include "format/endian.h"
 #include "keel/limits.h"
 
@@ -17,21 +18,9 @@ namespace keel::check {
 using namespace format;
 
 namespace {
-constexpr uint64_t kBmeReserved = 0xff000000000001feull;
-constexpr uint64_t kBmeOffsetMask = 0x00fffffffffffe00ull;
-constexpr uint64_t kBmeAllOnes = 1;
-constexpr uint32_t kBmeFlagInUse = 1u << 0;
-constexpr uint32_t kBmeKnownFlags = 0x3;  // in_use, auto (QEMU treats the rest as reserved)
-constexpr uint64_t kBmeMaxPhysBytes = 512ull << 20;  // qemu BME_MAX_PHYS_SIZE
-
-struct Bitmap {
-  uint64_t table_offset = 0;
-  uint32_t table_size = 0;
-  uint32_t flags = 0;
-  uint8_t type = 0;
-  uint8_t granularity_bits = 0;
+// A directory entry as stored (format/'s BitmapDirEntry) and its extra data size.
+struct Bitmap : BitmapDirEntry {
   uint32_t extra_size = 0;
-  std::string name;
 };
 }  // namespace
 
@@ -57,25 +46,17 @@ Status Checker::check_bitmaps() {
     KEEL_TRY(read(ext.directory_offset, dir));
     uint64_t pos = 0;
     while (pos < dir.size() && load_error.empty()) {
-      if (pos + 24 > dir.size()) {
+      // format/'s lenient entry reader: check judges each entry with QEMU's messages.
+      std::optional<BitmapDirEntryRaw> raw = read_bitmap_dir_entry(dir, pos);
+      if (!raw || !raw->fits) {
         load_error = "Broken bitmap directory";
         break;
       }
-      const uint8_t* p = &dir[pos];
       Bitmap b;
-      b.table_offset = get_be64(p);
-      b.table_size = get_be32(p + 8);
-      b.flags = get_be32(p + 12);
-      b.type = p[16];
-      b.granularity_bits = p[17];
-      uint16_t name_size = get_be16(p + 18);
-      b.extra_size = get_be32(p + 20);
-      uint64_t len = (24ull + b.extra_size + name_size + 7) / 8 * 8;
-      if (pos + 24 + b.extra_size + name_size > dir.size()) {
-        load_error = "Broken bitmap directory";
-        break;
-      }
-      b.name.assign(reinterpret_cast<const char*>(p + 24 + b.extra_size), name_size);
+      static_cast<BitmapDirEntry&>(b) = std::move(raw->entry);
+      b.extra_size = raw->extra_size;
+      const uint16_t name_size = raw->name_size;
+      const uint64_t len = raw->bytes();
       if (bitmaps.size() >= ext.nb_bitmaps) {
         load_error = "More bitmaps found than specified in header extension";
       } else if (b.extra_size != 0) {
@@ -85,13 +66,13 @@ Status Checker::check_bitmaps() {
         bool bad = b.table_size == 0 || b.table_offset == 0 || b.table_offset % cs ||
                    b.table_size > limits::kMaxBitmapTableEntries ||
                    b.granularity_bits > limits::kMaxBitmapGranularityBits ||
-                   b.granularity_bits < limits::kMinBitmapGranularityBits || (b.flags & ~kBmeKnownFlags) ||
-                   name_size > limits::kMaxBitmapNameSize || b.type != 1 || phys > kBmeMaxPhysBytes ||
-                   (!(b.flags & kBmeFlagInUse) && g_.virtual_size > ((phys * 8) << b.granularity_bits));
+                   b.granularity_bits < limits::kMinBitmapGranularityBits || (b.flags & ~kBitmapKnownFlags) ||
+                   name_size > limits::kMaxBitmapNameSize || b.type != 1 || phys > limits::kMaxBitmapPhysBytes ||
+                   (!(b.flags & kBitmapInUse) && g_.virtual_size > ((phys * 8) << b.granularity_bits));
         if (bad) load_error = fmt::format("Bitmap '{}' doesn't satisfy the constraints", b.name);
         // QEMU loads a bitmap that is not in use only if its table has exactly the size the
         // bitmap needs (one bit per granule, serialized in 64-bit words).
-        if (!bad && !(b.flags & kBmeFlagInUse)) {
+        if (!bad && !(b.flags & kBitmapInUse)) {
           uint64_t bits = (g_.virtual_size + (1ull << b.granularity_bits) - 1) >> b.granularity_bits;
           uint64_t bytes = (bits + 63) / 64 * 8;
           if (b.table_size != (bytes + cs - 1) / cs)
@@ -141,12 +122,12 @@ Status Checker::check_bitmaps() {
     KEEL_TRY(read(b.table_offset, table));
     bool dirty = false;
     for (uint64_t k = 0; k < b.table_size; ++k) {
-      uint64_t e = get_be64(&table[k * 8]), off = e & kBmeOffsetMask;
+      uint64_t e = get_be64(&table[k * 8]), off = e & kBitmapTableOffsetMask;
       std::string why;
-      if ((e & kBmeReserved) || (off && (e & kBmeAllOnes)) || off % cs) {
+      if (bitmap_table_entry_problem(e, cs)) {
         why = "is invalid";
         // QEMU loads every bitmap not in use when it opens the image, and refuses the image then.
-        if (!(b.flags & kBmeFlagInUse) && !fixing() && load_error.empty())
+        if (!(b.flags & kBitmapInUse) && !fixing() && load_error.empty())
           load_error = fmt::format("Could not read bitmap '{}' from image: bitmap table entry {} = 0x{:x} is invalid",
                                    b.name, k, e);
       }
@@ -162,7 +143,7 @@ Status Checker::check_bitmaps() {
       }
       corruption(fmt::format("{} bitmap '{}': bitmap table entry {} = 0x{:x} {}", fix_prefix(), b.name, k, e, why));
       if (fixing()) {
-        put_be64(&table[k * 8], kBmeAllOnes);  // every bit of that range dirty
+        put_be64(&table[k * 8], kBitmapTableAllOnes);  // every bit of that range dirty
         dirty = true;
       }
     }

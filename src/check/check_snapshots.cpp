@@ -1,15 +1,18 @@
 // keel check: the internal snapshot table and each snapshot's L1 table.
 //
-// The table is read leniently (format/snapshot_table.cpp refuses a whole table for one bad entry;
-// check must judge each entry). Like QEMU: a table that cannot be read fails the check (exit 1)
+// The table is read leniently, entry by entry, with format/'s entry decoder
+// (decode_snapshot_entry_header, make_snapshot_entry): decode_snapshot_table refuses a whole
+// table for one bad entry, and check must judge each entry. Like QEMU: a table that cannot be read fails the check (exit 1)
 // unless repairing; an entry whose L1 table is misaligned or too large is a corruption, and a
 // repair deletes that snapshot. Keel also deletes snapshots whose L1 table lies past the end of
 // the file or on top of other metadata. Deleting rewrites the table into new clusters (the
 // refcount rebuild writes it and switches the header to it in the same sector write).
+#include <array>
+
 #include <fmt/format.h>
 
 #include "check/checker.h"
-#include "format/endian.h"
+#include "format/snapshot_table.h"
 #include "keel/limits.h"
 
 namespace keel::check {
@@ -47,50 +50,37 @@ Status Checker::load_snapshots() {
   uint64_t pos = 0;
   std::string failure;
   for (uint32_t i = 0; i < nb; ++i) {
-    uint8_t hd[40];
-    if (pos + 40 > limits::kMaxSnapshotTableBytes) {
+    std::array<uint8_t, kSnapshotEntryHeaderBytes> hd;
+    if (pos + hd.size() > limits::kMaxSnapshotTableBytes) {
       failure = "Snapshot table exceeds the maximum size";
       break;
     }
-    KEEL_TRY(fetch(pos, 40, hd));
-    SnapshotRecord rec;
-    SnapshotEntry& e = rec.entry;
-    e.l1_table_offset = get_be64(hd);
-    e.l1_size = get_be32(hd + 8);
-    uint16_t id_len = get_be16(hd + 12), name_len = get_be16(hd + 14);
-    e.date_sec = get_be32(hd + 16);
-    e.date_nsec = get_be32(hd + 20);
-    e.vm_clock_nsec = get_be64(hd + 24);
-    e.vm_state_size = get_be32(hd + 32);
-    uint32_t extra = get_be32(hd + 36);
-    uint64_t len = 40ull + extra + id_len + name_len;
-    if (pos + len > limits::kMaxSnapshotTableBytes) {
+    KEEL_TRY(fetch(pos, hd.size(), hd.data()));
+    const SnapshotEntryHeader h = decode_snapshot_entry_header(hd);  // format/'s lenient reading
+    if (pos + h.unpadded_bytes() > limits::kMaxSnapshotTableBytes) {
       failure = "Snapshot table exceeds the maximum size";
       break;
     }
-    if (extra > limits::kMaxSnapshotExtraData) {
+    if (h.extra_size > limits::kMaxSnapshotExtraData) {
       if (!fixing()) {
         failure = fmt::format("Too much extra metadata in snapshot table entry {}", i);
         break;
       }
-      report(fmt::format("Discarding too much extra metadata in snapshot table entry {} ({} > {})", i, extra,
+      report(fmt::format("Discarding too much extra metadata in snapshot table entry {} ({} > {})", i, h.extra_size,
                          limits::kMaxSnapshotExtraData));
       ++res_.corruptions;
       rewrite_snapshots_ = true;
     }
-    e.extra.resize(std::min<uint32_t>(extra, limits::kMaxSnapshotExtraData));
-    KEEL_TRY(fetch(pos + 40, e.extra.size(), e.extra.data()));
-    if (e.extra.size() >= 8) e.vm_state_size = get_be64(&e.extra[0]);
-    if (e.extra.size() >= 16) e.disk_size = get_be64(&e.extra[8]);
-    else e.disk_size = h_.size;  // as QEMU assumes for old entries
-    if (e.extra.size() >= 24) e.icount = get_be64(&e.extra[16]);
-    std::string id(id_len, '\0'), name(name_len, '\0');
-    KEEL_TRY(fetch(pos + 40 + extra, id_len, reinterpret_cast<uint8_t*>(id.data())));
-    KEEL_TRY(fetch(pos + 40 + extra + id_len, name_len, reinterpret_cast<uint8_t*>(name.data())));
-    e.id = std::move(id);
-    e.name = std::move(name);
+    std::vector<uint8_t> extra(std::min<uint32_t>(h.extra_size, limits::kMaxSnapshotExtraData));
+    KEEL_TRY(fetch(pos + hd.size(), extra.size(), extra.data()));
+    std::string id(h.id_size, '\0'), name(h.name_size, '\0');
+    KEEL_TRY(fetch(pos + hd.size() + h.extra_size, h.id_size, reinterpret_cast<uint8_t*>(id.data())));
+    KEEL_TRY(fetch(pos + hd.size() + h.extra_size + h.id_size, h.name_size, reinterpret_cast<uint8_t*>(name.data())));
+    SnapshotRecord rec;
+    rec.entry = make_snapshot_entry(h, std::move(extra), std::move(id), std::move(name));
+    if (rec.entry.extra.size() < 16) rec.entry.disk_size = h_.size;  // as QEMU assumes for old entries
     snapshots_.push_back(std::move(rec));
-    pos += (len + 7) / 8 * 8;
+    pos += snapshot_entry_bytes(h.extra_size, h.id_size, h.name_size);
   }
   if (!failure.empty()) {
     if (!fixing()) {

@@ -78,6 +78,8 @@ int run_info(const InfoArgs& a) {
   // An NBD export's disk size is not known (qemu-img: "unavailable"); its backing files are local.
   auto size_known = [&](const ImageInfo& i) { return &i != &chain.front() || top.protocol != "nbd"; };
   if (*json) {
+    // The library's renderer (keel_info_json's too); an NBD export's entry leaves out its disk
+    // size and dirty flag, as qemu-img does.
     if (a.backing_chain) {
       auto list = nlohmann::ordered_json::array();
       for (const auto& i : chain) list.push_back(image_info_json(i, size_known(i)));

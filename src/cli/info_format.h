@@ -1,5 +1,5 @@
-// ImageInfo rendered the way qemu-img info renders QEMU's ImageInfo: the JSON object (QEMU's
-// field names; key order comes from qemu_json) and the human text of bdrv_image_info_dump.
+// ImageInfo rendered the way qemu-img info renders QEMU's ImageInfo: the human text of
+// bdrv_image_info_dump, on top of the library's one JSON renderer (src/report/image_info_json.h).
 // Shared by `keel info` and `keel io -c info`.
 #pragma once
 
@@ -9,18 +9,16 @@
 #include <nlohmann/json.hpp>
 
 #include "keel/image.h"
+#include "report/image_info_json.h"
 
 namespace keel::cli {
 
-// The "format-specific" object ({"type": "qcow2", "data": {...}}), or nullopt for raw.
-std::optional<nlohmann::ordered_json> format_specific_json(const ImageInfo& info);
+// The JSON objects come from the library's renderer (the C API's keel_info_json uses it too).
+using ::keel::report::format_specific_json;
+using ::keel::report::image_info_json;
 
-// The full info object of one image. `local` false (an NBD export, which QEMU asks neither for
-// its disk size nor its dirty flag): no actual-size and no dirty-flag.
-nlohmann::ordered_json image_info_json(const ImageInfo& info, bool local = true);
-
-// qemu-img info's human text for one image (ends with a newline); "disk size: unavailable"
-// unless `local`.
+// qemu-img info's human text for one image (ends with a newline).
+// "disk size: unavailable" unless `local`.
 std::string image_info_human(const ImageInfo& info, bool local = true);
 
 // One row of QEMU's snapshot table (bdrv_snapshot_dump); header row if `sn` is null. No newline.

@@ -17,6 +17,7 @@
 
 #include "keel/image.h"
 #include "keel/status.h"
+#include "report/qemu_json.h"
 
 namespace keel::cli {
 
@@ -76,17 +77,10 @@ std::string timestr(const timespec& elapsed);
 
 // ---- JSON in QEMU's layout -----------------------------------------------------------------
 
-// Serializes like QEMU's qobject_to_json_pretty: 4-space indent, "key": value, empty
-// containers as "[\n<indent>]", non-ASCII and control characters as \uXXXX. Object keys come
-// out in QEMU's QDict iteration order (hash buckets), not in insertion order, so the text
-// matches what qemu-img prints for the same fields.
-std::string qemu_json(const nlohmann::ordered_json& value);
-// The key order QEMU's QDict iterates in for this set of keys (given in insertion order).
-std::vector<std::string> qdict_order(const std::vector<std::string>& keys_in_insertion_order);
-
-// Prints a format-specific dict like QEMU's bdrv_image_info_specific_dump: one "key: value"
-// line per entry, dashes in keys shown as spaces, nested entries indented 4 more.
-std::string qemu_human_dump(const nlohmann::ordered_json& dict, int indent_level);
+// One serializer for the library and the command (src/report/qemu_json.h).
+using ::keel::report::qdict_order;
+using ::keel::report::qemu_human_dump;
+using ::keel::report::qemu_json;
 
 // ---- Progress ------------------------------------------------------------------------------
 

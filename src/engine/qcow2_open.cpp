@@ -200,9 +200,9 @@ Status Qcow2Image::load_snapshot_table() {
   uint64_t want = std::min<uint64_t>(limits::kMaxSnapshotTableBytes, file_size - header_.snapshots_offset);
   std::vector<uint8_t> t(want);
   KEEL_TRY(file_->read_at(header_.snapshots_offset, t));
-  KEEL_ASSIGN(snapshots_, decode_snapshot_table(t, header_.nb_snapshots, cs_));
-  for (const auto& e : snapshots_)
-    snapshot_table_bytes_ += (40 + e.extra.size() + e.id.size() + e.name.size() + 7) / 8 * 8;
+  uint64_t table_bytes = 0;
+  KEEL_ASSIGN(snapshots_, decode_snapshot_table(t, header_.nb_snapshots, cs_, &table_bytes));
+  snapshot_table_bytes_ = table_bytes;
   return Status::ok();
 }
 

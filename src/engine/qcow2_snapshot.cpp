@@ -106,6 +106,7 @@ Status Qcow2Image::recompute_copied() {
 
 Status Qcow2Image::write_snapshot_table(const std::vector<SnapshotEntry>& entries) {
   std::vector<uint8_t> bytes = encode_snapshot_table(entries, header_.version);
+  const uint64_t table_bytes = bytes.size();
   if (bytes.size() > limits::kMaxSnapshotTableBytes) return invalid("snapshot table would exceed 64 MiB");
   uint64_t new_off = 0;
   if (!entries.empty()) {
@@ -126,10 +127,7 @@ Status Qcow2Image::write_snapshot_table(const std::vector<SnapshotEntry>& entrie
   header_.nb_snapshots = static_cast<uint32_t>(entries.size());
   header_.snapshots_offset = new_off;
   snapshots_ = entries;
-  snapshot_table_bytes_ = 0;
-  for (const auto& e : snapshots_)
-    snapshot_table_bytes_ += (40 + std::max<size_t>(e.extra.size(), header_.version >= 3 ? 24 : 0) + e.id.size() +
-                              e.name.size() + 7) / 8 * 8;
+  snapshot_table_bytes_ = table_bytes;
   for (uint64_t c = 0; c < old_clusters; ++c) KEEL_TRY(change_refcount(old_off / cs_ + c, -1));
   return rebuild_metadata_map();  // the snapshot table, the snapshots' L1 and L2 tables moved
 }

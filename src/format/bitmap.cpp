@@ -66,6 +66,31 @@ Status validate_bitmap_entry(const BitmapDirEntry& e, const BitmapGeometry& g, u
   return Status::ok();
 }
 
+std::optional<BitmapDirEntryRaw> read_bitmap_dir_entry(std::span<const uint8_t> dir, uint64_t off) {
+  if (off > dir.size() || dir.size() - off < kBitmapEntryHeaderBytes) return std::nullopt;
+  const uint8_t* p = &dir[off];
+  BitmapDirEntryRaw r;
+  r.entry.table_offset = get_be64(p);
+  r.entry.table_size = get_be32(p + 8);
+  r.entry.flags = get_be32(p + 12);
+  r.entry.type = p[16];
+  r.entry.granularity_bits = p[17];
+  r.name_size = get_be16(p + 18);
+  r.extra_size = get_be32(p + 20);
+  r.fits = off + kBitmapEntryHeaderBytes + r.extra_size + r.name_size <= dir.size();
+  if (r.fits)
+    r.entry.name.assign(reinterpret_cast<const char*>(p + kBitmapEntryHeaderBytes + r.extra_size), r.name_size);
+  return r;
+}
+
+const char* bitmap_table_entry_problem(uint64_t v, uint64_t cluster_size) {
+  const uint64_t off = v & kBitmapTableOffsetMask;
+  if (v & kBitmapTableReserved) return "reserved bits set";
+  if (off && (v & kBitmapTableAllOnes)) return "all-ones bit set together with an offset";
+  if (off % cluster_size) return "offset not cluster aligned";
+  return nullptr;
+}
+
 Result<std::vector<BitmapDirEntry>> decode_bitmap_directory(std::span<const uint8_t> dir, uint32_t nb,
                                                             const BitmapGeometry& g) {
   if (nb == 0 || nb > limits::kMaxBitmaps)
@@ -77,29 +102,23 @@ Result<std::vector<BitmapDirEntry>> decode_bitmap_directory(std::span<const uint
   std::unordered_set<std::string> names;
   uint64_t off = 0;
   for (uint32_t i = 0; i < nb; ++i) {
-    if (off + kBitmapEntryHeaderBytes > dir.size())
+    std::optional<BitmapDirEntryRaw> raw = read_bitmap_dir_entry(dir, off);
+    if (!raw)
       return error(corrupt(fmt::format("bitmap directory entry {} at offset {} runs past the directory ({} bytes)", i,
                                        off, dir.size())));
-    const uint8_t* p = &dir[off];
-    BitmapDirEntry e;
-    e.table_offset = get_be64(p);
-    e.table_size = get_be32(p + 8);
-    e.flags = get_be32(p + 12);
-    e.type = p[16];
-    e.granularity_bits = p[17];
-    const uint16_t name_size = get_be16(p + 18);
-    const uint32_t extra_size = get_be32(p + 20);
+    BitmapDirEntry& e = raw->entry;
+    const uint16_t name_size = raw->name_size;
+    const uint32_t extra_size = raw->extra_size;
     if (extra_size != 0)
       return error(corrupt(fmt::format("bitmap directory entry {}: extra_data_size = {} (extra data is not supported)",
                                        i, extra_size)));
     if (name_size == 0 || name_size > limits::kMaxBitmapNameSize)
       return error(corrupt(fmt::format("bitmap directory entry {}: name_size = {} (must be 1..{})", i, name_size,
                                        limits::kMaxBitmapNameSize)));
-    const uint64_t len = bitmap_entry_bytes(name_size, extra_size);
-    if (off + kBitmapEntryHeaderBytes + name_size > dir.size())
+    const uint64_t len = raw->bytes();
+    if (!raw->fits)
       return error(corrupt(fmt::format("bitmap directory entry {} at offset {} runs past the directory ({} bytes)", i,
                                        off, dir.size())));
-    e.name.assign(reinterpret_cast<const char*>(p + kBitmapEntryHeaderBytes), name_size);
     KEEL_TRY_R(validate_bitmap_entry(e, g, i));
     if (!names.insert(e.name).second)
       return error(corrupt(fmt::format("bitmap directory entry {}: name '{}' is not unique", i, e.name)));
@@ -138,11 +157,8 @@ Result<std::vector<uint64_t>> decode_bitmap_table(std::span<const uint8_t> bytes
   for (uint32_t k = 0; k < e.table_size; ++k) {
     uint64_t v = get_be64(&bytes[uint64_t(k) * 8]);
     uint64_t off = v & kBitmapTableOffsetMask;
-    const char* why = nullptr;
-    if (v & kBitmapTableReserved) why = "reserved bits set";
-    else if (off && (v & kBitmapTableAllOnes)) why = "all-ones bit set together with an offset";
-    else if (off % g.cluster_size) why = "offset not cluster aligned";
-    else if (off && off + g.cluster_size > g.file_size) why = "offset past the end of the file";
+    const char* why = bitmap_table_entry_problem(v, g.cluster_size);
+    if (!why && off && off + g.cluster_size > g.file_size) why = "offset past the end of the file";
     if (why)
       return error(corrupt(fmt::format("bitmap '{}': bitmap table entry {} = {:#x} ({})", e.name, k, v, why)));
     t[k] = v;

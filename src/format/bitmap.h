@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -65,6 +66,22 @@ uint64_t bitmap_bit_count(uint64_t virtual_size, uint32_t granularity_bits);
 uint64_t bitmap_data_bytes(uint64_t virtual_size, uint32_t granularity_bits);
 // Table entries (data clusters) that data needs.
 uint64_t bitmap_table_entries(uint64_t virtual_size, uint32_t granularity_bits, uint64_t cluster_size);
+
+// One directory entry as stored, nothing validated: the lenient reading `keel check` judges
+// entry by entry (decode_bitmap_directory is the strict one, built on it).
+struct BitmapDirEntryRaw {
+  BitmapDirEntry entry;     // name filled only when it fits in the directory
+  uint16_t name_size = 0;
+  uint32_t extra_size = 0;
+  bool fits = false;        // header, extra data and name all inside the directory
+  uint64_t bytes() const { return bitmap_entry_bytes(name_size, extra_size); }
+};
+// Reads the entry at `offset` of `dir`; nullopt when its 24-byte header runs past the directory.
+std::optional<BitmapDirEntryRaw> read_bitmap_dir_entry(std::span<const uint8_t> dir, uint64_t offset);
+
+// Why one bitmap table entry is malformed (reserved bits, the all-ones bit with an offset, a
+// misaligned offset), or nullptr. Says nothing about where the offset points.
+const char* bitmap_table_entry_problem(uint64_t entry, uint64_t cluster_size);
 
 // Checks one entry as QEMU's check_dir_entry does, plus the table being inside the file.
 // `index` only names the entry in the message.

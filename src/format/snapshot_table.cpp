@@ -9,46 +9,71 @@
 
 namespace keel::format {
 
+SnapshotEntryHeader decode_snapshot_entry_header(std::span<const uint8_t, kSnapshotEntryHeaderBytes> b) {
+  const uint8_t* p = b.data();
+  SnapshotEntryHeader h;
+  h.l1_table_offset = get_be64(p);
+  h.l1_size = get_be32(p + 8);
+  h.id_size = get_be16(p + 12);
+  h.name_size = get_be16(p + 14);
+  h.date_sec = get_be32(p + 16);
+  h.date_nsec = get_be32(p + 20);
+  h.vm_clock_nsec = get_be64(p + 24);
+  h.vm_state_size = get_be32(p + 32);
+  h.extra_size = get_be32(p + 36);
+  return h;
+}
+
+uint64_t snapshot_entry_bytes(uint64_t extra_size, uint64_t id_size, uint64_t name_size) {
+  return (kSnapshotEntryHeaderBytes + extra_size + id_size + name_size + 7) / 8 * 8;
+}
+
+SnapshotEntry make_snapshot_entry(const SnapshotEntryHeader& h, std::vector<uint8_t> extra, std::string id,
+                                  std::string name) {
+  SnapshotEntry e;
+  e.l1_table_offset = h.l1_table_offset;
+  e.l1_size = h.l1_size;
+  e.date_sec = h.date_sec;
+  e.date_nsec = h.date_nsec;
+  e.vm_clock_nsec = h.vm_clock_nsec;
+  e.vm_state_size = h.vm_state_size;
+  if (extra.size() >= 8) e.vm_state_size = get_be64(&extra[0]);
+  if (extra.size() >= 16) e.disk_size = get_be64(&extra[8]);
+  if (extra.size() >= 24) e.icount = get_be64(&extra[16]);
+  e.extra = std::move(extra);
+  e.id = std::move(id);
+  e.name = std::move(name);
+  return e;
+}
+
 Result<std::vector<SnapshotEntry>> decode_snapshot_table(std::span<const uint8_t> t, uint32_t count,
-                                                         uint64_t cluster_size) {
+                                                         uint64_t cluster_size, uint64_t* table_bytes) {
   std::vector<SnapshotEntry> out;
   uint64_t off = 0;
   for (uint32_t i = 0; i < count; ++i) {
-    if (off + 40 > t.size())
+    if (off + kSnapshotEntryHeaderBytes > t.size())
       return error(corrupt(fmt::format("snapshot table entry {} at offset {} runs past the table", i, off)));
     const uint8_t* p = &t[off];
-    SnapshotEntry e;
-    e.l1_table_offset = get_be64(p);
-    e.l1_size = get_be32(p + 8);
-    uint16_t id_len = get_be16(p + 12);
-    uint16_t name_len = get_be16(p + 14);
-    e.date_sec = get_be32(p + 16);
-    e.date_nsec = get_be32(p + 20);
-    e.vm_clock_nsec = get_be64(p + 24);
-    e.vm_state_size = get_be32(p + 32);
-    uint32_t extra = get_be32(p + 36);
-    if (extra > limits::kMaxSnapshotExtraData)
-      return error(corrupt(fmt::format("snapshot {} extra_data_size = {} exceeds {}", i, extra,
+    const SnapshotEntryHeader h = decode_snapshot_entry_header(t.subspan(off).first<kSnapshotEntryHeaderBytes>());
+    if (h.extra_size > limits::kMaxSnapshotExtraData)
+      return error(corrupt(fmt::format("snapshot {} extra_data_size = {} exceeds {}", i, h.extra_size,
                                        limits::kMaxSnapshotExtraData)));
-    if (e.l1_table_offset % cluster_size != 0)
+    if (h.l1_table_offset % cluster_size != 0)
       return error(corrupt(fmt::format("snapshot {} l1_table_offset = {:#x} is not cluster aligned", i,
-                                       e.l1_table_offset)));
-    if (uint64_t(e.l1_size) * 8 > limits::kMaxL1Bytes)
-      return error(corrupt(fmt::format("snapshot {} l1_size = {} exceeds the 32 MiB L1 limit", i, e.l1_size)));
-    uint64_t len = 40ull + extra + id_len + name_len;
-    if (off + len > t.size())
+                                       h.l1_table_offset)));
+    if (uint64_t(h.l1_size) * 8 > limits::kMaxL1Bytes)
+      return error(corrupt(fmt::format("snapshot {} l1_size = {} exceeds the 32 MiB L1 limit", i, h.l1_size)));
+    if (off + h.unpadded_bytes() > t.size())
       return error(corrupt(fmt::format(
           "snapshot table entry {} at offset {} runs past the table (extra_data_size = {}, id_str_size = {}, "
-          "name_size = {})", i, off, extra, id_len, name_len)));
-    e.extra.assign(p + 40, p + 40 + extra);
-    if (extra >= 8) e.vm_state_size = get_be64(p + 40);
-    if (extra >= 16) e.disk_size = get_be64(p + 48);
-    if (extra >= 24) e.icount = get_be64(p + 56);
-    e.id.assign(reinterpret_cast<const char*>(p + 40 + extra), id_len);
-    e.name.assign(reinterpret_cast<const char*>(p + 40 + extra + id_len), name_len);
-    out.push_back(std::move(e));
-    off += (len + 7) / 8 * 8;
+          "name_size = {})", i, off, h.extra_size, h.id_size, h.name_size)));
+    const uint8_t* extra = p + kSnapshotEntryHeaderBytes;
+    const char* id = reinterpret_cast<const char*>(extra + h.extra_size);
+    out.push_back(make_snapshot_entry(h, std::vector<uint8_t>(extra, extra + h.extra_size),
+                                      std::string(id, h.id_size), std::string(id + h.id_size, h.name_size)));
+    off += snapshot_entry_bytes(h.extra_size, h.id_size, h.name_size);
   }
+  if (table_bytes) *table_bytes = off;
   return out;
 }
 
@@ -61,9 +86,8 @@ std::vector<uint8_t> encode_snapshot_table(const std::vector<SnapshotEntry>& ent
     if (extra.size() >= 8) put_be64(&extra[0], e.vm_state_size);
     if (extra.size() >= 16) put_be64(&extra[8], e.disk_size);
     if (extra.size() >= 24) put_be64(&extra[16], e.icount);
-    size_t len = 40 + extra.size() + e.id.size() + e.name.size();
     size_t base = t.size();
-    t.resize(base + (len + 7) / 8 * 8, 0);
+    t.resize(base + snapshot_entry_bytes(extra.size(), e.id.size(), e.name.size()), 0);
     uint8_t* p = &t[base];
     put_be64(p, e.l1_table_offset);
     put_be32(p + 8, e.l1_size);

@@ -3,6 +3,8 @@
 // bytes come from encode_bitmap_directory, then are damaged one field at a time).
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "format/bitmap.h"
 #include "format/endian.h"
 
@@ -137,6 +139,38 @@ TEST(BitmapFormat, BadTableEntriesAreNamed) {
   bad(0x70000 | kBitmapTableAllOnes, "all-ones");
   bad(0x70200, "not cluster aligned");
   bad(1ull << 30, "past the end of the file");
+}
+
+// The lenient parts check reads with: an entry as stored even when the strict decoder refuses it
+// (extra data, a name past the directory), and the format-level table entry problems.
+TEST(BitmapFormat, LenientEntryReader) {
+  auto dir = encode_bitmap_directory({entry("abc")});
+  put_be32(&dir[20], 8);  // 8 bytes of extra data: the name now starts 8 bytes later
+  dir.resize(dir.size() + 8, 0);
+  std::memcpy(&dir[32], "abc", 3);
+  auto raw = read_bitmap_dir_entry(dir, 0);
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_TRUE(raw->fits);
+  EXPECT_EQ(raw->extra_size, 8u);
+  EXPECT_EQ(raw->name_size, 3u);
+  EXPECT_EQ(raw->entry.name, "abc");
+  EXPECT_EQ(raw->entry.table_offset, 0x50000u);
+  EXPECT_EQ(raw->bytes(), 40u);
+  EXPECT_FALSE(decode_bitmap_directory(dir, 1, kGeo).has_value());  // strict: no extra data
+
+  auto cut = std::vector<uint8_t>(dir.begin(), dir.begin() + 30);
+  raw = read_bitmap_dir_entry(cut, 0);
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_FALSE(raw->fits);
+  EXPECT_FALSE(read_bitmap_dir_entry(cut, 8).has_value());   // no room for a 24-byte header
+  EXPECT_FALSE(read_bitmap_dir_entry(cut, 100).has_value());  // past the end
+
+  EXPECT_EQ(bitmap_table_entry_problem(0, kCs), nullptr);
+  EXPECT_EQ(bitmap_table_entry_problem(0x70000, kCs), nullptr);
+  EXPECT_EQ(bitmap_table_entry_problem(kBitmapTableAllOnes, kCs), nullptr);
+  EXPECT_NE(bitmap_table_entry_problem(0x70000 | 2, kCs), nullptr);
+  EXPECT_NE(bitmap_table_entry_problem(0x70000 | kBitmapTableAllOnes, kCs), nullptr);
+  EXPECT_NE(bitmap_table_entry_problem(0x70200, kCs), nullptr);
 }
 
 }  // namespace

@@ -93,5 +93,41 @@ TEST(SnapshotTable, RoundTripAndTruncation) {
   EXPECT_NE(m.error().message().find("not cluster aligned"), std::string::npos);
 }
 
+// The lenient parts check reads with: the entry header as stored (even when the strict decoder
+// refuses it), the entry length, and the on-disk table length the strict decoder reports.
+TEST(SnapshotTable, LenientEntryHeaderAndLengths) {
+  std::vector<SnapshotEntry> in(2);
+  in[0].id = "1";
+  in[0].name = "first";
+  in[0].l1_table_offset = 0x50200;  // misaligned: decode_snapshot_table refuses it
+  in[0].l1_size = 16;
+  in[0].vm_clock_nsec = 77;
+  in[0].vm_state_size = 5ull << 32;  // only the 64-bit extra field can hold it
+  in[1].id = "22";
+  in[1].name = "second";
+  in[1].l1_table_offset = 0x70000;
+  auto t = encode_snapshot_table(in, 3);
+  ASSERT_FALSE(decode_snapshot_table(t, 2, 65536));
+  SnapshotEntryHeader h = decode_snapshot_entry_header(std::span<const uint8_t>(t).first<kSnapshotEntryHeaderBytes>());
+  EXPECT_EQ(h.l1_table_offset, 0x50200u);
+  EXPECT_EQ(h.l1_size, 16u);
+  EXPECT_EQ(h.vm_clock_nsec, 77u);
+  EXPECT_EQ(h.extra_size, 24u);  // v3 entries get 24 bytes of extra data
+  EXPECT_EQ(h.id_size, 1u);
+  EXPECT_EQ(h.name_size, 5u);
+  EXPECT_EQ(h.unpadded_bytes(), 40u + 24 + 1 + 5);
+  EXPECT_EQ(snapshot_entry_bytes(h.extra_size, h.id_size, h.name_size), 72u);
+  SnapshotEntry e = make_snapshot_entry(h, std::vector<uint8_t>(t.begin() + 40, t.begin() + 64), "1", "first");
+  EXPECT_EQ(e.vm_state_size, 5ull << 32);
+  EXPECT_EQ(e.icount, UINT64_MAX);
+  EXPECT_EQ(e.name, "first");
+
+  in[0].l1_table_offset = 0x50000;
+  t = encode_snapshot_table(in, 3);
+  uint64_t table_bytes = 0;
+  ASSERT_TRUE(decode_snapshot_table(t, 2, 65536, &table_bytes));
+  EXPECT_EQ(table_bytes, t.size());
+}
+
 }  // namespace
 }  // namespace keel::format

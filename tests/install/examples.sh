@@ -3,7 +3,8 @@
 # then the examples are built against that prefix only — the C one through pkg-config, the C++
 # and C ones through find_package(keel CONFIG) — and run (each creates, writes, flushes, reads
 # back and checks an image, which qemu-img check confirms), and the Python ctypes module's pytest
-# test runs against the installed libkeel.so. Also checks the SONAME and `keel --version`.
+# test runs against the installed libkeel.so. Also checks the SONAME, `keel --version`, and that
+# the installed headers include no third-party header.
 #   usage: examples.sh BUILD_DIR SOURCE_DIR CMAKE
 set -euo pipefail
 build=$(realpath "$1") src=$(realpath "$2") cmake=${3:-cmake}
@@ -19,6 +20,10 @@ version=$(sed -n 's/^#define KEEL_VERSION_STRING "\(.*\)"/\1/p' "$prefix/include
 [ -n "$version" ] || fail "no KEEL_VERSION_STRING in the installed keel/version.h"
 for f in include/keel/keel.h include/keel/image.h; do [ -f "$prefix/$f" ] || fail "$f not installed"; done
 [ -f "$libdir/libkeel.a" ] || fail "libkeel.a (the static twin) not installed"
+# The public headers carry no third-party type: they include only the C and C++ standard libraries.
+if grep -rnE '#include <(tl|nlohmann|fmt|zstd|zlib|gnutls|nettle)[/.]' "$prefix/include/keel"; then
+  fail "an installed header includes a third-party header"
+fi
 soname=$(objdump -p "$libdir/libkeel.so" | awk '/SONAME/ {print $2}')
 [ "$soname" = "libkeel.so.${version%%.*}" ] || fail "SONAME is '$soname', expected libkeel.so.${version%%.*}"
 [ "$("$prefix/bin/keel" --version)" = "keel $version" ] || fail "keel --version: $("$prefix/bin/keel" --version)"
