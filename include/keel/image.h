@@ -252,6 +252,10 @@ class Image {
 
   // qemu-img amend / rebase -u: header-level changes (qcow2). Fields left empty stay as they are.
   virtual Status amend(const struct AmendOptions& opts);
+  // qemu-img amend -o encrypt.*: adds or erases key slots of a LUKS-encrypted qcow2 image that
+  // was opened with its key (QEMU's rules and messages; crash-safe: see crypto/luks_keyslot.h).
+  // kUnsupported "Can't amend encryption options - encryption not present" for other images.
+  virtual Status amend_encryption(const struct EncryptAmendOptions& opts);
 
   // Persistent dirty bitmaps (qcow2 v3; other formats return kUnsupported). info().bitmaps lists
   // them. Each change below is durable and crash-safe when it returns: new tables and directory go
@@ -291,6 +295,17 @@ struct AmendOptions {
   std::optional<std::string> backing_file;    // "" removes the backing file
   std::optional<std::string> backing_format;
   std::optional<uint32_t> refcount_bits;      // 1..64, a power of two (compat=1.1 only)
+};
+
+// qemu-img amend's encrypt.* options (LUKS key slots). Passphrases, not secret ids.
+struct EncryptAmendOptions {
+  bool activate = true;                        // encrypt.state=active (true) or inactive
+  std::string key_passphrase;                  // the image's encrypt.key-secret (finds the master key)
+  std::optional<std::string> new_passphrase;   // encrypt.new-secret
+  std::optional<std::string> old_passphrase;   // encrypt.old-secret
+  std::optional<int64_t> keyslot;              // encrypt.keyslot
+  std::optional<uint64_t> iter_time_ms;        // encrypt.iter-time (default 2000)
+  bool force = false;                          // qemu-img amend --force
 };
 
 enum class Preallocation { kOff, kMetadata, kFalloc, kFull };
