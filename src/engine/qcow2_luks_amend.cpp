@@ -17,10 +17,6 @@ namespace keel {
 
 using namespace format;
 
-namespace {
-std::span<const uint8_t> bytes_of(const std::string& s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
-}  // namespace
-
 Status Qcow2Image::amend_encryption(const EncryptAmendOptions& o) {
   if (!luks_) {
     if (encrypted()) return unsupported("Only LUKS encryption options can be amended");
@@ -39,9 +35,9 @@ Status Qcow2Image::amend_encryption(const EncryptAmendOptions& o) {
   KEEL_ASSIGN(LuksHeader h, decode_luks_header(region));
   crypto::LuksAmendRequest r;
   r.activate = o.activate;
-  r.key_passphrase = bytes_of(o.key_passphrase);
-  if (o.new_passphrase) r.new_passphrase = bytes_of(*o.new_passphrase);
-  if (o.old_passphrase) r.old_passphrase = bytes_of(*o.old_passphrase);
+  r.key_passphrase = o.key_passphrase.bytes();
+  if (o.new_passphrase) r.new_passphrase = o.new_passphrase->bytes();
+  if (o.old_passphrase) r.old_passphrase = o.old_passphrase->bytes();
   r.keyslot = o.keyslot;
   r.iter_time_ms = o.iter_time_ms;
   r.force = o.force;

@@ -65,8 +65,8 @@ std::string GuestOp::describe() const {
     case GuestOpKind::kKeySlot:
       o << "key slot " << (key_slot.activate ? "add" : "erase");
       if (key_slot.keyslot) o << " slot=" << *key_slot.keyslot;
-      if (key_slot.new_passphrase) o << " new=" << *key_slot.new_passphrase;
-      if (key_slot.old_passphrase) o << " old=" << *key_slot.old_passphrase;
+      if (key_slot.new_passphrase) o << " new=" << std::string_view(key_slot.new_passphrase->data(), key_slot.new_passphrase->size());
+      if (key_slot.old_passphrase) o << " old=" << std::string_view(key_slot.old_passphrase->data(), key_slot.old_passphrase->size());
       if (key_slot.force) o << " force";
       return o.str();
   }
@@ -115,11 +115,13 @@ void apply_mark(GuestModel& model, const WorkloadSpec& spec, const GuestMark& ma
     case GuestOpKind::kKeySlot:  // the guest view does not change; which passphrases open does
       // A forced add over an active slot drops the passphrase it held: the workload names it as
       // old_passphrase (not passed to the engine for an add).
+      // (The proof's passphrases are test strings, printed and used as the model's keys.)
+      auto text = [](const Passphrase& p) { return std::string(p.data(), p.size()); };
       if (op.key_slot.activate && op.key_slot.new_passphrase) {
-        model.key_change(*op.key_slot.new_passphrase, true, certain);
-        if (op.key_slot.old_passphrase) model.key_change(*op.key_slot.old_passphrase, false, certain);
+        model.key_change(text(*op.key_slot.new_passphrase), true, certain);
+        if (op.key_slot.old_passphrase) model.key_change(text(*op.key_slot.old_passphrase), false, certain);
       } else if (!op.key_slot.activate && op.key_slot.old_passphrase) {
-        model.key_change(*op.key_slot.old_passphrase, false, certain);
+        model.key_change(text(*op.key_slot.old_passphrase), false, certain);
       } else if (!op.key_slot.activate && !op.name.empty()) {  // erase by slot: `name` is its passphrase
         model.key_change(op.name, false, certain);
       }
