@@ -63,6 +63,10 @@ struct OpenOptions {
   // Without it an encrypted image fails to open with QEMU's "Parameter 'encrypt.key-secret' is
   // required for cipher", unless `no_io`. Held as key material (keel/passphrase.h).
   std::optional<Passphrase> encrypt_secret;
+  // QEMU's backing.encrypt.key-secret, backing.backing.encrypt.key-secret, ...: the passphrases
+  // of encrypted backing files, [0] for the backing file, [1] for its backing file... A backing
+  // file without one here is opened without a key (an encrypted one then fails to open).
+  std::vector<std::optional<Passphrase>> backing_encrypt_secrets;
   // Open for metadata only (qemu-img info, BDRV_O_NO_IO): an encrypted image opens without its
   // key, and guest reads and writes of it fail.
   bool no_io = false;

@@ -501,6 +501,13 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
     if (!secret) return error(secret.error());
     o.encrypt_secret = std::move(*secret);
   }
+  for (const std::string& id : flags.backing_key_secrets) {
+    o.backing_encrypt_secrets.emplace_back();
+    if (id.empty()) continue;
+    auto secret = secret_from_objects(flags.objects, id);
+    if (!secret) return error(secret.error());
+    o.backing_encrypt_secrets.back() = std::move(*secret);
+  }
   // QEMU's qcow2_signal_corruption() line, printed once per image.
   o.on_corruption = [](const std::string& why) {
     std::fflush(stdout);
@@ -520,6 +527,16 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
   return o;
 }
 
+namespace {
+// N for "backing.(N-1 times "backing.")encrypt.key-secret" (QEMU's option of the N-th backing
+// file), 0 for any other key.
+size_t backing_key_depth(std::string_view key) {
+  size_t depth = 0;
+  while (key.rfind("backing.", 0) == 0) key.remove_prefix(8), ++depth;
+  return key == "encrypt.key-secret" ? depth : 0;
+}
+}  // namespace
+
 Status parse_image_opts(const std::string& spec, OpenFlags* flags, std::string* filename) {
   size_t pos = 0;
   while (pos <= spec.size()) {
@@ -537,7 +554,10 @@ Status parse_image_opts(const std::string& spec, OpenFlags* flags, std::string* 
              key == "refcount-cache-size" || key == "l2-cache-entry-size" || key == "cache-clean-interval")
       flags->qcow2_options.emplace_back(key, value);
     else if (key == "encrypt.key-secret") flags->key_secret = value;
-    else return invalid(fmt::format("Invalid parameter '{}'", key));
+    else if (size_t depth = backing_key_depth(key); depth > 0) {
+      if (flags->backing_key_secrets.size() < depth) flags->backing_key_secrets.resize(depth);
+      flags->backing_key_secrets[depth - 1] = value;
+    } else return invalid(fmt::format("Invalid parameter '{}'", key));
   }
   if (filename->empty()) return invalid("A block device must be specified for \"file\"");
   flags->display_name = spec;
