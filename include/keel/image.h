@@ -18,6 +18,7 @@
 
 #include "keel/block_file.h"
 #include "keel/events.h"
+#include "keel/passphrase.h"
 #include "keel/status.h"
 
 namespace keel {
@@ -58,10 +59,14 @@ struct OpenOptions {
   // QEMU prints "qcow2: Marking image as corrupt: <text>; further corruption events will be
   // suppressed"). Called with the metadata lock held: it must not call back into the image.
   std::function<void(const std::string&)> on_corruption;
-  // QEMU's encrypt.key-secret: the passphrase of a LUKS-encrypted qcow2 image (the top image;
-  // backing files are opened without it). Without it an encrypted image fails to open with
-  // QEMU's "Parameter 'encrypt.key-secret' is required for cipher", unless `no_io`.
-  std::optional<std::string> encrypt_secret;
+  // QEMU's encrypt.key-secret: the passphrase of a LUKS-encrypted qcow2 image (the top image).
+  // Without it an encrypted image fails to open with QEMU's "Parameter 'encrypt.key-secret' is
+  // required for cipher", unless `no_io`. Held as key material (keel/passphrase.h).
+  std::optional<Passphrase> encrypt_secret;
+  // QEMU's backing.encrypt.key-secret, backing.backing.encrypt.key-secret, ...: the passphrases
+  // of encrypted backing files, [0] for the backing file, [1] for its backing file... A backing
+  // file without one here is opened without a key (an encrypted one then fails to open).
+  std::vector<std::optional<Passphrase>> backing_encrypt_secrets;
   // Open for metadata only (qemu-img info, BDRV_O_NO_IO): an encrypted image opens without its
   // key, and guest reads and writes of it fail.
   bool no_io = false;
@@ -257,6 +262,10 @@ class Image {
 
   // qemu-img amend / rebase -u: header-level changes (qcow2). Fields left empty stay as they are.
   virtual Status amend(const struct AmendOptions& opts);
+  // qemu-img amend -o encrypt.*: adds or erases key slots of a LUKS-encrypted qcow2 image that
+  // was opened with its key (QEMU's rules and messages; crash-safe: see crypto/luks_keyslot.h).
+  // kUnsupported "Can't amend encryption options - encryption not present" for other images.
+  virtual Status amend_encryption(const struct EncryptAmendOptions& opts);
 
   // Persistent dirty bitmaps (qcow2 v3; other formats return kUnsupported). info().bitmaps lists
   // them. Each change below is durable and crash-safe when it returns: new tables and directory go
@@ -298,12 +307,23 @@ struct AmendOptions {
   std::optional<uint32_t> refcount_bits;      // 1..64, a power of two (compat=1.1 only)
 };
 
+// qemu-img amend's encrypt.* options (LUKS key slots). Passphrases, not secret ids.
+struct EncryptAmendOptions {
+  bool activate = true;                        // encrypt.state=active (true) or inactive
+  Passphrase key_passphrase;                   // the image's encrypt.key-secret (finds the master key)
+  std::optional<Passphrase> new_passphrase;    // encrypt.new-secret
+  std::optional<Passphrase> old_passphrase;    // encrypt.old-secret
+  std::optional<int64_t> keyslot;              // encrypt.keyslot
+  std::optional<uint64_t> iter_time_ms;        // encrypt.iter-time (default 2000)
+  bool force = false;                          // qemu-img amend --force
+};
+
 enum class Preallocation { kOff, kMetadata, kFalloc, kFull };
 enum class CompressionType { kZlib = 0, kZstd = 1 };
 
 // encrypt.format=luks: QEMU's names for the LUKS parameters and the passphrase itself.
 struct EncryptCreateOptions {
-  std::string passphrase;
+  Passphrase passphrase;
   std::string cipher_alg = "aes-256";
   std::string cipher_mode = "xts";
   std::string ivgen_alg = "plain64";

@@ -4,6 +4,10 @@
 // rebuilt at the new width), size (grow or shrink, like resize --shrink), and the options that
 // must keep their value: backing_file, backing_fmt, data_file, data_file_raw. As in qemu-img
 // 7.2, the backing file cannot be changed here ("qemu-img rebase" / "keel rebase -u" does it).
+// LUKS key slots: encrypt.state=active|inactive with encrypt.new-secret, encrypt.old-secret,
+// encrypt.keyslot, encrypt.iter-time (secret ids of --object), the image opened with its key
+// (--image-opts ...,encrypt.key-secret=ID); --force overwrites an active slot or erases the last.
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -15,6 +19,7 @@
 
 #include "cli/command.h"
 #include "cli/image_name.h"
+#include "cli/tls_object.h"
 #include "cli/util.h"
 
 namespace keel::cli {
@@ -45,6 +50,11 @@ const std::vector<AmendKey>& amend_keys() {
       {"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
       {"data_file", "str", "File name of an external data file"},
       {"data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image"},
+      {"encrypt.iter-time", "num", "Time to spend in PBKDF in milliseconds"},
+      {"encrypt.keyslot", "num", "Select a single keyslot to modify explicitly"},
+      {"encrypt.new-secret", "str", "New secret to set in the matching keyslots. Empty string to erase"},
+      {"encrypt.old-secret", "str", "Select all keyslots that match this password"},
+      {"encrypt.state", "str", "Select new state of affected keyslots (active/inactive)"},
       {"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
       {"refcount_bits", "num", "Width of a reference count entry in bits"},
       {"size", "size", "Virtual disk size"},
@@ -84,6 +94,11 @@ struct Request {
   std::optional<uint64_t> size;
   std::optional<std::string> backing_file, backing_fmt, data_file;
   std::optional<bool> data_file_raw;
+  // encrypt.*: secret ids and numbers as given; `encrypt` says whether any was.
+  bool encrypt = false;
+  std::optional<std::string> encrypt_state, new_secret, old_secret;
+  std::optional<int64_t> keyslot;
+  std::optional<uint64_t> iter_time;
 };
 
 // Stage 1, like qemu's option parser: every key known and every value of its type.
@@ -125,6 +140,20 @@ std::optional<Request> parse_request(const std::string& merged) {
         return std::nullopt;
       }
       r.size = *v;
+    } else if (key == "encrypt.keyslot" || key == "encrypt.iter-time") {
+      char* end = nullptr;
+      errno = 0;
+      long long v = std::strtoll(value.c_str(), &end, 0);
+      if (value.empty() || *end != '\0' || errno) {
+        print_error(fmt::format("Parameter '{}' expects a number", key));
+        return std::nullopt;
+      }
+      if (key == "encrypt.keyslot") r.keyslot = v;
+      else r.iter_time = static_cast<uint64_t>(v);
+      r.encrypt = true;
+    } else if (key == "encrypt.state" || key == "encrypt.new-secret" || key == "encrypt.old-secret") {
+      (key == "encrypt.state" ? r.encrypt_state : key == "encrypt.new-secret" ? r.new_secret : r.old_secret) = value;
+      r.encrypt = true;
     } else if (key == "compat") {
       r.compat = value;
     } else if (key == "backing_file") {
@@ -133,6 +162,16 @@ std::optional<Request> parse_request(const std::string& merged) {
       r.backing_fmt = value;
     } else if (key == "data_file") {
       r.data_file = value;
+    }
+  }
+  if (r.encrypt) {
+    if (!r.encrypt_state) {
+      print_error("Parameter 'state' is missing");
+      return std::nullopt;
+    }
+    if (*r.encrypt_state != "active" && *r.encrypt_state != "inactive") {
+      print_error(fmt::format("Parameter 'state' does not accept value '{}'", *r.encrypt_state));
+      return std::nullopt;
     }
   }
   return r;
@@ -153,7 +192,28 @@ Result<bool> has_compressed_clusters(Image& image) {
 // image's header is checked before anything is written (qemu-img would apply the earlier steps
 // first); only "a refcount does not fit the new width" is found during the work, after an
 // upgrade, as in qemu-img.
-int amend(Image& image, const Request& r, bool progress_on) {
+// The LUKS key-slot change of `r` (secret ids resolved from --object), QEMU's qcrypto amend.
+Status amend_encryption(Image& image, const Request& r, const std::vector<std::string>& objects,
+                        const std::string& key_secret, bool force) {
+  EncryptAmendOptions o;
+  o.activate = *r.encrypt_state == "active";
+  o.keyslot = r.keyslot;
+  o.iter_time_ms = r.iter_time;
+  o.force = force;
+  if (image.info().encrypt && !key_secret.empty()) {
+    KEEL_ASSIGN(o.key_passphrase, secret_from_objects(objects, key_secret));
+  }
+  if (r.new_secret) {
+    KEEL_ASSIGN(o.new_passphrase, secret_from_objects(objects, *r.new_secret));
+  }
+  if (r.old_secret) {
+    KEEL_ASSIGN(o.old_passphrase, secret_from_objects(objects, *r.old_secret));
+  }
+  return image.amend_encryption(o);
+}
+
+int amend(Image& image, const Request& r, bool progress_on, const std::vector<std::string>& objects,
+          const std::string& key_secret, bool force) {
   ImageInfo info = image.info();
   const int old_version = info.compat == "0.10" ? 2 : 3;
   int new_version = old_version;
@@ -265,6 +325,14 @@ int amend(Image& image, const Request& r, bool progress_on) {
     o.version = new_version;
     if (!step(o)) return 1;
   }
+  if (r.encrypt) {  // after the upgrade, as qcow2_amend_options
+    Status st = amend_encryption(image, r, objects, key_secret, force);
+    if (!st.is_ok()) {
+      progress.finish();
+      print_error(st.message());
+      return 1;
+    }
+  }
   progress.update(25);
   if (new_width) {
     AmendOptions o;
@@ -327,7 +395,7 @@ int run_amend(const AmendArgs& a) {
   } else if (auto req = parse_request(merged); !req) {
     rc = 1;
   } else {
-    rc = amend(*image, *req, a.progress && !a.quiet);
+    rc = amend(*image, *req, a.progress && !a.quiet, a.names.objects, f.key_secret, a.force);
   }
   Status st = image->close();
   if (rc == 0 && !st.is_ok()) {
@@ -350,8 +418,7 @@ std::function<int()> setup_amend(CLI::App* sub) {
                   "Cache mode: writeback (default), writethrough, none, directsync, unsafe");
   sub->add_flag("-p", a->progress, "Show progress as '    (NN.NN/100%)'");
   sub->add_flag("-q", a->quiet, "Quiet (no progress)");
-  sub->add_flag("--force", a->force, "Accepted for compatibility (qemu-img uses it for "
-                                     "encryption key changes)");
+  sub->add_flag("--force", a->force, "LUKS key slots: overwrite an active slot, or erase the last active one");
   add_image_name_options(sub, &a->names);
   sub->add_option("FILE", a->files, "The qcow2 image to change");
   sub->footer("Exit status: 0 on success, 1 on any error (message on stderr as 'keel: ...').");

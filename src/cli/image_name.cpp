@@ -144,6 +144,14 @@ Status null_size(const std::string& key, const std::optional<std::string>& v, Pa
 }
 
 // Applies one flattened key. `driver` is the top-level driver as given ("" = probe).
+// N for "backing.(N-1 times "backing.")encrypt.key-secret" (QEMU's option of the N-th backing
+// file), 0 for any other key.
+size_t backing_key_depth(std::string_view key) {
+  size_t depth = 0;
+  while (key.rfind("backing.", 0) == 0) key.remove_prefix(8), ++depth;
+  return key == "encrypt.key-secret" ? depth : 0;
+}
+
 Status apply_key(const std::string& key, const std::optional<std::string>& v, const std::string& driver,
                  Parsed* p, OpenFlags* f) {
   const std::string value = v.value_or("");
@@ -219,6 +227,11 @@ Status apply_key(const std::string& key, const std::optional<std::string>& v, co
   }
   if (key == "encrypt.key-secret") {
     f->key_secret = value;
+    return Status::ok();
+  }
+  if (size_t depth = backing_key_depth(key); depth > 0) {  // an encrypted backing file's secret
+    if (f->backing_key_secrets.size() < depth) f->backing_key_secrets.resize(depth);
+    f->backing_key_secrets[depth - 1] = value;
     return Status::ok();
   }
   if (is_qcow2_runtime_option(key) && !top_is_protocol && driver != "raw") {

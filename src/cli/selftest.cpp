@@ -54,6 +54,7 @@ struct Args {
   uint32_t all_subsets = 10;
   bool quiet = false;
   bool verbose = false;
+  bool kill_qemu = false;  // kill-verify --qemu
   std::string image, journal;
   uint64_t ops = UINT64_MAX;
 };
@@ -357,12 +358,13 @@ std::function<int()> setup(CLI::App* sub) {
   verify->add_option("image", args->image, "qcow2 image")->required();
   verify->add_option("--journal", args->journal, "Journal file")->required();
   verify->add_flag("-v,--verbose", args->verbose, "Say OK when everything held");
+  verify->add_flag("--qemu", args->kill_qemu, "Also judge qemu-img's reading of the killed image (convert to raw)");
   return [args, crash, faults, driver, verify]() -> int {
     if (crash->parsed()) return args->fs.empty() ? run_crash(*args) : run_real_fs(*args);
     if (faults->parsed()) return run_faults(*args);
     if (driver->parsed())
       return proof::run_kill_driver({args->image, args->journal, args->seed.value_or(1), args->ops});
-    if (verify->parsed()) return proof::run_kill_verify(args->image, args->journal, args->verbose);
+    if (verify->parsed()) return proof::run_kill_verify(args->image, args->journal, args->verbose, args->kill_qemu);
     return 1;
   };
 }

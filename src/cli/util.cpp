@@ -330,6 +330,13 @@ Result<OpenOptions> make_open_options(const OpenFlags& flags, CacheMode default_
     if (!secret) return error(secret.error());
     o.encrypt_secret = std::move(*secret);
   }
+  for (const std::string& id : flags.backing_key_secrets) {
+    o.backing_encrypt_secrets.emplace_back();
+    if (id.empty()) continue;
+    auto secret = secret_from_objects(flags.objects, id);
+    if (!secret) return error(secret.error());
+    o.backing_encrypt_secrets.back() = std::move(*secret);
+  }
   // QEMU's qcow2_signal_corruption() line, printed once per image.
   o.on_corruption = [](const std::string& why) {
     std::fflush(stdout);

@@ -114,6 +114,9 @@ struct OpenFlags {
   // --object specs and --image-opts encrypt.key-secret=ID (an encrypted qcow2 image's key).
   std::vector<std::string> objects;
   std::string key_secret;
+  // backing.encrypt.key-secret=ID, backing.backing.encrypt.key-secret=ID...: [0] the backing
+  // file's secret id, [1] its backing file's ("" = none).
+  std::vector<std::string> backing_key_secrets;
   bool no_io = false;          // metadata only (info): an encrypted image opens without its key
   // The name errors show ("Could not open 'NAME': ..."): the --image-opts string; empty = path.
   std::string display_name;

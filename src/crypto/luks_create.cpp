@@ -23,18 +23,6 @@ constexpr uint32_t kHeaderSectors = 4096 / kLuksSectorSize;  // QEMU: key slots 
 constexpr uint32_t kSlotAlignSectors = 4096 / kLuksSectorSize;
 constexpr uint64_t kMinIterations = 1000;                   // QEMU's minimum for slots and digest
 
-Status random_bytes(std::span<uint8_t> out) {
-  for (size_t done = 0; done < out.size();) {
-    ssize_t n = ::getrandom(out.data() + done, out.size() - done, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return io_error(errno, "getrandom");
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::ok();
-}
-
 uint32_t key_bytes_of(LuksCipher c, LuksMode m) {
   uint32_t k = 32;
   switch (c) {
@@ -76,6 +64,18 @@ Result<uint64_t> iterations_for(LuksHash h, uint32_t out_len, uint64_t ms) {
 }
 
 }  // namespace
+
+Status random_bytes(std::span<uint8_t> out) {
+  for (size_t done = 0; done < out.size();) {
+    ssize_t n = ::getrandom(out.data() + done, out.size() - done, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return io_error(errno, "getrandom");
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::ok();
+}
 
 uint32_t luks_slot_offset_sectors(uint32_t key_bytes, uint32_t slot) {
   const uint32_t split = (key_bytes * kLuksStripes + kLuksSectorSize - 1) / kLuksSectorSize;
@@ -166,23 +166,37 @@ Result<std::vector<uint8_t>> luks_create(const LuksCreateSpec& spec, std::span<c
     h.slots[i].stripes = kLuksStripes;
     h.slots[i].key_offset_sectors = luks_slot_offset_sectors(h.key_bytes, i);
   }
-  LuksSlot& s0 = h.slots[0];
-  s0.active = true;
-  KEEL_TRY_R(random_bytes(s0.salt));
-  KEEL_ASSIGN(uint64_t slot_iters, iterations_for(spec.hash, h.key_bytes, spec.iter_time_ms));
-  s0.iterations = static_cast<uint32_t>(std::clamp<uint64_t>(slot_iters, kMinIterations, UINT32_MAX));
-  KEEL_ASSIGN(SecretBytes slot_key, pbkdf2_hmac(spec.hash, passphrase, s0.salt, s0.iterations, h.key_bytes));
-  SecretBytes random(size_t(h.key_bytes) * (kLuksStripes - 1));
-  KEEL_TRY_R(random_bytes(random.span()));
-  KEEL_ASSIGN(SecretBytes split, af_split(spec.hash, master.span(), random.span(), kLuksStripes));
-  KEEL_ASSIGN(auto slot_cipher, SectorCipher::create(cs, slot_key.span()));
-  slot_cipher->encrypt(0, split.span());
+  KEEL_ASSIGN(SealedSlot s0, luks_seal_slot(h, 0, master.span(), passphrase, spec.iter_time_ms));
+  h.slots[0] = s0.entry;
 
   std::vector<uint8_t> region(uint64_t(h.payload_offset_sectors) * kLuksSectorSize, 0);
   auto hdr = encode_luks_header(h);
   std::memcpy(region.data(), hdr.data(), hdr.size());
-  std::memcpy(region.data() + uint64_t(s0.key_offset_sectors) * kLuksSectorSize, split.data(), split.size());
+  std::memcpy(region.data() + uint64_t(s0.entry.key_offset_sectors) * kLuksSectorSize, s0.material.data(),
+              s0.material.size());
   return region;
+}
+
+Result<SealedSlot> luks_seal_slot(const LuksHeader& h, uint32_t slot, std::span<const uint8_t> master_key,
+                                  std::span<const uint8_t> passphrase, uint64_t iter_time_ms) {
+  if (slot >= kLuksSlots || master_key.size() != h.key_bytes)
+    return error(invalid(fmt::format("LUKS key slot {} or key size {} out of range", slot, master_key.size())));
+  SealedSlot out;
+  out.entry = h.slots[slot];
+  out.entry.active = true;
+  out.entry.stripes = kLuksStripes;
+  KEEL_TRY_R(random_bytes(out.entry.salt));
+  KEEL_ASSIGN(uint64_t iters, iterations_for(h.hash, h.key_bytes, iter_time_ms));
+  out.entry.iterations = static_cast<uint32_t>(std::clamp<uint64_t>(iters, kMinIterations, UINT32_MAX));
+  KEEL_ASSIGN(SecretBytes slot_key, pbkdf2_hmac(h.hash, passphrase, out.entry.salt, out.entry.iterations, h.key_bytes));
+  SecretBytes random(size_t(h.key_bytes) * (kLuksStripes - 1));
+  KEEL_TRY_R(random_bytes(random.span()));
+  KEEL_ASSIGN(SecretBytes split, af_split(h.hash, master_key, random.span(), kLuksStripes));
+  KEEL_ASSIGN(auto slot_cipher, SectorCipher::create(CipherSpec{h.cipher, h.mode, h.ivgen, h.ivgen_hash}, slot_key.span()));
+  slot_cipher->encrypt(0, split.span());
+  out.material = SecretBytes((split.size() + kLuksSectorSize - 1) / kLuksSectorSize * kLuksSectorSize);
+  std::memcpy(out.material.data(), split.data(), split.size());
+  return out;
 }
 
 }  // namespace keel::crypto

@@ -31,6 +31,21 @@ struct LuksCreateSpec {
 // The region bytes (header and key material), `payload_offset_sectors * 512` long.
 Result<std::vector<uint8_t>> luks_create(const LuksCreateSpec& spec, std::span<const uint8_t> passphrase);
 
+// Seals `master_key` into key slot `slot` of `h` for `passphrase` (QEMU's
+// qcrypto_block_luks_store_key): a fresh salt, iterations timed to iter_time_ms (at least 1000),
+// the master key AF-split and encrypted with the passphrase's PBKDF2 key. Returns the slot entry
+// (active) and its key material, `split_key_bytes()` rounded up to whole sectors (zero padding:
+// the slot's area is a multiple of 4 KiB). `h` is not changed.
+struct SealedSlot {
+  format::LuksSlot entry;
+  SecretBytes material;
+};
+Result<SealedSlot> luks_seal_slot(const format::LuksHeader& h, uint32_t slot, std::span<const uint8_t> master_key,
+                                  std::span<const uint8_t> passphrase, uint64_t iter_time_ms);
+
+// Fills `out` from the kernel's random source (getrandom).
+Status random_bytes(std::span<uint8_t> out);
+
 // Key slot i's key material offset in sectors for a key of `key_bytes`, and the payload offset.
 uint32_t luks_slot_offset_sectors(uint32_t key_bytes, uint32_t slot);
 uint32_t luks_payload_offset_sectors(uint32_t key_bytes);

@@ -41,11 +41,16 @@ Result<SecretBytes> try_slot(const LuksHeader& h, const LuksSlot& slot, std::spa
 
 }  // namespace
 
+Result<SecretBytes> luks_slot_master_key(const LuksHeader& h, uint32_t slot, std::span<const uint8_t> region,
+                                         std::span<const uint8_t> passphrase) {
+  if (slot >= kLuksSlots || !h.slots[slot].active) return SecretBytes();
+  return try_slot(h, h.slots[slot], region, passphrase);
+}
+
 Result<SecretBytes> luks_master_key(const LuksHeader& h, std::span<const uint8_t> region,
                                     std::span<const uint8_t> passphrase) {
-  for (const LuksSlot& slot : h.slots) {
-    if (!slot.active) continue;
-    KEEL_ASSIGN(SecretBytes key, try_slot(h, slot, region, passphrase));
+  for (uint32_t i = 0; i < kLuksSlots; ++i) {
+    KEEL_ASSIGN(SecretBytes key, luks_slot_master_key(h, i, region, passphrase));
     if (key.size()) return key;
   }
   return error(Status(Code::kInvalidArgument, "Invalid password, cannot unlock any keyslot", EPERM));

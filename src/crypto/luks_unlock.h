@@ -20,6 +20,11 @@ CipherSpec cipher_spec_of(const format::LuksHeader& h);
 Result<SecretBytes> luks_master_key(const format::LuksHeader& h, std::span<const uint8_t> region,
                                     std::span<const uint8_t> passphrase);
 
+// The master key from key slot `slot` alone (QEMU's qcrypto_block_luks_load_key): empty when
+// the slot is inactive or the passphrase does not open it.
+Result<SecretBytes> luks_slot_master_key(const format::LuksHeader& h, uint32_t slot, std::span<const uint8_t> region,
+                                         std::span<const uint8_t> passphrase);
+
 // The payload cipher for `h` with the passphrase.
 Result<std::unique_ptr<SectorCipher>> luks_unlock(const format::LuksHeader& h, std::span<const uint8_t> region,
                                                   std::span<const uint8_t> passphrase);

@@ -35,6 +35,9 @@ Status Image::snapshot_apply(const std::string&) {
 Status Image::amend(const AmendOptions&) {
   return unsupported(fmt::format("Format driver '{}' does not support option amendment", format()));
 }
+Status Image::amend_encryption(const EncryptAmendOptions&) {
+  return unsupported("Can't amend encryption options - encryption not present");
+}
 Status Image::resize(uint64_t, bool) { return unsupported(fmt::format("Format {} does not support resize", format())); }
 
 Status Image::write_compressed(uint64_t, std::span<const uint8_t>) {

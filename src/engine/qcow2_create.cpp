@@ -85,8 +85,7 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& in) {
                                                         e.ivgen_hash_alg.empty() ? "sha256" : e.ivgen_hash_alg,
                                                         e.hash_alg));
     spec.iter_time_ms = e.iter_time_ms;
-    KEEL_ASSIGN(luks_region, crypto::luks_create(spec, {reinterpret_cast<const uint8_t*>(e.passphrase.data()),
-                                                        e.passphrase.size()}));
+    KEEL_ASSIGN(luks_region, crypto::luks_create(spec, e.passphrase.bytes()));
     h.crypt_method = kCryptLuks;
     h.crypto_length = luks_region.size();
   }

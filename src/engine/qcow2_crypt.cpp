@@ -41,8 +41,7 @@ Status Qcow2Image::open_encryption(const OpenOptions& opts) {
     if (opts.no_io) return Status::ok();
     return invalid("Parameter 'encrypt.key-secret' is required for cipher");
   }
-  const std::string& pw = *opts.encrypt_secret;
-  KEEL_ASSIGN(crypt_, crypto::luks_unlock(*luks_, region, {reinterpret_cast<const uint8_t*>(pw.data()), pw.size()}));
+  KEEL_ASSIGN(crypt_, crypto::luks_unlock(*luks_, region, opts.encrypt_secret->bytes()));
   return Status::ok();
 }
 

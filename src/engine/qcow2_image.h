@@ -116,6 +116,7 @@ class Qcow2Image final : public Image {
   Status resize(uint64_t new_size, bool shrink) override;
   Status make_empty() override;
   Status amend(const AmendOptions& opts) override;
+  Status amend_encryption(const EncryptAmendOptions& opts) override;  // qcow2_luks_amend.cpp
 
   // Persistent dirty bitmaps (qcow2_bitmap.cpp).
   Status bitmap_add(const std::string& name, uint32_t granularity, bool disabled) override;
@@ -317,7 +318,8 @@ class Qcow2Image final : public Image {
   std::unique_ptr<BlockFile> file_;
   std::unique_ptr<BlockFile> data_file_owned_;
   BlockFile* data_ = nullptr;  // where guest clusters live (file_ or the external data file)
-  std::optional<format::LuksHeader> luks_;         // crypt_method 2
+  std::optional<format::LuksHeader> luks_;         // crypt_method 2; amend_encryption changes its slots
+                                                   // (exclusive gates and mu_ held)
   std::unique_ptr<crypto::SectorCipher> crypt_;    // null: not encrypted, or opened without the key
   std::unique_ptr<Image> backing_;
   EventObserver* observer_ = nullptr;

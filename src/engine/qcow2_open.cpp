@@ -214,7 +214,13 @@ Status Qcow2Image::open_backing(const OpenOptions& opts, OpenChain& chain) {
   bo.read_only = true;
   bo.snapshot.clear();
   bo.check_mode = false;
-  bo.encrypt_secret.reset();  // the secret names this image's key, not the backing file's
+  // encrypt.key-secret names this image's key; backing.encrypt.key-secret the backing file's.
+  // (emplace, not assignment: GCC 12 warns maybe-uninitialized on the optional's assignment)
+  bo.encrypt_secret.reset();
+  if (!bo.backing_encrypt_secrets.empty()) {
+    if (bo.backing_encrypt_secrets.front()) bo.encrypt_secret.emplace(*bo.backing_encrypt_secrets.front());
+    bo.backing_encrypt_secrets.erase(bo.backing_encrypt_secrets.begin());
+  }
   bo.format = header_.backing_format;
   if (bo.format != "qcow2" && bo.format != "raw") bo.format.clear();
   bo.max_backing_depth = opts.max_backing_depth;

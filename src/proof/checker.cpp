@@ -6,6 +6,9 @@
 #include <optional>
 #include <sstream>
 
+#include "crypto/luks_unlock.h"
+#include "format/header.h"
+#include "format/luks_header.h"
 #include "keel/check.h"
 #include "proof/bitmap_check.h"
 #include "proof/memory_fs.h"
@@ -143,6 +146,48 @@ void check_snapshots(MemoryFs& fs, const GuestModel& model, StateVerdict& v, uin
     std::string who = "snapshot '" + info.name + "' read";
     check_guest_reads(**snap, *it->second.content, v, md, who.c_str());
   }
+}
+
+// LUKS key slots (the `encrypted` workload's key-slot changes): each passphrase the model says
+// must open the image opens it and each it says must not does not (G3: a completed change is
+// durable); every active slot opens with one of the proof's passphrases (G2: a slot marked active
+// over key material that is not its own is a half-done change the write order must prevent).
+void check_key_slots(MemoryFs& fs, const GuestModel& model, StateVerdict& v, uint32_t md) {
+  if (model.keys().empty()) return;
+  const std::vector<uint8_t> image = fs.bytes(kImageName);
+  auto h = format::decode_header(std::span<const uint8_t>(image).first(std::min<size_t>(image.size(), 65536)),
+                                 image.size(), false);
+  if (!h || h->crypt_method != format::kCryptLuks || h->crypto_offset > image.size() ||
+      h->crypto_length > image.size() - h->crypto_offset) {
+    v.add(Guarantee::kG1, "key slots: the qcow2 header does not name a LUKS region", md);
+    return;
+  }
+  const std::span<const uint8_t> region(image.data() + h->crypto_offset, h->crypto_length);
+  auto luks = format::decode_luks_header(region);
+  if (!luks) {
+    v.add(Guarantee::kG1, "key slots: LUKS header: " + luks.error().message(), md);
+    return;
+  }
+  auto bytes = [](const std::string& s) { return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()); };
+  std::vector<std::string> known = {kProofSecret};
+  for (const auto& [pass, state] : model.keys()) known.push_back(pass);
+  std::vector<bool> opened(format::kLuksSlots, false);
+  for (const std::string& pass : known) {
+    bool opens = false;
+    for (uint32_t i = 0; i < format::kLuksSlots; ++i) {
+      auto key = crypto::luks_slot_master_key(*luks, i, region, bytes(pass));
+      if (key && key->size()) opened[i] = opens = true;
+    }
+    auto it = model.keys().find(pass);
+    if (it == model.keys().end()) continue;
+    if (it->second == GuestModel::KeyState::kOpens && !opens)
+      v.add(Guarantee::kG3, "key slots: passphrase '" + pass + "' was added and does not open the image", md);
+    if (it->second == GuestModel::KeyState::kRefused && opens)
+      v.add(Guarantee::kG3, "key slots: passphrase '" + pass + "' was erased and still opens the image", md);
+  }
+  for (uint32_t i = 0; i < format::kLuksSlots; ++i)
+    if (luks->slots[i].active && !opened[i])
+      v.add(Guarantee::kG2, "key slots: slot " + std::to_string(i) + " is active and opens with no passphrase it was given", md);
 }
 
 // The backing file as the crash left it. Read-only workloads: unchanged. A commit workload
@@ -316,6 +361,7 @@ StateVerdict check_state(const WorkloadSpec& spec, std::vector<uint8_t> image,
     img->reset();
     if (opts.keel_check) judge_keel_check(*fs.handle(kImageName), "after keel open+close", opts.leak_bound, v, md);
     check_snapshots(fs, model, v, md);
+    check_key_slots(fs, model, v, md);
     if (tmp && tmp->ok()) {
       Status w = tmp->write(kImageName, fs.bytes(kImageName));
       if (w.is_ok()) judge_qemu_check(qemu_img_check(tmp->file(kImageName)), "after keel open+close", opts.leak_bound, v, md);

@@ -78,6 +78,15 @@ class GuestModel {
   // content of the last completed commit, or (while one runs) of the one before or this one.
   const GuestModel* committed_base() const { return base_.get(); }
 
+  // LUKS key slots (qemu-img amend -o encrypt.state=...): for each passphrase a key-slot change
+  // named, whether it must open the image now (a completed add), must not (a completed erase),
+  // or either (a change in progress). The image's own passphrase is not listed: G1 opens with it.
+  enum class KeyState { kEither, kOpens, kRefused };
+  void key_change(const std::string& passphrase, bool opens, bool certain) {
+    keys_[passphrase] = certain ? (opens ? KeyState::kOpens : KeyState::kRefused) : KeyState::kEither;
+  }
+  const std::map<std::string, KeyState>& keys() const { return keys_; }
+
   // The persistent dirty bitmaps (kept up to date by apply_mark, proof/workload.h).
   BitmapModel& bitmaps() { return bitmaps_; }
   const BitmapModel& bitmaps() const { return bitmaps_; }
@@ -98,6 +107,7 @@ class GuestModel {
   std::map<std::string, Snapshot> snapshots_;
   std::shared_ptr<const GuestModel> base_;  // copied on change (snapshot copies share it)
   BitmapModel bitmaps_;
+  std::map<std::string, KeyState> keys_;
 };
 
 }  // namespace keel::proof

@@ -15,6 +15,7 @@
 #include "keel/image.h"
 #include "proof/checker.h"
 #include "proof/pattern.h"
+#include "proof/qemu_oracle.h"
 #include "proof/workload.h"
 
 namespace keel::proof {
@@ -183,6 +184,7 @@ int run_kill_driver(const KillDriverOptions& opts) {
   }
   OpenOptions oo;
   oo.format = "qcow2";
+  oo.encrypt_secret = kProofSecret;
   auto img = Image::open(opts.image, oo);
   if (!img) {
     std::fprintf(stderr, "kill-driver: %s\n", img.error().message().c_str());
@@ -223,7 +225,7 @@ int run_kill_driver(const KillDriverOptions& opts) {
   return cs.is_ok() ? 0 : 1;
 }
 
-int run_kill_verify(const std::string& image, const std::string& journal, bool verbose) {
+int run_kill_verify(const std::string& image, const std::string& journal, bool verbose, bool qemu) {
   Journal j;
   if (!parse_journal(journal, j)) {
     std::printf("kill-verify: cannot read journal %s\n", journal.c_str());
@@ -235,13 +237,26 @@ int run_kill_verify(const std::string& image, const std::string& journal, bool v
   ro.format = "qcow2";
   ro.read_only = true;
   ro.force_share = true;
-  uint64_t cluster = 65536;
-  if (auto peek = Image::open(image, ro)) cluster = (*peek)->cluster_size();
+  ro.encrypt_secret = kProofSecret;
+  uint64_t cluster = 65536, size = 0;
+  if (auto peek = Image::open(image, ro)) cluster = (*peek)->cluster_size(), size = (*peek)->size();
   uint64_t bound = kill_leak_bound(j, cluster);
   if (!dirty) keel_check_file(image, "on the killed image", bound, v);
+  if (qemu) {  // QEMU's reading of the image exactly as the kill left it
+    TempDir tmp;
+    auto raw = tmp.ok() ? qemu_img_convert(image, tmp.file("guest.raw")) : error(io_error(EIO, "temp dir"));
+    if (!raw) {
+      v.add(Guarantee::kG3, "qemu-img convert of the killed image: " + raw.error().message(), 5);
+    } else {
+      GuestModel model(size, 0);
+      for (const auto& m : j.marks) apply_mark(model, j.spec, m);
+      check_raw_guest(*raw, model, v, 5, "qemu-img convert");
+    }
+  }
 
   OpenOptions oo;
   oo.format = "qcow2";
+  oo.encrypt_secret = kProofSecret;
   auto img = Image::open(image, oo);
   uint64_t sectors = 0;
   if (!img) {

@@ -397,7 +397,12 @@ WorkloadSpec amends(uint64_t seed) {
 // A LUKS-encrypted image (aes-256-xts): allocating writes (whole and partial clusters, so the
 // copy-on-write re-encrypts the old data at the new host offset), copy-on-write from a backing
 // file, overwrites in place, write-zeroes and discards. Checked through the engine's decryption
-// and, on a sample, through qemu-img with the passphrase.
+// and, on a sample, through qemu-img with the passphrase. Between the writes, key-slot changes
+// (qemu-img amend -o encrypt.*): a second passphrase added (slot 1), a third in slot 6 (whose
+// entry spans the header's two sectors) and erased by slot, slot 1 overwritten (--force) with
+// the third, which is then erased by old-secret; the checker opens every state with each
+// passphrase the model says must open or must not (G3) and requires every active slot to open
+// with one of them (G2).
 WorkloadSpec encrypted(uint64_t seed) {
   WorkloadSpec s = base("encrypted", "LUKS-encrypted image: allocating, CoW and in-place writes", 1 * MiB, 64 * KiB);
   EncryptCreateOptions e;
@@ -407,7 +412,30 @@ WorkloadSpec encrypted(uint64_t seed) {
   s.backing_bytes = 768 * KiB;
   Gen g(s, seed);
   uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  auto keys = [&](int i) {
+    EncryptAmendOptions o;
+    o.iter_time_ms = 0;  // QEMU's minimum of 1000 iterations, untimed
+    if (i == 4) {
+      o.new_passphrase = kProofSecret2;
+      g.key_slot(o);
+    } else if (i == 8) {
+      o.new_passphrase = kProofSecret3;
+      o.keyslot = 6;
+      g.key_slot(o);
+    } else if (i == 10) {
+      o.activate = false, o.iter_time_ms.reset(), o.keyslot = 6;
+      g.key_slot(o, kProofSecret3);
+    } else if (i == 12) {
+      o.new_passphrase = kProofSecret3, o.keyslot = 1, o.force = true;
+      o.old_passphrase = kProofSecret2;  // for the model only: the passphrase slot 1 held
+      g.key_slot(o);
+    } else if (i == 14) {
+      o.activate = false, o.iter_time_ms.reset(), o.old_passphrase = kProofSecret3;
+      g.key_slot(o);
+    }
+  };
   for (int i = 0; i < 16; ++i) {
+    keys(i);
     uint64_t k = g.pick(n);
     switch (g.pick(5)) {
       case 0: g.write(k * c, c, g.chance(20)); break;

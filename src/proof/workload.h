@@ -26,6 +26,9 @@ inline constexpr const char* kNewBackingName = "base-b.raw";
 // The passphrase of encrypted workloads' images (the `encrypted` workload: LUKS). Every open of
 // the proof passes it; an unencrypted image ignores it.
 inline constexpr const char* kProofSecret = "keel-proof";
+// The passphrases the `encrypted` workload's key-slot changes add and erase.
+inline constexpr const char* kProofSecret2 = "keel-proof-2";
+inline constexpr const char* kProofSecret3 = "keel-proof-3";
 
 enum class GuestOpKind {
   kWrite, kWriteZeroes, kDiscard, kFlush, kWriteCompressed, kReopen,
@@ -35,7 +38,9 @@ enum class GuestOpKind {
   kBitmapAdd, kBitmapRemove, kBitmapDisable, kBitmapMerge,
   // Backing-chain operations (keel/chain_ops.h): qemu-img commit into the backing file (then
   // make_empty of the top unless keep_top), and a safe qemu-img rebase onto another backing file.
-  kCommit, kRebase
+  kCommit, kRebase,
+  // LUKS key slots (qemu-img amend -o encrypt.state=...): `key_slot`, with kProofSecret as the key.
+  kKeySlot
 };
 
 struct GuestOp {
@@ -51,6 +56,7 @@ struct GuestOp {
   bool keep_top = false;     // commit: do not empty the top afterwards (qemu-img commit -d)
   uint64_t new_size = 0;   // resize: the new virtual size in bytes
   AmendOptions amend;      // amend
+  EncryptAmendOptions key_slot;  // key-slot change
   std::string phase;       // a label for cost reports ("fill", "overwrite"...)
   std::string describe() const;
 };

@@ -43,6 +43,13 @@ class Gen {
     spec_.ops.back().amend = o;
   }
   void reopen() { add(GuestOpKind::kReopen, 0, 0, false); }
+  // A LUKS key-slot change. `erased` names the passphrase an erase by keyslot removes (the model
+  // needs it; the engine does not).
+  void key_slot(EncryptAmendOptions o, std::string erased = {}) {
+    add(GuestOpKind::kKeySlot, 0, 0, false);
+    spec_.ops.back().key_slot = std::move(o);
+    spec_.ops.back().name = std::move(erased);
+  }
   // kBitmapAdd (with granularity), kBitmapRemove, kBitmapDisable, kBitmapMerge (source -> name).
   void bitmap(GuestOpKind k, std::string name, uint32_t granularity = 0, std::string source = {}) {
     add(k, 0, 0, false);

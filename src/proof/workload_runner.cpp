@@ -24,7 +24,8 @@ bool makes_durable(GuestOpKind k) {
     case GuestOpKind::kBitmapDisable:
     case GuestOpKind::kBitmapMerge:
     case GuestOpKind::kCommit:  // the workloads flush before it; make_empty flushes again
-    case GuestOpKind::kRebase: return true;  // flushes the copy, the header, then reopens
+    case GuestOpKind::kRebase:  // flushes the copy, the header, then reopens
+    case GuestOpKind::kKeySlot: return true;  // flushes first; every step synced
     default: return false;
   }
 }
@@ -61,6 +62,13 @@ std::string GuestOp::describe() const {
     case GuestOpKind::kBitmapMerge: return "bitmap merge " + source + " into " + name;
     case GuestOpKind::kCommit: return keep_top ? "commit -d" : "commit (top emptied)";
     case GuestOpKind::kRebase: return "rebase -b " + name;
+    case GuestOpKind::kKeySlot:
+      o << "key slot " << (key_slot.activate ? "add" : "erase");
+      if (key_slot.keyslot) o << " slot=" << *key_slot.keyslot;
+      if (key_slot.new_passphrase) o << " new=" << std::string_view(key_slot.new_passphrase->data(), key_slot.new_passphrase->size());
+      if (key_slot.old_passphrase) o << " old=" << std::string_view(key_slot.old_passphrase->data(), key_slot.old_passphrase->size());
+      if (key_slot.force) o << " force";
+      return o.str();
   }
   o << " [0x" << std::hex << offset << "+0x" << length << ")";
   return o.str();
@@ -104,6 +112,20 @@ void apply_mark(GuestModel& model, const WorkloadSpec& spec, const GuestMark& ma
     case GuestOpKind::kBitmapMerge: model.bitmaps().merge(op.name, op.source, certain); break;
     case GuestOpKind::kCommit: model.commit(certain); break;
     case GuestOpKind::kRebase: break;  // the guest view does not change
+    case GuestOpKind::kKeySlot:  // the guest view does not change; which passphrases open does
+      // A forced add over an active slot drops the passphrase it held: the workload names it as
+      // old_passphrase (not passed to the engine for an add).
+      // (The proof's passphrases are test strings, printed and used as the model's keys.)
+      auto text = [](const Passphrase& p) { return std::string(p.data(), p.size()); };
+      if (op.key_slot.activate && op.key_slot.new_passphrase) {
+        model.key_change(text(*op.key_slot.new_passphrase), true, certain);
+        if (op.key_slot.old_passphrase) model.key_change(text(*op.key_slot.old_passphrase), false, certain);
+      } else if (!op.key_slot.activate && op.key_slot.old_passphrase) {
+        model.key_change(text(*op.key_slot.old_passphrase), false, certain);
+      } else if (!op.key_slot.activate && !op.name.empty()) {  // erase by slot: `name` is its passphrase
+        model.key_change(op.name, false, certain);
+      }
+      break;
   }
   if (mark.end && makes_durable(op.kind)) model.flush();
 }
@@ -143,6 +165,12 @@ Status WorkloadRunner::execute(const GuestOp& op, uint32_t version) {
     case GuestOpKind::kBitmapMerge: return image_->bitmap_merge_from(op.name, *image_, op.source);
     case GuestOpKind::kCommit: return commit(op);
     case GuestOpKind::kRebase: return rebase(op);
+    case GuestOpKind::kKeySlot: {
+      EncryptAmendOptions o = op.key_slot;
+      o.key_passphrase = kProofSecret;
+      if (o.activate) o.old_passphrase.reset();  // the model's note of the overwritten passphrase
+      return image_->amend_encryption(o);
+    }
   }
   return invalid("unknown guest op");
 }
