@@ -10,21 +10,6 @@ HERE=$(dirname "$(realpath "$0")")
 source "$HERE/cli_lib.bash"
 source "$HERE/parity_lib.bash"
 
-# io_twin DESC ARGS...: qemu-io ARGS in q/, keel io ARGS in k/: same exit code, stdout (timings
-# left out) and stderr (with "keel" for "qemu-io").
-io_twin() {
-  local desc=$1; shift
-  local qrc=0 krc=0
-  (cd "$T/q" && qemu-io "$@") >"$T/q.io" 2>"$T/q.io.err" || qrc=$?
-  (cd "$T/k" && "$KEEL" io "$@") >"$T/k.io" 2>"$T/k.io.err" || krc=$?
-  [ $qrc -eq $krc ] || { cat "$T/q.io" "$T/q.io.err" "$T/k.io" "$T/k.io.err" >&2; fail "$desc: qemu-io exited $qrc, keel io $krc"; }
-  normalize_io <"$T/q.io" >"$T/q.io.n"
-  normalize_io <"$T/k.io" >"$T/k.io.n"
-  same_file "$desc: stdout" "$T/q.io.n" "$T/k.io.n"
-  sed -i 's/^qemu-io: /keel: /' "$T/q.io.err"
-  same_file "$desc: stderr" "$T/q.io.err" "$T/k.io.err"
-}
-
 image() {
   qemu-img create -q -f qcow2 a.qcow2 1M
   qemu-io -c "write -P 0x11 0 64k" a.qcow2

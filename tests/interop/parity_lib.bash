@@ -192,3 +192,20 @@ twin_run_progress() {
   grep -q "(100.00/100%)" "$T/k.out.raw" || fail "$1: keel printed no final progress line"
   pass
 }
+
+# io_twin DESC ARGS...: qemu-io ARGS in q/, keel io ARGS in k/: same exit code, stdout (timings
+# left out) and stderr (with "keel" for "qemu-io"); IO_STDERR=0 leaves stderr out.
+io_twin() {
+  local desc=$1; shift
+  local qrc=0 krc=0
+  (cd "$T/q" && qemu-io "$@") >"$T/q.io" 2>"$T/q.io.err" || qrc=$?
+  (cd "$T/k" && "$KEEL" io "$@") >"$T/k.io" 2>"$T/k.io.err" || krc=$?
+  [ $qrc -eq $krc ] || { cat "$T/q.io" "$T/q.io.err" "$T/k.io" "$T/k.io.err" >&2; fail "$desc: qemu-io exited $qrc, keel io $krc"; }
+  normalize_io <"$T/q.io" >"$T/q.io.n"
+  normalize_io <"$T/k.io" >"$T/k.io.n"
+  same_file "$desc: stdout" "$T/q.io.n" "$T/k.io.n"
+  if [ "${IO_STDERR:-1}" != 0 ]; then
+    sed -i 's/^qemu-io: /keel: /' "$T/q.io.err"
+    same_file "$desc: stderr" "$T/q.io.err" "$T/k.io.err"
+  fi
+}

@@ -28,19 +28,6 @@ serve() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-io_twin() {
-  local desc=$1; shift
-  local qrc=0 krc=0
-  (cd "$T/q" && qemu-io "$@") >"$T/q.io" 2>"$T/q.io.err" || qrc=$?
-  (cd "$T/k" && "$KEEL" io "$@") >"$T/k.io" 2>"$T/k.io.err" || krc=$?
-  [ $qrc -eq $krc ] || { cat "$T/q.io" "$T/q.io.err" "$T/k.io" "$T/k.io.err" >&2; fail "$desc: qemu-io exited $qrc, keel io $krc"; }
-  normalize_io <"$T/q.io" >"$T/q.io.n"
-  normalize_io <"$T/k.io" >"$T/k.io.n"
-  same_file "$desc: stdout" "$T/q.io.n" "$T/k.io.n"
-  sed -i 's/^qemu-io: /keel: /' "$T/q.io.err"
-  same_file "$desc: stderr" "$T/q.io.err" "$T/k.io.err"
-}
-
 qemu-img create -q -f qcow2 "$T/a.qcow2" 4M
 qemu-io -c 'write -P 0x11 0 64k' -c 'write -z 1M 64k' -c 'write -P 0x22 3M 8k' "$T/a.qcow2" >/dev/null
 S=$T/ro.sock
