@@ -16,18 +16,13 @@
 
 #include "cli/command.h"
 #include "cli/util.h"
+#include "keel/zero_scan.h"
 
 namespace keel::cli {
 namespace {
 
 constexpr uint64_t kChunkBytes = 2u << 20;    // one request (qemu-img's buffer is 2 MiB too)
 constexpr uint64_t kStatusBytes = 1u << 30;   // ours: one block-status query, bounded
-
-bool all_zero(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (p[i]) return false;
-  return true;
-}
 
 // A range of the concatenated sources (= of the target): to be read and written, known zeros,
 // or left to the target's backing file (-B: not allocated in the source's top layer).
@@ -272,11 +267,11 @@ class Copier {
     while (pos < len) {
       // Runs of equal kind (zero / data), each piece ending on a min_sparse boundary.
       uint64_t piece = std::min(len - pos, ms - (dst + pos) % ms);
-      bool zero = all_zero(buf + pos, piece);
+      bool zero = is_zero(buf + pos, piece);
       uint64_t run = piece;
       while (pos + run < len) {
         uint64_t p = std::min(len - pos - run, ms);
-        if (all_zero(buf + pos + run, p) != zero) break;
+        if (is_zero(buf + pos + run, p) != zero) break;
         run += p;
       }
       if (zero) {
@@ -302,7 +297,7 @@ class Copier {
     for (uint64_t pos = 0; pos < len; pos += cs) {
       uint64_t off = dst + pos;
       uint64_t n = std::min(cs, len - pos);
-      if (all_zero(buf + pos, n)) {
+      if (is_zero(buf + pos, n)) {
         if (!zero_range(off, n)) return false;
         continue;
       }

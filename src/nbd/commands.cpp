@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "keel/zero_scan.h"
 #include "nbd/meta_context.h"
 
 namespace keel::nbd {
@@ -32,19 +33,6 @@ Reply ok_reply(uint64_t cookie) {
 Reply status_reply(const CommandContext& ctx, const RequestHeader& h, const Status& s) {
   if (s.is_ok()) return ok_reply(h.cookie);
   return error_reply(ctx, h, nbd_error(s), s.message());
-}
-
-bool all_zero(const std::vector<uint8_t>& b) {
-  constexpr size_t kWord = sizeof(uint64_t);
-  size_t i = 0;
-  for (; i + kWord <= b.size(); i += kWord) {
-    uint64_t w;
-    std::memcpy(&w, b.data() + i, kWord);
-    if (w != 0) return false;
-  }
-  for (; i < b.size(); ++i)
-    if (b[i] != 0) return false;
-  return true;
 }
 
 // A run of the read range that is either known zeros (a hole) or data to read.
@@ -135,7 +123,7 @@ Reply do_read(Image& image, const CommandContext& ctx, const RequestHeader& h) {
 Reply do_write(Image& image, const CommandContext& ctx, const RequestHeader& h,
                std::vector<uint8_t> payload) {
   const bool fua = (h.flags & kCmdFlagFua) != 0;
-  if (ctx.policy.detect_zeroes != DetectZeroes::kOff && all_zero(payload)) {
+  if (ctx.policy.detect_zeroes != DetectZeroes::kOff && is_zero(payload.data(), payload.size())) {
     ZeroFlags zf;
     zf.may_unmap = ctx.policy.detect_zeroes == DetectZeroes::kUnmap &&
                    ctx.policy.discard == DiscardMode::kUnmap;

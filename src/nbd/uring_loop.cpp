@@ -85,7 +85,9 @@ struct UringLoop::State {
     bool write = false;
     // The reply: either hdr + buf[0, data_len) (direct requests) or `reply` (worker, errors).
     bool direct_reply = false;
-    bool zeros_only = false;  // a direct READ of holes and zero clusters only: no I/O at all
+    // A direct READ of holes and zero clusters only, answered with one OFFSET_HOLE chunk and
+    // no payload (structured replies without DF); set by submit_disk.
+    bool hole_reply = false;
     uint8_t hdr[kChunkHeaderBytes + 12];
     size_t hdr_len = 0;
     size_t data_len = 0;
@@ -193,6 +195,7 @@ struct UringLoop::State {
     s.buf = {};
     s.reply = Reply{};
     s.direct_reply = false;
+    s.hole_reply = false;
     s.disk_pending = 0;
     s.disk_bytes = 0;
     s.disk_failed = false;
@@ -386,14 +389,13 @@ struct UringLoop::State {
     s.disk_pending = 0;
     s.disk_bytes = 0;
     s.disk_failed = false;
-    s.zeros_only = !s.write;
+    bool zeros_only = !s.write;
     for (const DirectSegment& seg : s.ticket.segments())
-      if (!seg.zeros()) s.zeros_only = false;
-    // Replied to as one OFFSET_HOLE chunk (direct_complete): the buffer is not sent.
-    const bool hole_reply = s.zeros_only && ctx.session.structured_replies && !(s.h.flags & kCmdFlagDf);
+      if (!seg.zeros()) zeros_only = false;
+    s.hole_reply = zeros_only && ctx.session.structured_replies && !(s.h.flags & kCmdFlagDf);
     for (const DirectSegment& seg : s.ticket.segments()) {
       if (seg.zeros()) {  // a hole or zero cluster of a read: no I/O
-        if (!hole_reply) std::memset(s.buf.data + pos, 0, seg.length);
+        if (!s.hole_reply) std::memset(s.buf.data + pos, 0, seg.length);
         s.disk_bytes += seg.length;
         pos += seg.length;
         continue;
@@ -446,7 +448,7 @@ struct UringLoop::State {
       queue_reply(i);
       return;
     }
-    if (ctx.session.structured_replies && s.zeros_only && !(s.h.flags & kCmdFlagDf)) {
+    if (s.hole_reply) {
       // As the engine path replies for a hole: one OFFSET_HOLE chunk, no payload.
       put_be32(s.hdr, kStructuredReplyMagic);
       put_be16(s.hdr + 4, kReplyFlagDone);
