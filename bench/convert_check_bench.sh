@@ -52,11 +52,21 @@ empty_cmds=(-c "write -P 7 0 16M")
 for ((g = 1; g < 8; g++)); do empty_cmds+=(-c "write -P $g $((g * 512))M 1M"); done
 qemu-io -t unsafe "${empty_cmds[@]}" "$EMPTY" >/dev/null
 
+# settle: removes the last output and lets the file system finish with it before the next timed
+# run. On a file system mounted with `discard` (this machine's ext4), deleting the previous
+# 450 MiB output sends discards that the next run otherwise pays for: in the session-7 run the
+# first tool of every pair took 0.6-0.9 s and the second 0.24-0.35 s, whichever tool it was.
+settle() {
+  rm -f "$DIR/out.qcow2" "$DIR/out.raw"
+  sync
+  sleep 1
+}
+
 for ((round = 1; round <= ROUNDS; round++)); do
   echo "round $round/$ROUNDS (load $(cut -d' ' -f1 /proc/loadavg))" >&2
   for fmt in qcow2 raw; do
     for tool in $(rotated "$round" keel qemu); do
-      rm -f "$DIR/out.$fmt"
+      settle
       if [ "$tool" = keel ]; then cmd=("$KEEL" convert); else cmd=(qemu-img convert); fi
       s=$(wall_seconds "${cmd[@]}" -f qcow2 -O "$fmt" "$MIXED" "$DIR/out.$fmt")
       record "convert $SIZE mixed -> $fmt" "$round" "$tool" "$s"
@@ -73,7 +83,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
   for fmt in qcow2 raw; do
     for tool in $(rotated "$round" keel qemu); do
-      rm -f "$DIR/out.$fmt"
+      settle
       if [ "$tool" = keel ]; then cmd=("$KEEL" convert); else cmd=(qemu-img convert); fi
       s=$(wall_seconds "${cmd[@]}" -f qcow2 -O "$fmt" "$EMPTY" "$DIR/out.$fmt")
       record "convert 4G mostly empty -> $fmt" "$round" "$tool" "$s"

@@ -22,10 +22,7 @@
 namespace keel::cli {
 
 // ---- The session -----------------------------------------------------------------------------
-
-IoSession::IoSession() = default;
-
-IoSession::~IoSession() = default;
+// (The constructor and destructor are in io_aio.cpp.)
 
 int IoSession::execute(const std::string& line) {
   Args argv;
@@ -66,6 +63,9 @@ int IoSession::execute(const std::string& line) {
                    argc, argv[0].c_str(), cmd->argmin, cmd->argmax);
     return -EINVAL;
   }
+  // Reports of earlier aio requests come first, as qemu-io's event loop runs them while the next
+  // command waits for its own I/O.
+  if (cmd->fn != &IoSession::cmd_aio_read && cmd->fn != &IoSession::cmd_aio_write) aio_drain();
   if (cmd->needs_write && read_only_) {
     print_error("Block node is read-only");
     return -EPERM;

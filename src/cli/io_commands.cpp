@@ -26,8 +26,6 @@ int IoSession::cmd_flush(const Args&) {
   return st.is_ok() ? 0 : -io_errno_of(st);
 }
 
-int IoSession::cmd_aio_flush(const Args&) { return 0; }  // requests are synchronous
-
 // ---- map / alloc / info / length -------------------------------------------------------------
 
 int IoSession::cmd_map(const Args&) {
@@ -186,11 +184,9 @@ const std::vector<IoSession::Command>& IoSession::commands() {
       {"aio_flush", nullptr, 0, 0, false, nullptr, "completes all outstanding aio requests", "",
        &IoSession::cmd_aio_flush},
       {"aio_read", nullptr, 2, -1, false, "[-Ciqv] [-P pattern] off len [len..]",
-       "asynchronously reads a number of bytes (keel: completes before the next command)", "",
-       &IoSession::cmd_readv},
+       "asynchronously reads a number of bytes", "", &IoSession::cmd_aio_read},
       {"aio_write", nullptr, 2, -1, true, "[-Cfiquz] [-P pattern] off len [len..]",
-       "asynchronously writes a number of bytes (keel: completes before the next command)", "",
-       &IoSession::cmd_aio_write},
+       "asynchronously writes a number of bytes", "", &IoSession::cmd_aio_write},
       {"alloc", nullptr, 1, 2, false, "offset [count]",
        "checks if offset is allocated in the file", "", &IoSession::cmd_alloc},
       {"close", "c", 0, 0, false, nullptr, "close the current open file", "", &IoSession::cmd_close},

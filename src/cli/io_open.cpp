@@ -100,6 +100,7 @@ int IoSession::open_file(const IoOpenRequest& req) {
 
 Status IoSession::close() {
   if (!image_) return Status::ok();
+  aio_close();  // waits for (and reports) the aio requests still running
   Status st = image_->close();
   image_.reset();
   if (!overlay_.empty()) ::unlink(overlay_.c_str());
@@ -251,6 +252,7 @@ int IoSession::cmd_reopen(const Args& argv) {
   const std::string path = overlay_.empty() ? opened_.path : overlay_;
   OpenOptions old = opened_.options;
   if (!overlay_.empty()) o.format = old.format = "qcow2";
+  aio_close();
   Status st = image_->close();
   image_.reset();
   if (!st.is_ok()) {

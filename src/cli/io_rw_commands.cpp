@@ -1,4 +1,4 @@
-// keel io's data commands (qemu-io's read, readv, aio_read, write, writev, aio_write, discard):
+// keel io's data commands (qemu-io's read, readv, write, writev, discard; aio_* in io_aio.cpp):
 // argument checks, messages and reports as qemu-io 7.2 prints them. Each returns 0 or -errno.
 #include <algorithm>
 #include <cerrno>
@@ -194,7 +194,7 @@ int IoSession::cmd_readv(const Args& argv) {
   return rc;
 }
 
-// ---- write / writev / aio_write --------------------------------------------------------------
+// ---- write / writev ------------------------------------------------------------------------
 
 int IoSession::cmd_write(const Args& argv) {
   std::vector<ParsedOption> opts;
@@ -347,71 +347,6 @@ int IoSession::cmd_writev(const Args& argv) {
   timespec t = io_elapsed_since(t0);
   if (rc < 0) {
     std::printf("writev failed: %s\n", std::strerror(-rc));
-    return rc;
-  }
-  if (!quiet) io_print_report("wrote", t, offset, total, total, 1, terse);
-  return 0;
-}
-
-int IoSession::cmd_aio_write(const Args& argv) {
-  // Runs synchronously: the request has completed when its report is printed.
-  std::vector<ParsedOption> opts;
-  std::vector<std::string> ops;
-  if (!io_getopt(argv, "CfiqP:uz", &opts, &ops)) return io_usage(argv);
-  bool terse = false, fua = false, quiet = false, pflag = false, unmap = false, zflag = false;
-  int pattern = 0xcd;
-  for (const auto& o : opts) {
-    switch (o.letter) {
-      case 'C': terse = true; break;
-      case 'f': fua = true; break;
-      case 'i': break;
-      case 'q': quiet = true; break;
-      case 'u': unmap = true; break;
-      case 'z': zflag = true; break;
-      case 'P':
-        pflag = true;
-        pattern = io_parse_pattern(o.arg);
-        if (pattern < 0) return -EINVAL;
-        break;
-      default: return io_usage(argv);
-    }
-  }
-  if (ops.size() < 2) return io_usage(argv);
-  if (zflag && pflag) {
-    std::printf("-z and -P cannot be specified at the same time\n");
-    return -EINVAL;
-  }
-  if (unmap && !zflag) {
-    std::printf("-u requires -z to be specified\n");
-    return -EINVAL;
-  }
-  if (zflag && ops.size() != 2) {
-    std::printf("-z supports only a single length parameter\n");
-    return -EINVAL;
-  }
-  int64_t offset = io_cvtnum(ops[0]);
-  if (offset < 0) return static_cast<int>(offset);
-  std::vector<int64_t> lens;
-  int64_t total = 0;
-  if (!io_parse_lengths(ops, 1, &lens, &total)) return -EINVAL;
-  timespec t0 = io_now();
-  int rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(total));
-  if (rc == 0 && total > 0) {
-    Status st;
-    if (zflag) {
-      ZeroFlags z;
-      z.may_unmap = unmap;
-      z.fua = fua;
-      st = image_->write_zeroes(static_cast<uint64_t>(offset), static_cast<uint64_t>(total), z);
-    } else {
-      std::vector<uint8_t> buf(static_cast<size_t>(total), static_cast<uint8_t>(pattern));
-      st = image_->write(static_cast<uint64_t>(offset), buf, fua);
-    }
-    if (!st.is_ok()) rc = -io_errno_of(st);
-  }
-  timespec t = io_elapsed_since(t0);
-  if (rc < 0) {
-    std::printf("aio_write failed: %s\n", std::strerror(-rc));
     return rc;
   }
   if (!quiet) io_print_report("wrote", t, offset, total, total, 1, terse);

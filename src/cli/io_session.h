@@ -1,11 +1,14 @@
 // keel io's command interpreter: qemu-io's command language on one open Image.
 //
 // Each command line is split on spaces (as qemu-io does), its options parsed like glibc getopt
-// (options may follow operands), and the command runs synchronously. Results are printed in
-// qemu-io's exact words ("wrote 65536/65536 bytes at offset 0" + the timing line) and stdout is
-// flushed after every command, so crash tests that watch the output see each line as soon as
-// the operation it reports has completed. A command returns 0 or a negative errno; the process
-// exit status is 1 if any command failed, as with qemu-io.
+// (options may follow operands), and the command runs synchronously, except aio_read and
+// aio_write: those start a request (src/cli/async_image_io.h: io_uring with -i io_uring|native,
+// helper threads otherwise) and return; a request's report is printed when it completes, which
+// is waited for by aio_flush, by any other command before it runs, and at exit. Results are
+// printed in qemu-io's exact words ("wrote 65536/65536 bytes at offset 0" + the timing line)
+// and stdout is flushed after every command, so crash tests that watch the output see each
+// line as soon as the operation it reports has completed. A command returns 0 or a negative
+// errno; the process exit status is 1 if any command failed, as with qemu-io.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +33,8 @@ struct IoOpenRequest {
   bool snapshot = false;     // -s: writes go to a temporary overlay, thrown away at close
   bool discard_enabled = true;
 };
+
+class AsyncImageIo;
 
 class IoSession {
  public:
@@ -73,6 +78,7 @@ class IoSession {
   int cmd_readv(const Args& argv);
   int cmd_write(const Args& argv);
   int cmd_writev(const Args& argv);
+  int cmd_aio_read(const Args& argv);
   int cmd_aio_write(const Args& argv);
   int cmd_flush(const Args& argv);
   int cmd_aio_flush(const Args& argv);
@@ -92,6 +98,16 @@ class IoSession {
   int cmd_reopen(const Args& argv);
   int cmd_truncate(const Args& argv);
 
+  // aio_read / aio_write (io_aio.cpp).
+  struct AioOp;
+  // Starts one aio request; its report is printed by aio_complete.
+  int aio_start(std::unique_ptr<AioOp> op);
+  void aio_complete(uint64_t id, const Status& st);
+  // Waits for every aio request and prints their reports (before any other command, at close).
+  void aio_drain();
+  // Drains and ends the request engine (before the image is closed or reopened).
+  void aio_close();
+
   // Helpers (io_commands.cpp).
   int check_range(uint64_t offset, uint64_t count) const;
   int write_compressed(uint64_t offset, const uint8_t* buf, uint64_t count);
@@ -105,6 +121,9 @@ class IoSession {
   bool read_only_ = false;
   bool discard_enabled_ = true;
   bool quit_ = false;
+  std::map<uint64_t, std::unique_ptr<AioOp>> aio_ops_;  // in flight, by id
+  std::unique_ptr<AsyncImageIo> aio_;  // made by the first aio request; reset before image_ goes
+  uint64_t aio_next_id_ = 0;
 };
 
 // One parsed option: the letter and its argument (if the optstring gives it one).
