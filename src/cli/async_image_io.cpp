@@ -16,9 +16,7 @@
 
 #include "nbd/worker_pool.h"
 
-#ifdef KEEL_HAVE_URING
-#include <liburing.h>
-#endif
+#include "nbd/uring_ring.h"
 
 namespace keel::cli {
 namespace {
@@ -110,14 +108,7 @@ struct AsyncImageIo::State {
   }
 
 #ifdef KEEL_HAVE_URING
-  io_uring_sqe* sqe() {
-    io_uring_sqe* e = io_uring_get_sqe(&ring);
-    while (!e) {
-      io_uring_submit(&ring);
-      e = io_uring_get_sqe(&ring);
-    }
-    return e;
-  }
+  io_uring_sqe* sqe() { return nbd::next_sqe(&ring); }
 
   void arm_event() {
     io_uring_sqe* e = sqe();
@@ -248,14 +239,7 @@ bool AsyncImageIo::init(std::string* why) {
 #ifdef KEEL_HAVE_URING
     // As keel serve's loop (src/nbd/uring_loop.cpp): one thread submits and reaps.
     constexpr unsigned kEntries = 256;
-    int rc = -EINVAL;
-#ifdef IORING_SETUP_DEFER_TASKRUN
-    rc = io_uring_queue_init(kEntries, &s_->ring, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
-#endif
-#ifdef IORING_SETUP_COOP_TASKRUN
-    if (rc == -EINVAL) rc = io_uring_queue_init(kEntries, &s_->ring, IORING_SETUP_COOP_TASKRUN);
-#endif
-    if (rc == -EINVAL) rc = io_uring_queue_init(kEntries, &s_->ring, 0);
+    int rc = nbd::init_loop_ring(kEntries, &s_->ring);
     if (rc < 0) {
       *why = fmt::format("io_uring_queue_init: {}", std::strerror(-rc));
       return false;

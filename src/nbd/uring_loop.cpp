@@ -22,6 +22,7 @@
 #include "nbd/buffer_pool.h"
 #include "nbd/log.h"
 #include "nbd/protocol.h"
+#include "nbd/uring_ring.h"
 #include "nbd/wire.h"
 
 #ifdef KEEL_HAVE_URING
@@ -158,14 +159,7 @@ struct UringLoop::State {
     if (event_fd >= 0) ::close(event_fd);
   }
 
-  io_uring_sqe* sqe() {
-    io_uring_sqe* e = io_uring_get_sqe(&ring);
-    while (!e) {
-      io_uring_submit(&ring);
-      e = io_uring_get_sqe(&ring);
-    }
-    return e;
-  }
+  io_uring_sqe* sqe() { return next_sqe(&ring); }
 
   void arm_event() {
     io_uring_sqe* e = sqe();
@@ -670,17 +664,8 @@ bool UringLoop::init(std::string* why) {
   int rc;
   {
     std::lock_guard setup(g_ring_setup_mu);
-    // Only this connection's thread submits and reaps (the ring is made on it): completions are
-    // then processed when the loop waits, in one batch (kernel 6.1+), else as soon as the task
-    // returns to user space without an interrupt (5.19+), else as before.
-    rc = -EINVAL;
-#ifdef IORING_SETUP_DEFER_TASKRUN
-    rc = io_uring_queue_init(kRingEntries, &s_->ring, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
-#endif
-#ifdef IORING_SETUP_COOP_TASKRUN
-    if (rc == -EINVAL) rc = io_uring_queue_init(kRingEntries, &s_->ring, IORING_SETUP_COOP_TASKRUN);
-#endif
-    if (rc == -EINVAL) rc = io_uring_queue_init(kRingEntries, &s_->ring, 0);
+    // Only this connection's thread submits and reaps (the ring is made on it).
+    rc = init_loop_ring(kRingEntries, &s_->ring);
   }
   if (rc < 0) {
     *why = fmt::format("io_uring_queue_init: {}", std::strerror(-rc));
