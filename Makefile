@@ -53,7 +53,7 @@ fuzz: fuzz-build
 	bash tests/fuzz/run_fuzz.sh build-asan $(FUZZ_SECONDS)
 
 fuzz-ci: fuzz-build
-	bash tests/fuzz/run_fuzz.sh build-asan $(FUZZ_CI_SECONDS)
+	FUZZ_JOBS=$(JOBS) bash tests/fuzz/run_fuzz.sh build-asan $(FUZZ_CI_SECONDS)
 
 ci: test test-asan fuzz-ci test-tsan
 

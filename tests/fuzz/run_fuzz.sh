@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs the libFuzzer targets one after another, each for SECONDS, and prints one line per target
-# (runs, executions, exec/s, corpus size, findings). Exits non-zero if any target found a crash,
-# a leak, a timeout or an out-of-memory input; the inputs are kept in BUILD/findings/<target>/.
+# Runs the libFuzzer targets one after another (or FUZZ_JOBS at a time), each for SECONDS, and
+# prints one line per target (runs, executions, exec/s, corpus size, findings). Exits non-zero if
+# any target found a crash, a leak, a timeout or an out-of-memory input; the inputs are kept in
+# BUILD/findings/<target>/.
 # The working corpus BUILD/corpus/<target>/ grows across runs; it starts from the seeds of
 # make_corpus.sh and the saved findings in tests/fuzz/regress/<target>/. Every run is appended
 # to BUILD/fuzz-stats.tsv (the totals in docs/security.md come from there).
+# FUZZ_JOBS=N runs N targets at a time (default 1; `make fuzz-ci` uses 2: each target runs
+# single-threaded, so one at a time leaves a core idle); each still gets SECONDS of its own.
 # Usage: run_fuzz.sh BUILD SECONDS [TARGET...]   (default: every target)
 set -uo pipefail
 BUILD=$(realpath "${1:?usage: $0 BUILD SECONDS [TARGET...]}")
@@ -25,17 +28,18 @@ if [ ! -d "$BUILD/corpus/seeds" ]; then
   mv "$BUILD/corpus/seeds.tmp" "$BUILD/corpus/seeds"
 fi
 
-failed=0
-summary=()
-for t in "${TARGETS[@]}"; do
-  bin=$BUILD/tests/fuzz/fuzz_$t
-  [ -x "$bin" ] || { echo "run_fuzz: $bin not built (make fuzz-build)" >&2; exit 2; }
-  corpus=$BUILD/corpus/$t findings=$BUILD/findings/$t log=$BUILD/fuzz-$t.log
+# fuzz_one TARGET: one bounded run; prints its summary line (and the first lines of a finding)
+# into BUILD/fuzz-TARGET.summary; exits non-zero on a failure or a finding.
+fuzz_one() {
+  local t=$1
+  local bin=$BUILD/tests/fuzz/fuzz_$t
+  local corpus=$BUILD/corpus/$t findings=$BUILD/findings/$t log=$BUILD/fuzz-$t.log out=$BUILD/fuzz-$t.summary
   mkdir -p "$corpus" "$findings"
-  dirs=("$corpus")
+  local dirs=("$corpus")
   [ -d "$BUILD/corpus/seeds/$t" ] && dirs+=("$BUILD/corpus/seeds/$t")
   [ -d "$HERE/regress/$t" ] && dirs+=("$HERE/regress/$t")
-  dict=$HERE/qcow2.dict; [ "$t" = nbd ] && dict=$HERE/nbd.dict
+  local dict=$HERE/qcow2.dict; [ "$t" = nbd ] && dict=$HERE/nbd.dict
+  local before start rc secs execs rate found size line
   before=$(find "$findings" -type f | wc -l)
   # -close_fd_mask=2: the NBD server logs every client error on stderr; libFuzzer keeps its own
   # output and the sanitizer reports on a duplicate of stderr.
@@ -53,12 +57,41 @@ for t in "${TARGETS[@]}"; do
   line=$(printf '%-10s %5ss  %10s execs  %6s exec/s  corpus %5s  findings %s' "$t" "$secs" "${execs:-0}" \
     "${rate:-0}" "$size" "$found")
   if [ $rc -ne 0 ] || [ "$found" -ne 0 ]; then
-    failed=1
-    line="$line  FAILED (exit $rc, see $log and $findings)"
-    grep -E '^(==[0-9]+==ERROR|SUMMARY:|.*runtime error:)' "$log" | head -5 | sed 's/^/    /'
+    echo "$line  FAILED (exit $rc, see $log and $findings)" >"$out"
+    grep -E '^(==[0-9]+==ERROR|SUMMARY:|.*runtime error:)' "$log" | head -5 | sed 's/^/    /' >>"$out"
+    return 1
   fi
-  echo "$line"
-  summary+=("$line")
+  echo "$line" >"$out"
+}
+
+for t in "${TARGETS[@]}"; do
+  [ -x "$BUILD/tests/fuzz/fuzz_$t" ] || { echo "run_fuzz: $BUILD/tests/fuzz/fuzz_$t not built (make fuzz-build)" >&2; exit 2; }
+  rm -f "$BUILD/fuzz-$t.summary"
+done
+JOBS=${FUZZ_JOBS:-1}
+failed=0
+running=0
+for t in "${TARGETS[@]}"; do
+  if [ "$running" -ge "$JOBS" ]; then
+    wait -n || failed=1
+    running=$((running - 1))
+  fi
+  fuzz_one "$t" &
+  running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do
+  wait -n || failed=1
+  running=$((running - 1))
+done
+summary=()
+for t in "${TARGETS[@]}"; do
+  if [ -s "$BUILD/fuzz-$t.summary" ]; then
+    cat "$BUILD/fuzz-$t.summary"
+    summary+=("$(head -1 "$BUILD/fuzz-$t.summary")")
+  else
+    summary+=("$t: no result (the run was interrupted)")
+    failed=1
+  fi
 done
 echo "== fuzz summary ($SECONDS_PER_TARGET s per target)"
 printf '%s\n' "${summary[@]}"
