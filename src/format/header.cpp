@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "format/endian.h"
+#include "format/header_layout.h"
 #include "format/luks_header.h"
 #include "keel/limits.h"
 
@@ -41,21 +42,14 @@ Status check_table(const char* field, uint64_t offset, uint64_t bytes, uint64_t 
   return Status::ok();
 }
 
+// Decodes the extensions the chain walk (header_layout.cpp) finds between header_length and `end`.
 Status parse_extensions(Header& h, std::span<const uint8_t> c0, uint64_t end) {
-  uint64_t off = h.header_length;
-  for (uint32_t n = 0;; ++n) {
-    if (off + 8 > end) {
-      // QEMU tolerates a missing end marker when the area is exhausted exactly.
-      if (off == end) return Status::ok();
-      return bad("header_extension", off, "extension header crosses the end of the extension area");
-    }
-    uint32_t type = get_be32(&c0[off]);
-    uint32_t len = get_be32(&c0[off + 4]);
-    off += 8;
-    if (type == kExtEnd) return Status::ok();
-    if (len > end - off)
+  const ExtensionChain chain = walk_extensions(c0, h.header_length, end);
+  for (const ExtensionSlot& slot : chain.slots) {
+    const uint32_t type = slot.type, len = slot.length;
+    if (slot.data_end() > end)
       return bad("header_extension_length", len, fmt::format("extension 0x{:08x} too large", type));
-    const uint8_t* d = &c0[off];
+    const uint8_t* d = &c0[slot.data_offset()];
     switch (type) {
       case kExtBackingFormat:
         if (len >= 16) return bad("backing_format_length", len, "must be < 16");
@@ -108,9 +102,11 @@ Status parse_extensions(Header& h, std::span<const uint8_t> c0, uint64_t end) {
         h.unknown_extensions.push_back({type, std::vector<uint8_t>(d, d + len)});
         break;
     }
-    off += (uint64_t(len) + 7) / 8 * 8;
-    if (n > 4096) return bad("header_extension", off, "too many extensions");
   }
+  if (chain.too_many) return bad("header_extension", chain.stop, "too many extensions");
+  // QEMU tolerates a missing end marker when the area is exhausted exactly.
+  if (chain.terminated || chain.stop == end) return Status::ok();
+  return bad("header_extension", chain.stop, "extension header crosses the end of the extension area");
 }
 
 }  // namespace
