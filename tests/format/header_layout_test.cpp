@@ -4,6 +4,8 @@
 // or with too many extensions are described, not trusted (and refused by decode_header).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "format/endian.h"
 #include "format/header.h"
 #include "format/header_layout.h"
@@ -133,7 +135,8 @@ TEST(HeaderLayout, TooManyExtensionsStopTheWalk) {
   // kMaxHeaderExtensions + 1 empty extensions of an unknown type, then the end marker.
   const uint64_t n = limits::kMaxHeaderExtensions + 1;
   ASSERT_LT(kV3HeaderLength + n * 8 + 8, c0.size());
-  for (uint64_t i = 0; i < n; ++i) put_be32(&c0[kV3HeaderLength + i * 8], 0x22222222);
+  std::fill(c0.begin() + kV3HeaderLength, c0.end(), 0);
+  for (uint64_t i = 0; i < n; ++i) put_be32(&c0[kV3HeaderLength + i * 8], 0x22222222);  // length 0
   const HeaderLayout l = decode_header_layout(c0);
   EXPECT_TRUE(l.extensions.too_many);
   EXPECT_FALSE(l.extensions.terminated);
