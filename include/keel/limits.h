@@ -30,6 +30,8 @@ inline constexpr uint32_t kMinDefaultBitmapGranularity = 4096;   // qemu: the de
 inline constexpr uint32_t kMaxDefaultBitmapGranularity = 65536;  // the cluster size clamped to these
 inline constexpr uint64_t kMaxVirtualSize = 1ull << 62;      // ours: keeps offset+len in int64
 inline constexpr uint32_t kMaxFeatureTableEntries = 192;     // ours: 3 bitmaps x 64 bits
+inline constexpr uint32_t kMaxHeaderExtensions = 4096;       // ours: QEMU writes at most ~6; bounds
+                                                             // the walk of cluster 0's chain
 inline constexpr int kMaxBackingDepth = 256;                 // ours: clouds keep chains of hundreds;
                                                              // bounds recursion and loops
 inline constexpr uint64_t kMaxRequestBytes = 32ull << 20;    // ours = NBD max block size we advertise

@@ -17,6 +17,7 @@
 #include "cli/util.h"
 #include "keel/block_file.h"
 #include "keel/check.h"
+#include "keel/report.h"
 
 namespace keel::cli {
 namespace {
@@ -71,23 +72,7 @@ void print_human(const CheckResult& r, bool quiet) {
 
 void print_json(const CheckResult& r, const std::string& filename, bool quiet) {
   if (quiet) return;
-  nlohmann::ordered_json j;
-  j["filename"] = filename;
-  j["format"] = "qcow2";
-  j["check-errors"] = r.check_errors;
-  auto opt = [&](const char* key, uint64_t v) {
-    if (v) j[key] = v;
-  };
-  opt("image-end-offset", r.image_end_offset);
-  opt("corruptions", r.corruptions);
-  opt("leaks", r.leaks);
-  opt("corruptions-fixed", r.corruptions_fixed);
-  opt("leaks-fixed", r.leaks_fixed);
-  opt("total-clusters", r.total_clusters);
-  opt("allocated-clusters", r.allocated_clusters);
-  opt("fragmented-clusters", r.fragmented_clusters);
-  opt("compressed-clusters", r.compressed_clusters);
-  std::printf("%s\n", qemu_json(j).c_str());
+  std::printf("%s\n", check_json(r, filename).c_str());
 }
 
 int run_check(const CheckArgs& a) {

@@ -25,8 +25,8 @@
 
 #include "cli/blkdebug.h"
 #include "cli/command.h"
-#include "io/nbd_file.h"
-#include "io/null_file.h"
+#include "cli/nbd_file.h"
+#include "cli/null_file.h"
 
 namespace keel::cli {
 namespace {

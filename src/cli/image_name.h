@@ -9,7 +9,7 @@
 //   null-co://    QEMU's null driver: 1 GiB (or size=N) that reads zeros and drops writes
 //   nbd://HOST[:PORT][/EXPORT], nbd+unix:///[EXPORT]?socket=PATH, nbd:unix:PATH[:exportname=E],
 //   nbd:HOST:PORT[:exportname=E], and driver=nbd,server.type=unix|inet,server.path|host|port,
-//                 export=E: an NBD export, read and written through libnbd (io/nbd_file.h)
+//                 export=E: an NBD export, read and written through libnbd (cli/nbd_file.h)
 // and --object secret,id=ID,... for encrypt.key-secret=ID. All of these are turned into an
 // OpenFlags (format, qcow2 options, key secret, a FileOpener for non-file protocols) and the path
 // the engine opens. Messages are QEMU's, with the name as given ("Could not open 'json:{...}':").

@@ -16,6 +16,7 @@
 #include "cli/image_name.h"
 #include "cli/info_format.h"
 #include "cli/util.h"
+#include "keel/info_json.h"
 
 namespace keel::cli {
 namespace {
@@ -80,13 +81,8 @@ int run_info(const InfoArgs& a) {
   if (*json) {
     // The library's renderer (keel_info_json's too); an NBD export's entry leaves out its disk
     // size and dirty flag, as qemu-img does.
-    if (a.backing_chain) {
-      auto list = nlohmann::ordered_json::array();
-      for (const auto& i : chain) list.push_back(image_info_json(i, size_known(i)));
-      std::printf("%s\n", qemu_json(list).c_str());
-    } else {
-      std::printf("%s\n", qemu_json(image_info_json(chain.front(), size_known(chain.front()))).c_str());
-    }
+    if (a.backing_chain) std::printf("%s\n", info_json(chain, size_known(chain.front())).c_str());
+    else std::printf("%s\n", info_json(chain.front(), size_known(chain.front())).c_str());
   } else {
     bool first = true;
     for (const auto& i : chain) {

@@ -7,6 +7,7 @@
 #include <fmt/printf.h>
 
 #include "cli/util.h"
+#include "keel/report.h"
 
 namespace keel::cli {
 
@@ -50,9 +51,9 @@ std::string image_info_human(const ImageInfo& info, bool local) {
     out += "Snapshot list:\n" + snapshot_row(nullptr) + "\n";
     for (const auto& s : info.snapshots) out += snapshot_row(&s) + "\n";
   }
-  if (auto spec = format_specific_json(info)) {
+  if (std::string spec = format_specific_text(info, 1); !spec.empty()) {
     out += "Format specific information:\n";
-    out += qemu_human_dump((*spec)["data"], 1);
+    out += spec;
   }
   return out;
 }

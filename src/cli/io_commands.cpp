@@ -16,6 +16,7 @@
 #include "cli/io_output.h"
 #include "cli/io_session.h"
 #include "cli/util.h"
+#include "keel/report.h"
 
 namespace keel::cli {
 
@@ -111,9 +112,9 @@ int IoSession::cmd_info(const Args&) {
   std::printf("format name: %s\n", info.format.c_str());
   std::printf("cluster size: %s\n", cvtstr(static_cast<double>(cs)).c_str());
   std::printf("vm state offset: %s\n", cvtstr(static_cast<double>(vm_state_offset)).c_str());
-  if (auto spec = format_specific_json(info)) {
+  if (std::string spec = format_specific_text(info, 1); !spec.empty()) {
     std::printf("Format specific information:\n");
-    std::fputs(qemu_human_dump((*spec)["data"], 1).c_str(), stdout);
+    std::fputs(spec.c_str(), stdout);
   }
   return 0;
 }

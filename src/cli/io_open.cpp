@@ -2,7 +2,7 @@
 // none, and the commands open, close, reopen and truncate.
 //   open [-rsCnkU] [-t cache] [-d discard] [-i aio] [-o options] [path]
 //   close
-//   reopen [(-r|-w)] [-c cache] [-o options]
+//   reopen [(-r|-w)] [-c cache] [-o options]   (-o: the options ReopenChanges lists)
 //   truncate [-m prealloc_mode] off
 // -s (on the command line or in open) sends writes to a temporary qcow2 overlay whose backing
 // file is the image; the overlay is removed when the image is closed. open's -o takes the
@@ -13,8 +13,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -58,6 +62,55 @@ bool on_off(const std::string& v, bool* out) {
   return true;
 }
 
+// What `reopen -o` may change, as qemu-io 7.2 (qcow2's reopen) allows: the qcow2 runtime options
+// (lazy-refcounts, pass-discard-*, overlap-check and its template, the cache sizes and the clean
+// interval), discard, cache.direct, cache.no-flush and auto-read-only. Any other key: "Cannot
+// change the option". Values are checked with QEMU's messages; lazy-refcounts and pass-discard-*
+// change nothing in keel (refcounts are always kept exact; freed clusters are punched as before).
+struct ReopenChanges {
+  std::optional<bool> lazy_refcounts, discard, direct, no_flush;
+  std::vector<std::pair<std::string, std::string>> qcow2_options;  // checked by the engine's open
+
+  Status add(const std::string& k, const std::string& v) {
+    bool b = false;
+    auto boolean = [&](std::optional<bool>* out) -> Status {
+      if (!on_off(v, &b)) return invalid(fmt::format("Parameter '{}' expects 'on' or 'off'", k));
+      if (out) *out = b;
+      return Status::ok();
+    };
+    if (k == "lazy-refcounts") return boolean(&lazy_refcounts);
+    if (k == "pass-discard-request" || k == "pass-discard-snapshot" || k == "pass-discard-other" ||
+        k == "auto-read-only")
+      return boolean(nullptr);
+    if (k == "cache.direct") return boolean(&direct);
+    if (k == "cache.no-flush") return boolean(&no_flush);
+    if (k == "discard") {
+      if (v == "unmap" || v == "on") discard = true;
+      else if (v == "ignore" || v == "off") discard = false;
+      else return invalid("Invalid discard option");
+      return Status::ok();
+    }
+    if (k == "overlap-check" || k == "overlap-check.template" || k == "cache-size" || k == "l2-cache-size" ||
+        k == "refcount-cache-size" || k == "l2-cache-entry-size" || k == "cache-clean-interval") {
+      qcow2_options.emplace_back(k, v);
+      return Status::ok();
+    }
+    const std::string shown = k.rfind("file.", 0) == 0 ? k.substr(5) : k;
+    return invalid(fmt::format("Cannot change the option '{}'", shown));
+  }
+
+  // `mode` with cache.direct / cache.no-flush applied (the write-through half stays as it was).
+  CacheMode cache_mode(CacheMode mode) const {
+    const bool through = mode == CacheMode::kWritethrough || mode == CacheMode::kDirectsync;
+    const bool d = direct.value_or(mode == CacheMode::kNone || mode == CacheMode::kDirectsync);
+    const bool nf = no_flush.value_or(mode == CacheMode::kUnsafe);
+    if (!direct && !no_flush) return mode;
+    if (nf) return CacheMode::kUnsafe;
+    if (d) return through ? CacheMode::kDirectsync : CacheMode::kNone;
+    return through ? CacheMode::kWritethrough : CacheMode::kWriteback;
+  }
+};
+
 }  // namespace
 
 int IoSession::open_file(const IoOpenRequest& req) {
@@ -89,7 +142,15 @@ int IoSession::open_file(const IoOpenRequest& req) {
   if (!img) {
     if (!overlay_.empty()) ::unlink(overlay_.c_str());
     overlay_.clear();
-    return fail(open_error_message(req.path, img.error()));
+    // qemu-io nests "Could not open 'F': " only under a failure of the file itself ("No such
+    // file or directory"); the format's reasons (an unsupported feature, a lock held by another
+    // process) follow "can't open device F: " alone.
+    std::string msg = open_error_message(req.path, img.error());
+    const std::string prefix = fmt::format("Could not open '{}': ", req.path);
+    const int err = img.error().err();
+    const bool file_failed = err != 0 && msg == prefix + std::strerror(err);
+    if (!file_failed && msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
+    return fail(msg);
   }
   image_ = std::move(*img);
   opened_ = req;
@@ -213,6 +274,7 @@ int IoSession::cmd_reopen(const Args& argv) {
   if (!io_getopt(argv, "c:o:rw", &opts, &ops)) return io_usage(argv);
   OpenOptions o = opened_.options;
   int rw_given = 0;
+  ReopenChanges changes;
   for (const auto& p : opts) {
     switch (p.letter) {
       case 'r':
@@ -238,9 +300,12 @@ int IoSession::cmd_reopen(const Args& argv) {
           print_error(list.error().message());
           return -EINVAL;
         }
-        if (!list->empty()) {
-          print_error(fmt::format("Cannot change the option '{}'", list->items().front().first));
-          return -EINVAL;
+        for (const auto& [k, v] : list->items()) {
+          Status st = changes.add(k, v);
+          if (!st.is_ok()) {
+            print_error(st.message());
+            return -EINVAL;
+          }
         }
         break;
       }
@@ -248,6 +313,15 @@ int IoSession::cmd_reopen(const Args& argv) {
     }
   }
   if (!ops.empty()) return io_usage(argv);
+  if (changes.lazy_refcounts == true && image_->info().compat == "0.10") {
+    print_error("Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level");
+    return -EINVAL;
+  }
+  o.cache = changes.cache_mode(o.cache);
+  // The qcow2 options of this reopen, on top of those the image was opened with (not those of
+  // earlier reopens: qemu-io takes cache-size after an earlier l2-cache-size and
+  // refcount-cache-size, which together it would refuse).
+  for (const auto& kv : changes.qcow2_options) o.qcow2_options.push_back(kv);
   // Close and open again with the new options; the -s overlay (not removed) is what reopens.
   const std::string path = overlay_.empty() ? opened_.path : overlay_;
   OpenOptions old = opened_.options;
@@ -261,7 +335,15 @@ int IoSession::cmd_reopen(const Args& argv) {
   }
   auto img = Image::open(path, o);
   if (!img) {
-    print_error(open_error_message(opened_.path, img.error()));
+    // An option the engine refuses (a cache size, overlap-check) is QEMU's message alone.
+    std::string msg = img.error().message();
+    const std::string prefix = fmt::format("Could not open '{}': ", path);
+    if (!changes.qcow2_options.empty() && img.error().code() == Code::kInvalidArgument) {
+      if (msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
+      print_error(msg);
+    } else {
+      print_error(open_error_message(opened_.path, img.error()));
+    }
     auto back = Image::open(path, old);  // keep the image open as it was, as QEMU does
     if (back) image_ = std::move(*back);
     return -EINVAL;
@@ -270,6 +352,7 @@ int IoSession::cmd_reopen(const Args& argv) {
   opened_.options.read_only = o.read_only;
   opened_.options.cache = o.cache;
   read_only_ = o.read_only;
+  if (changes.discard) discard_enabled_ = *changes.discard;
   return 0;
 }
 

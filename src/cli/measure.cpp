@@ -19,6 +19,7 @@
 #include "cli/image_options.h"
 #include "cli/util.h"
 #include "keel/limits.h"
+#include "keel/report.h"
 
 namespace keel::cli {
 namespace {
@@ -254,11 +255,7 @@ int run_measure(const MeasureArgs& a) {
   }
   close_src();
   if (*json) {
-    nlohmann::ordered_json j;
-    if (m.bitmaps) j["bitmaps"] = *m.bitmaps;
-    j["required"] = m.required;
-    j["fully-allocated"] = m.fully_allocated;
-    std::printf("%s\n", qemu_json(j).c_str());
+    std::printf("%s\n", measure_json(m.required, m.fully_allocated, m.bitmaps).c_str());
   } else {
     std::printf("required size: %llu\n", static_cast<unsigned long long>(m.required));
     std::printf("fully allocated size: %llu\n", static_cast<unsigned long long>(m.fully_allocated));

@@ -41,7 +41,7 @@
 #include "cli/command.h"
 #include "cli/image_name.h"
 #include "cli/serve_list.h"
-#include "io/offset_file.h"
+#include "cli/offset_file.h"
 #include "cli/tls_object.h"
 #include "cli/util.h"
 #include "keel/image.h"
@@ -311,7 +311,7 @@ int run_list(const ServeArgs& a) {
   return list_nbd_exports(t);
 }
 
-// --offset N on a raw image: the image's file seen from byte N on (io/offset_file.h). qemu-nbd
+// --offset N on a raw image: the image's file seen from byte N on (cli/offset_file.h). qemu-nbd
 // shifts the guest view of any format; keel does it for raw images only.
 Status apply_offset(const ServeArgs& a, OpenOptions* opts) {
   // qemu-nbd takes a plain number of bytes (no size suffix).

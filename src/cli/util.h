@@ -17,7 +17,6 @@
 
 #include "keel/image.h"
 #include "keel/status.h"
-#include "report/qemu_json.h"
 
 namespace keel::cli {
 
@@ -74,13 +73,6 @@ std::string size_to_str(uint64_t bytes);
 std::string cvtstr(double value);
 // qemu-io's timestr for an elapsed time: "00.00 sec" under a second, "H:MM:SS.ss" otherwise.
 std::string timestr(const timespec& elapsed);
-
-// ---- JSON in QEMU's layout -----------------------------------------------------------------
-
-// One serializer for the library and the command (src/report/qemu_json.h).
-using ::keel::report::qdict_order;
-using ::keel::report::qemu_human_dump;
-using ::keel::report::qemu_json;
 
 // ---- Progress ------------------------------------------------------------------------------
 

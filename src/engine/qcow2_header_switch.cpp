@@ -4,9 +4,11 @@
 // persistent-bitmaps extension (see rewrite_header_layout).
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "engine/qcow2_image.h"
 #include "format/endian.h"
+#include "format/header_layout.h"
 
 namespace keel {
 
@@ -15,62 +17,6 @@ using namespace format;
 namespace {
 constexpr uint64_t kSector = 512;
 uint64_t round8(uint64_t a) { return (a + 7) / 8 * 8; }
-
-// Where the header extension chain of `c0` ends: read from the header length up to the backing
-// file name (or the end of the cluster), as QEMU reads it; bounded by the cluster.
-uint64_t chain_end(std::span<const uint8_t> c0, uint64_t hlen) {
-  const uint64_t boff = get_be64(&c0[8]);
-  const uint64_t ext_end = boff ? std::min<uint64_t>(boff, c0.size()) : c0.size();
-  uint64_t e = hlen;
-  while (e + 8 <= ext_end) {  // each step moves on by at least 8 bytes
-    const uint32_t type = get_be32(&c0[e]);
-    if (type == kExtEnd) return e + 8;
-    e += 8 + round8(get_be32(&c0[e + 4]));
-  }
-  return std::min<uint64_t>(e, c0.size());
-}
-
-uint64_t header_length(std::span<const uint8_t> c0) {
-  return get_be32(&c0[4]) >= 3 ? get_be32(&c0[100]) : kV2HeaderLength;
-}
-
-// The end of the bytes the header in `c0` references: its extensions and its backing file name.
-uint64_t used_end(std::span<const uint8_t> c0) {
-  const uint64_t boff = get_be64(&c0[8]);
-  const uint64_t name_end = boff ? boff + get_be32(&c0[16]) : 0;
-  return std::max(chain_end(c0, header_length(c0)), name_end);
-}
-
-// `c0` without its feature-name table, which is informational only (names for the feature bits):
-// the same header in fewer bytes. Empty if the chain does not parse.
-std::vector<uint8_t> without_feature_table(std::span<const uint8_t> c0) {
-  const uint64_t hlen = header_length(c0), cs = c0.size();
-  const uint64_t boff = get_be64(&c0[8]), bsize = get_be32(&c0[16]);
-  if (hlen > cs || (boff && boff + bsize > cs)) return {};
-  std::vector<uint8_t> out(cs, 0);
-  std::memcpy(out.data(), c0.data(), hlen);
-  const uint64_t ext_end = boff ? boff : cs;
-  uint64_t e = hlen, o = hlen;
-  for (;;) {
-    if (e + 8 > ext_end) return {};
-    const uint32_t type = get_be32(&c0[e]);
-    if (type == kExtEnd) break;
-    const uint64_t len = 8 + round8(get_be32(&c0[e + 4]));
-    if (e + len > ext_end) return {};
-    if (type != kExtFeatureTable) {
-      std::memcpy(&out[o], &c0[e], len);
-      o += len;
-    }
-    e += len;
-  }
-  o += 8;  // the end marker (zeros)
-  if (boff) {
-    if (o + bsize > cs) return {};
-    std::memcpy(&out[o], &c0[boff], bsize);
-    put_be64(&out[8], o);
-  }
-  return out;
-}
 }  // namespace
 
 // Replaces cluster 0, now `old_c0`, by `new_c0` so that every state a power cut can leave (any
@@ -97,9 +43,9 @@ Status Qcow2Image::write_cluster0(std::span<const uint8_t> old_c0, std::span<con
   }
   if (first == cs_) return Status::ok();
   if (first / kSector == last / kSector) return write(first, new_c0.subspan(first, last - first + 1));
-  if (used_end(old_c0) > kSector) {
-    std::vector<uint8_t> compact = without_feature_table(old_c0);
-    if (compact.empty() || used_end(compact) > kSector) return write(0, new_c0);
+  if (decode_header_layout(old_c0).used_end() > kSector) {
+    std::vector<uint8_t> compact = header_without_feature_table(old_c0);
+    if (compact.empty() || decode_header_layout(compact).used_end() > kSector) return write(0, new_c0);
     KEEL_TRY(write(0, std::span<const uint8_t>(compact).first(kSector)));
   }
   KEEL_TRY(write(kSector, new_c0.subspan(kSector)));
@@ -131,7 +77,7 @@ Status Qcow2Image::switch_bitmaps_extension(const std::optional<BitmapsExtension
   } else if (first < cs_) {
     KEEL_TRY(rewrite_header_layout(old_c0, new_c0));
   }
-  h.backing_file_offset = get_be64(&new_c0[8]);
+  h.backing_file_offset = decode_header_layout(new_c0).backing_offset;
   header_ = h;
   return Status::ok();
 }
@@ -160,33 +106,33 @@ Status Qcow2Image::rewrite_header_layout(std::span<const uint8_t> old_c0, std::s
     return write_cluster0(old_c0, new_c0);
   };
   const bool v3 = header_.version >= 3;
-  const uint64_t hlen = v3 ? get_be32(&old_c0[100]) : kV2HeaderLength;
-  if (v3 && get_be32(&new_c0[100]) != hlen) return whole();
+  const HeaderLayout old_l = decode_header_layout(old_c0), new_l = decode_header_layout(new_c0);
+  const uint64_t hlen = old_l.header_length;
+  if (v3 && new_l.header_length != hlen) return whole();
+  auto in = [](uint64_t i, uint64_t field, uint64_t bytes) { return i >= field && i < field + bytes; };
   for (uint64_t i = 0; i < hlen; ++i)
-    if (old_c0[i] != new_c0[i] && !(i >= 8 && i < 20) && !(i >= kOffsetAutoclear && i < kOffsetAutoclear + 8))
+    if (old_c0[i] != new_c0[i] && !in(i, kOffsetBackingFile, kBackingFileFieldsBytes) &&
+        !in(i, kOffsetAutoclear, 8))
       return whole();
-  const uint64_t old_boff = get_be64(&old_c0[8]), new_boff = get_be64(&new_c0[8]);
-  const uint32_t bsize = get_be32(&old_c0[16]);
-  if ((old_boff == 0) != (new_boff == 0) || get_be32(&new_c0[16]) != bsize) return whole();
-  const uint64_t ext_end = old_boff ? old_boff : cs_;
+  const uint64_t old_boff = old_l.backing_offset, new_boff = new_l.backing_offset;
+  const uint32_t bsize = old_l.backing_size;
+  if ((old_boff == 0) != (new_boff == 0) || new_l.backing_size != bsize) return whole();
   uint64_t d = hlen;
   while (d < cs_ && old_c0[d] == new_c0[d]) ++d;
   // E: the old slot holding the first changed byte (or the end marker before it).
-  uint64_t e = hlen;
-  for (uint32_t n = 0;; ++n) {
-    if (e + 8 > ext_end || n > 4096) return whole();
-    const uint32_t type = get_be32(&old_c0[e]);
-    if (type == kExtEnd) break;
-    const uint64_t next = e + 8 + round8(get_be32(&old_c0[e + 4]));
-    if (d < next) {
-      if (type == kExtBackingFormat || type == kExtDataFile || type == kExtCrypto) return whole();
-      break;
-    }
-    e = next;
+  const ExtensionChain& chain = old_l.extensions;
+  std::optional<uint64_t> slot_e;
+  for (const ExtensionSlot& slot : chain.slots) {
+    if (d >= slot.end()) continue;
+    if (slot.type == kExtBackingFormat || slot.type == kExtDataFile || slot.type == kExtCrypto) return whole();
+    slot_e = slot.offset;
+    break;
   }
+  if (!slot_e && !chain.terminated) return whole();
+  const uint64_t e = slot_e ? *slot_e : chain.stop;
   // 1.
   if (v3) {
-    const uint64_t ac = get_be64(&old_c0[kOffsetAutoclear]);
+    const uint64_t ac = old_l.autoclear;
     if (ac & kAutoclearBitmaps) {
       uint8_t b[8];
       put_be64(b, ac & ~uint64_t(kAutoclearBitmaps));
@@ -201,7 +147,7 @@ Status Qcow2Image::rewrite_header_layout(std::span<const uint8_t> old_c0, std::s
     KEEL_TRY(write(x, old_c0.subspan(old_boff, bsize)));
     uint8_t b[8];
     put_be64(b, x);
-    KEEL_TRY(write(8, b));
+    KEEL_TRY(write(kOffsetBackingFile, b));
     limit = x;
   }
   // 3.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "format/endian.h"
+#include "format/header_layout.h"
 #include "format/luks_header.h"
 #include "keel/limits.h"
 
@@ -41,21 +42,14 @@ Status check_table(const char* field, uint64_t offset, uint64_t bytes, uint64_t 
   return Status::ok();
 }
 
+// Decodes the extensions the chain walk (header_layout.cpp) finds between header_length and `end`.
 Status parse_extensions(Header& h, std::span<const uint8_t> c0, uint64_t end) {
-  uint64_t off = h.header_length;
-  for (uint32_t n = 0;; ++n) {
-    if (off + 8 > end) {
-      // QEMU tolerates a missing end marker when the area is exhausted exactly.
-      if (off == end) return Status::ok();
-      return bad("header_extension", off, "extension header crosses the end of the extension area");
-    }
-    uint32_t type = get_be32(&c0[off]);
-    uint32_t len = get_be32(&c0[off + 4]);
-    off += 8;
-    if (type == kExtEnd) return Status::ok();
-    if (len > end - off)
+  const ExtensionChain chain = walk_extensions(c0, h.header_length, end);
+  for (const ExtensionSlot& slot : chain.slots) {
+    const uint32_t type = slot.type, len = slot.length;
+    if (slot.data_end() > end)
       return bad("header_extension_length", len, fmt::format("extension 0x{:08x} too large", type));
-    const uint8_t* d = &c0[off];
+    const uint8_t* d = &c0[slot.data_offset()];
     switch (type) {
       case kExtBackingFormat:
         if (len >= 16) return bad("backing_format_length", len, "must be < 16");
@@ -108,9 +102,11 @@ Status parse_extensions(Header& h, std::span<const uint8_t> c0, uint64_t end) {
         h.unknown_extensions.push_back({type, std::vector<uint8_t>(d, d + len)});
         break;
     }
-    off += (uint64_t(len) + 7) / 8 * 8;
-    if (n > 4096) return bad("header_extension", off, "too many extensions");
   }
+  if (chain.too_many) return bad("header_extension", chain.stop, "too many extensions");
+  // QEMU tolerates a missing end marker when the area is exhausted exactly.
+  if (chain.terminated || chain.stop == end) return Status::ok();
+  return bad("header_extension", chain.stop, "extension header crosses the end of the extension area");
 }
 
 }  // namespace
@@ -129,16 +125,22 @@ Result<uint32_t> peek_cluster_bits(std::span<const uint8_t> start) {
   if (!is_qcow2(start)) return error(corrupt("Image is not in qcow2 format"));
   uint32_t bits = get_be32(&start[20]);
   if (bits < limits::kMinClusterBits || bits > limits::kMaxClusterBits)
-    return error(bad("cluster_bits", bits, "must be 9..21"));
+    return error(corrupt(fmt::format("Unsupported cluster size: 2^{}", bits)));  // QEMU's words
   return bits;
 }
 
-std::string feature_name(const Header& h, uint8_t type, uint8_t bit) {
-  for (const auto& f : h.feature_names)
-    if (f.type == type && f.bit == bit && !f.name.empty()) return f.name;
-  for (const auto& f : kKnownFeatures)
-    if (f.type == type && f.bit == bit) return f.name;
-  return fmt::format("Unknown incompatible feature: {:x}", 1ull << bit);
+std::string unsupported_features_message(const std::vector<FeatureName>& table, uint64_t unknown) {
+  // QEMU's report_unsupported_feature: the image's own names in table order (the table ends at
+  // the first entry without a name), then the bits it does not name as one hex mask.
+  std::string names;
+  for (const auto& f : table) {
+    if (f.name.empty()) break;
+    if (f.type != 0 || f.bit >= 64 || !(unknown & (1ull << f.bit))) continue;
+    names += (names.empty() ? "" : ", ") + f.name;
+    unknown &= ~(1ull << f.bit);
+  }
+  if (unknown) names += fmt::format("{}Unknown incompatible feature: {:x}", names.empty() ? "" : ", ", unknown);
+  return "Unsupported qcow2 feature(s): " + names;
 }
 
 Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bool check_mode) {
@@ -177,14 +179,12 @@ Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bo
     if (h.header_length > 104) h.compression_type = c0[104];
   }
   if (h.crypt_method > kCryptLuks)
-    return error(unsupported(fmt::format("Unsupported encryption method: {}", h.crypt_method)));
+    return error(unsupported(fmt::format("Unsupported encryption method {}", h.crypt_method)));
   if (uint64_t unknown = h.incompatible & ~kIncompatKnown) {
     // Parse extensions first so an image's own feature table can name the bit.
     Header names = h;
     (void)parse_extensions(names, c0, std::min<uint64_t>(cs, h.backing_file_offset ? h.backing_file_offset : cs));
-    int bit = __builtin_ctzll(unknown);
-    return error(unsupported(fmt::format("Unsupported qcow2 feature(s): {} (incompatible_features bit {})",
-                                         feature_name(names, 0, static_cast<uint8_t>(bit)), bit)));
+    return error(unsupported(unsupported_features_message(names.feature_names, unknown)));
   }
   if ((h.incompatible & kIncompatCorrupt) && !check_mode)
     return error(Status(Code::kCorrupt, "qcow2 image is marked corrupt (incompatible_features bit 1); "
@@ -193,12 +193,13 @@ Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bo
     return error(bad("refcount_order", h.refcount_order, "must be <= 6"));
   if (h.extended_l2() && h.cluster_bits < limits::kMinExtL2ClusterBits)
     return error(bad("cluster_bits", h.cluster_bits, "extended L2 entries need clusters of 16 KiB or more"));
+  // QEMU's words for the compression type and its incompatible bit 3.
   if (h.compression_type > 1)
-    return error(unsupported(fmt::format("unknown compression_type {}", h.compression_type)));
+    return error(unsupported(fmt::format("qcow2: unknown compression type: {}", h.compression_type)));
   if (h.compression_type != 0 && !(h.incompatible & kIncompatCompression))
-    return error(bad("compression_type", h.compression_type, "non-zlib type without incompatible bit 3"));
+    return error(corrupt("qcow2: Compression type incompatible feature bit must be set"));
   if (h.compression_type == 0 && (h.incompatible & kIncompatCompression))
-    return error(bad("compression_type", 0, "incompatible bit 3 set with zlib compression"));
+    return error(corrupt("qcow2: Compression type incompatible feature bit must not be set"));
   if (h.data_file_raw() && !h.has_data_file())
     return error(bad("autoclear_features", h.autoclear, "raw external data without an external data file"));
   if (h.size > limits::kMaxVirtualSize) return error(bad("size", h.size, "too large"));

@@ -128,7 +128,9 @@ Result<Header> decode_header(std::span<const uint8_t> cluster0, uint64_t file_si
 // Fails if they do not fit.
 Result<std::vector<uint8_t>> encode_header(const Header& h);
 
-// Names an incompatible feature bit from the image's feature table or Keel's own names.
-std::string feature_name(const Header& h, uint8_t type, uint8_t bit);
+// QEMU's message for incompatible feature bits it does not know (`unknown`, non-zero): the names
+// the image's feature table gives them, then the rest as a hex mask ("Unsupported qcow2
+// feature(s): foo, Unknown incompatible feature: 8000000000000000").
+std::string unsupported_features_message(const std::vector<FeatureName>& table, uint64_t unknown);
 
 }  // namespace keel::format

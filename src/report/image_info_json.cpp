@@ -110,11 +110,13 @@ nlohmann::ordered_json image_info_json(const ImageInfo& info, bool local) {
 
 namespace keel {
 
-std::string info_json(const ImageInfo& info) { return report::qemu_json(report::image_info_json(info)); }
+std::string info_json(const ImageInfo& info, bool local) {
+  return report::qemu_json(report::image_info_json(info, local));
+}
 
-std::string info_json(std::span<const ImageInfo> chain) {
+std::string info_json(std::span<const ImageInfo> chain, bool top_local) {
   auto list = nlohmann::ordered_json::array();
-  for (const auto& i : chain) list.push_back(report::image_info_json(i));
+  for (size_t k = 0; k < chain.size(); ++k) list.push_back(report::image_info_json(chain[k], k != 0 || top_local));
   return report::qemu_json(list);
 }
 

@@ -7,4 +7,5 @@
 #include "cli/tls_object.cpp"  // NOLINT(bugprone-suspicious-include): --object secret (util.cpp)
 #include "cli/image_name.cpp"  // NOLINT(bugprone-suspicious-include): the name resolver (util.cpp)
 #include "cli/blkdebug.cpp"  // NOLINT(bugprone-suspicious-include): blkdebug names (image_name.cpp)
-#include "io/nbd_file.cpp"  // NOLINT(bugprone-suspicious-include): NBD names; without libnbd here
+#include "cli/nbd_file.cpp"  // NOLINT(bugprone-suspicious-include): NBD names; without libnbd here
+#include "cli/null_file.cpp"  // NOLINT(bugprone-suspicious-include): null-co:// names (image_name.cpp)

@@ -3,9 +3,14 @@
 #include <gtest/gtest.h>
 
 #include "cli/util.h"
+#include "report/qemu_json.h"  // the serializer the public keel/report.h renders with
 
 namespace keel::cli {
 namespace {
+
+using ::keel::report::qdict_order;
+using ::keel::report::qemu_human_dump;
+using ::keel::report::qemu_json;
 
 uint64_t size_ok(const char* text) {
   auto v = parse_size(text);

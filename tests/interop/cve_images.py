@@ -80,9 +80,9 @@ def ext_at_112(ext_type, length, payload=b""):
 
 
 # ---- header fields ---------------------------------------------------------------------------
-header_patch("cluster_bits_22", 20, "I", 22, r"cluster_bits.*22", "cluster_bits one over QEMU's 21")
-header_patch("cluster_bits_63", 20, "I", 63, r"cluster_bits.*63", "cluster_bits 63 (shift overflow)")
-header_patch("cluster_bits_u32max", 20, "I", 0xFFFFFFFF, r"cluster_bits.*4294967295", "cluster_bits 2^32-1")
+header_patch("cluster_bits_22", 20, "I", 22, r"cluster size: 2\^22", "cluster_bits one over QEMU's 21")
+header_patch("cluster_bits_63", 20, "I", 63, r"cluster size: 2\^63", "cluster_bits 63 (shift overflow)")
+header_patch("cluster_bits_u32max", 20, "I", 0xFFFFFFFF, r"cluster size: 2\^4294967295", "cluster_bits 2^32-1")
 header_patch("header_length_huge", 100, "I", 0xFFFFFFF8, r"header_length.*4294967288", "header_length 2^32-8")
 header_patch("header_length_u32max", 100, "I", 0xFFFFFFFF, r"header_length.*4294967295", "header_length 2^32-1")
 header_patch("header_length_cluster", 100, "I", 65536 + 8, r"header_length.*65544", "header_length past cluster 0")

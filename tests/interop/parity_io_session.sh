@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proves `keel io` handles the image like qemu-io 7.2 (issue 16): starting without a file, the
-# open [-rsnkU] [-t] [-d] [-o driver=,file.filename=,...] [path], close, reopen [-r|-w] [-c], and
+# open [-rsnkU] [-t] [-d] [-o driver=,file.filename=,...] [path], close, reopen [-r|-w] [-c] [-o], and
 # truncate commands, and -s (writes to a throw-away overlay); on twins of a QEMU-made image,
 # qemu-io and keel io print the same lines and exit codes, and leave the same image (qemu-img
 # compare, check, info).
@@ -42,6 +42,34 @@ io_twin "reopen errors" a.qcow2 -c "reopen -r -w" -c "reopen -o foo=bar" -c "reo
   -c "reopen x" -c "reopen -y"
 same_content "after reopen" a.qcow2
 clean "after reopen" a.qcow2
+
+say "reopen -o: the options qcow2's reopen may change"
+io_twin "reopen -o accepted" a.qcow2 -c "reopen -o lazy-refcounts=on" -c "write -P 0x77 0 64k" \
+  -c "reopen -o lazy-refcounts=off,pass-discard-request=on,pass-discard-other=off" \
+  -c "reopen -o l2-cache-size=1M" -c "reopen -o cache-size=2M" -c "reopen -o refcount-cache-size=256k" \
+  -c "reopen -o cache-clean-interval=10" -c "reopen -o overlap-check=none" \
+  -c "reopen -o overlap-check.template=all" -c "reopen -o discard=unmap,cache.no-flush=on" \
+  -c "reopen -o auto-read-only=on,pass-discard-snapshot=off" -c "reopen -o cache.no-flush=off" \
+  -c "write -P 0x78 64k 64k" -c "read -P 0x77 0 64k" -c "read -P 0x78 64k 64k"
+io_twin "reopen -o refused" a.qcow2 -c "reopen -o lazy-refcounts=maybe" -c "reopen -o discard=foo" \
+  -c "reopen -o cache.direct=foo" -c "reopen -o overlap-check=foo" -c "reopen -o pass-discard-other=foo" \
+  -c "reopen -o l2-cache-size=1M,refcount-cache-size=1M,cache-size=1M" -c "reopen -o l2-cache-size=foo" \
+  -c "reopen -o l2-cache-entry-size=3k" -c "reopen -o cache-clean-interval=-1" \
+  -c "reopen -o overlap-check.l1=off" -c "reopen -o node-name=x" -c "reopen -o file.locking=off" \
+  -c "reopen -o driver=raw" -c "write -P 0x79 0 4k" -c "read -P 0x79 0 4k"
+same_content "after reopen -o" a.qcow2
+clean "after reopen -o" a.qcow2
+v2_image() {
+  qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 1M
+  qemu-io -c "write -P 0x11 0 64k" v2.qcow2
+}
+twin_setup v2_image
+io_twin "reopen -o lazy-refcounts on a v2 image" v2.qcow2 -c "reopen -o lazy-refcounts=on" \
+  -c "reopen -o lazy-refcounts=off" -c "write -P 0x22 0 4k" -c "read -P 0x22 0 4k"
+same_content "v2 after reopen -o" v2.qcow2
+same_info "v2 after reopen -o" v2.qcow2
+clean "v2 after reopen -o" v2.qcow2
+twin_setup image
 
 say "truncate"
 io_twin "truncate grow and shrink" a.qcow2 -c "truncate 2M" -c "length" -c "write -P 0x44 1536k 64k" \

@@ -1,5 +1,5 @@
 // An NBD export as a BlockFile through libnbd (see nbd_file.h).
-#include "io/nbd_file.h"
+#include "cli/nbd_file.h"
 
 #include <algorithm>
 #include <cctype>

@@ -1,5 +1,5 @@
 // QEMU's null-co protocol (see null_file.h).
-#include "io/null_file.h"
+#include "cli/null_file.h"
 
 #include <algorithm>
 #include <cerrno>
