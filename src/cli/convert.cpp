@@ -44,6 +44,7 @@ struct ConvertArgs {
   std::string coroutines;
   std::vector<std::string> objects;  // --object secret,... (encrypted images)
   bool image_opts = false;           // the sources are --image-opts strings
+  bool target_image_opts = false;    // the target (-n only) is an --image-opts string
   std::vector<std::string> files;
 };
 
@@ -96,6 +97,10 @@ int run_convert(const ConvertArgs& a) {
       return 1;
     }
     requests = static_cast<int>(*m);
+  }
+  if (a.target_image_opts && !a.skip_create) {
+    print_error("--target-image-opts requires use of -n flag");
+    return 1;
   }
   if (a.skip_create && !merged.empty()) {
     print_error("-o has no effect when skipping image creation");
@@ -225,7 +230,8 @@ int run_convert(const ConvertArgs& a) {
     target_zero = !has_backing;
   }
   OpenFlags tf;
-  tf.format = a.dst_format;
+  tf.format = a.target_image_opts ? "" : a.dst_format;  // the option string names the driver
+  tf.image_opts = a.target_image_opts;
   tf.read_only = false;
   tf.cache = a.dst_cache;
   tf.objects = a.objects;
@@ -292,6 +298,8 @@ std::function<int()> setup_convert(CLI::App* sub) {
                   "encrypt.key-secret=ID (encrypted qcow2 sources, --image-opts)");
   sub->add_flag("--image-opts", a->image_opts,
                 "The sources are option strings: driver=qcow2,file.filename=F[,encrypt.key-secret=ID]");
+  sub->add_flag("--target-image-opts", a->target_image_opts,
+                "The target (with -n) is an option string: driver=qcow2,file.filename=F[,encrypt.key-secret=ID]");
   sub->add_option("FILES", a->files, "One or more source images, then the target");
   sub->footer("Exit status: 0 on success, 1 on any error.");
   return [a] { return run_convert(*a); };

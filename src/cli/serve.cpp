@@ -455,6 +455,16 @@ int run_serve(ServeArgs a) {
       }
       opts.encrypt_secret = std::move(*secret);
     }
+    for (const std::string& id : f.backing_key_secrets) {  // backing.encrypt.key-secret=ID, as qemu-nbd
+      opts.backing_encrypt_secrets.emplace_back();
+      if (id.empty()) continue;
+      auto secret = secret_from_objects(a.objects, id);
+      if (!secret) {
+        print_error(fmt::format("Could not open '{}': {}", spec, secret.error().message()));
+        return 1;
+      }
+      opts.backing_encrypt_secrets.back() = std::move(*secret);
+    }
   }
   if (!a.load_snapshot.empty()) {
     // qemu-nbd -l: 'snapshot.id=ID,snapshot.name=NAME' or 'ID_OR_NAME'; the export is read-only.

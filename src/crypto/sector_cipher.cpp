@@ -6,6 +6,7 @@
 #include <nettle/nettle-meta.h>
 #include <nettle/xts.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -86,6 +87,8 @@ Result<std::unique_ptr<SectorCipher>> SectorCipher::create(const CipherSpec& spe
     c->essiv_ = SecretBytes(c->essiv_alg_->context_size);
     c->essiv_alg_->set_encrypt_key(c->essiv_.data(), salt.data());
   }
+  // The IVs stay ours (make_iv); GnuTLS only runs the cipher and mode, where it offers them.
+  c->fast_ = GnutlsSectors::create(spec.cipher, spec.mode, key);
   return c;
 }
 
@@ -99,36 +102,55 @@ void SectorCipher::make_iv(uint64_t sector, uint8_t* iv) const {
 }
 
 void SectorCipher::encrypt(uint64_t first_sector, std::span<uint8_t> buf) const {
-  const size_t bs = alg_->block_size;
-  uint8_t iv[16];
-  for (size_t pos = 0; pos < buf.size(); pos += kSectorSize) {
-    const size_t n = std::min<size_t>(kSectorSize, buf.size() - pos);
-    uint8_t* p = buf.data() + pos;
-    const uint64_t sector = first_sector + pos / kSectorSize;
-    switch (spec_.mode) {
-      case LuksMode::kEcb: alg_->encrypt(enc_.data(), n, p, p); break;
-      case LuksMode::kCbc: make_iv(sector, iv); cbc_encrypt(enc_.data(), alg_->encrypt, bs, iv, n, p, p); break;
-      case LuksMode::kCtr: make_iv(sector, iv); ctr_crypt(enc_.data(), alg_->encrypt, bs, iv, n, p, p); break;
-      case LuksMode::kXts: make_iv(sector, iv); xts_encrypt_message(enc_.data(), tweak_.data(), alg_->encrypt, iv, n, p, p); break;
-    }
-  }
-  ::explicit_bzero(iv, sizeof iv);
+  crypt(true, first_sector, buf.data(), buf.data(), buf.size());
 }
 
 void SectorCipher::decrypt(uint64_t first_sector, std::span<uint8_t> buf) const {
+  crypt(false, first_sector, buf.data(), buf.data(), buf.size());
+}
+
+void SectorCipher::encrypt_to(uint64_t first_sector, std::span<const uint8_t> in, std::span<uint8_t> out) const {
+  crypt(true, first_sector, in.data(), out.data(), std::min(in.size(), out.size()));
+}
+
+bool SectorCipher::crypt_gnutls(bool enc, uint64_t first_sector, const uint8_t* in, uint8_t* out, size_t len) const {
+  if (len % 16) return false;  // GnuTLS takes whole blocks only (so do callers: sizes are 16-multiples)
+  GnutlsSectors::Lease l = fast_->lease();
+  if (!l) return false;
+  uint8_t iv[16];
+  bool ok = true;
+  for (size_t pos = 0; ok && pos < len; pos += kSectorSize) {
+    const size_t n = std::min<size_t>(kSectorSize, len - pos);
+    make_iv(first_sector + pos / kSectorSize, iv);
+    ok = enc ? l.encrypt(iv, in + pos, out + pos, n) : l.decrypt(iv, in + pos, out + pos, n);
+  }
+  ::explicit_bzero(iv, sizeof iv);
+  // GnuTLS fails a block cipher call only for a size that is no block multiple, excluded above.
+  // Sectors already done in place cannot be redone: never hand on a half-transformed buffer.
+  if (!ok) std::abort();
+  return true;
+}
+
+void SectorCipher::crypt(bool enc, uint64_t first_sector, const uint8_t* in, uint8_t* out, size_t len) const {
+  if (fast_ && crypt_gnutls(enc, first_sector, in, out, len)) return;
   const size_t bs = alg_->block_size;
   uint8_t iv[16];
-  for (size_t pos = 0; pos < buf.size(); pos += kSectorSize) {
-    const size_t n = std::min<size_t>(kSectorSize, buf.size() - pos);
-    uint8_t* p = buf.data() + pos;
+  for (size_t pos = 0; pos < len; pos += kSectorSize) {
+    const size_t n = std::min<size_t>(kSectorSize, len - pos);
+    const uint8_t* s = in + pos;
+    uint8_t* d = out + pos;
     const uint64_t sector = first_sector + pos / kSectorSize;
+    if (spec_.mode != LuksMode::kEcb) make_iv(sector, iv);
     switch (spec_.mode) {
-      case LuksMode::kEcb: alg_->decrypt(dec_.data(), n, p, p); break;
-      case LuksMode::kCbc: make_iv(sector, iv); cbc_decrypt(dec_.data(), alg_->decrypt, bs, iv, n, p, p); break;
-      case LuksMode::kCtr: make_iv(sector, iv); ctr_crypt(enc_.data(), alg_->encrypt, bs, iv, n, p, p); break;
+      case LuksMode::kEcb: (enc ? alg_->encrypt : alg_->decrypt)(enc ? enc_.data() : dec_.data(), n, d, s); break;
+      case LuksMode::kCbc:
+        if (enc) cbc_encrypt(enc_.data(), alg_->encrypt, bs, iv, n, d, s);
+        else cbc_decrypt(dec_.data(), alg_->decrypt, bs, iv, n, d, s);
+        break;
+      case LuksMode::kCtr: ctr_crypt(enc_.data(), alg_->encrypt, bs, iv, n, d, s); break;
       case LuksMode::kXts:
-        make_iv(sector, iv);
-        xts_decrypt_message(dec_.data(), tweak_.data(), alg_->decrypt, alg_->encrypt, iv, n, p, p);
+        if (enc) xts_encrypt_message(enc_.data(), tweak_.data(), alg_->encrypt, iv, n, d, s);
+        else xts_decrypt_message(dec_.data(), tweak_.data(), alg_->decrypt, alg_->encrypt, iv, n, d, s);
         break;
     }
   }

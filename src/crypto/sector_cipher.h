@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 
+#include "crypto/gnutls_sectors.h"
 #include "crypto/secret_bytes.h"
 #include "format/luks_header.h"
 #include "keel/status.h"
@@ -36,15 +37,25 @@ class SectorCipher {
   // of the cipher's block size (the last sector may be short, as for LUKS key material).
   void encrypt(uint64_t first_sector, std::span<uint8_t> buf) const;
   void decrypt(uint64_t first_sector, std::span<uint8_t> buf) const;
+  // Out of place: `out` (the size of `in`) receives the ciphertext; `in` is not changed.
+  void encrypt_to(uint64_t first_sector, std::span<const uint8_t> in, std::span<uint8_t> out) const;
+
+  // True when the GnuTLS path serves this cipher (for tests and the profile notes).
+  bool uses_gnutls() const { return fast_ != nullptr; }
+  // Tests: drop the GnuTLS path so both implementations can be compared.
+  void disable_gnutls_for_test() { fast_.reset(); }
 
  private:
   SectorCipher() = default;
   void make_iv(uint64_t sector, uint8_t* iv) const;
+  void crypt(bool enc, uint64_t first_sector, const uint8_t* in, uint8_t* out, size_t len) const;
+  bool crypt_gnutls(bool enc, uint64_t first_sector, const uint8_t* in, uint8_t* out, size_t len) const;
 
   CipherSpec spec_;
   const nettle_cipher* alg_ = nullptr;
   const nettle_cipher* essiv_alg_ = nullptr;
   SecretBytes enc_, dec_, tweak_, essiv_;
+  std::unique_ptr<GnutlsSectors> fast_;  // null: nettle only
 };
 
 }  // namespace keel::crypto

@@ -78,8 +78,6 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& in) {
   // LUKS: the region (header and key material) goes into clusters right after the L1 table.
   std::vector<uint8_t> luks_region;
   if (o.encrypt) {
-    if (o.preallocation != Preallocation::kOff)
-      return unsupported("preallocation of encrypted images is not supported by keel");
     const auto& e = *o.encrypt;
     KEEL_ASSIGN(auto spec, crypto::luks_spec_from_names(e.cipher_alg, e.cipher_mode, e.ivgen_alg,
                                                         e.ivgen_hash_alg.empty() ? "sha256" : e.ivgen_hash_alg,
@@ -156,6 +154,9 @@ Status create_qcow2_image(const std::string& path, const CreateOptions& in) {
   oo.force_share = true;
   oo.file_opener = o.file_opener;
   oo.no_backing = true;
+  // Encrypted: preallocation writes no guest data, only file zeros (or fallocate) under the new
+  // clusters, as QEMU's does (a guest then reads those zeros decrypted, not zeros): no key needed.
+  oo.no_io = o.encrypt.has_value();
   KEEL_ASSIGN(auto img, Image::open(path, oo));
   return preallocate_qcow2(*img, o.preallocation);
 }

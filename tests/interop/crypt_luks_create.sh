@@ -4,7 +4,11 @@
 # chosen cipher; qemu-io's writes to a keel-made image read back through keel and keel io's
 # writes through qemu-img; qemu-img check is clean; converted images (plain -> encrypted,
 # encrypted -> plain, encrypted -> encrypted with another cipher) decrypt to the source's bytes;
-# a missing key-secret, an unknown secret, -c with encryption and legacy AES give errors.
+# a missing key-secret, an unknown secret, -c with encryption and legacy AES give errors;
+# convert -n --target-image-opts writes into an encrypted image qemu-img made; preallocation
+# (metadata, falloc, full) lays out the image as qemu-img does (same qemu-img map, file length and
+# check; the preallocated clusters read as the decryption of the file's zeros, the same bytes
+# through keel and qemu-img), and written data reads back through QEMU.
 # Usage: bash crypt_luks_create.sh /path/to/keel
 set -euo pipefail
 source "$(dirname "$(realpath "$0")")/cli_lib.bash"
@@ -68,6 +72,48 @@ run_ok "LUKS -> LUKS (cbc-essiv)" "$KEEL" convert "${SEC[@]}" --image-opts "$(op
   -o "$EO,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv" e2.qcow2
 qraw e2.qcow2 e2.raw
 same_file "LUKS -> LUKS" p.raw e2.raw
+
+say "convert -n --target-image-opts: an encrypted target qemu-img made"
+qemu_img_create_luks -q -f qcow2 "${SEC[@]}" -o "$EO" t.qcow2 "$(stat -c %s p.raw)" 2>c.err ||
+  fail "qemu-img create: $(cat c.err)"
+run_ok "keel convert -n --target-image-opts" "$KEEL" convert -n "${SEC[@]}" -f raw p.raw --target-image-opts "$(opts t.qcow2)"
+qraw t.qcow2 t.raw
+same_file "convert into an encrypted --target-image-opts target" p.raw t.raw
+qclean t.qcow2
+qrc=0 krc=0
+qemu-img convert "${SEC[@]}" -f raw p.raw --target-image-opts "$(opts t.qcow2)" 2>q.err || qrc=$?
+"$KEEL" convert "${SEC[@]}" -f raw p.raw --target-image-opts "$(opts t.qcow2)" 2>k.err || krc=$?
+sed -i 's/^qemu-img: /keel: /' q.err
+same_text "--target-image-opts without -n: exit code" "$qrc" "$krc"
+same_text "--target-image-opts without -n: message" "$(cat q.err)" "$(cat k.err)"
+krc=0
+"$KEEL" convert -n --object secret,id=sec0,data=wrong -f raw p.raw --target-image-opts "$(opts t.qcow2)" 2>k.err || krc=$?
+[ $krc = 1 ] && grep -q "Invalid password, cannot unlock any keyslot" k.err || fail "wrong target secret: rc $krc $(cat k.err)"
+pass
+
+say "preallocation of encrypted images, as qemu-img lays them out"
+for mode in metadata falloc full; do
+  rm -f "pk-$mode.qcow2" "pq-$mode.qcow2"
+  run_ok "keel create preallocation=$mode" "$KEEL" create -q -f qcow2 "${SEC[@]}" -o "$EO,preallocation=$mode" "pk-$mode.qcow2" 3M
+  qemu_img_create_luks -q -f qcow2 "${SEC[@]}" -o "$EO,preallocation=$mode" "pq-$mode.qcow2" 3M 2>c.err ||
+    fail "qemu-img create preallocation=$mode: $(cat c.err)"
+  for f in pk pq; do
+    qemu-img map --output=json "${SEC[@]}" --image-opts "$(opts "$f-$mode.qcow2")" >"$f.map" || fail "qemu-img map $f-$mode"
+  done
+  same_file "qemu-img map of a preallocation=$mode image (keel vs qemu-img made)" pq.map pk.map
+  same_text "file length, preallocation=$mode" "$(stat -c %s "pq-$mode.qcow2")" "$(stat -c %s "pk-$mode.qcow2")"
+  qclean "pk-$mode.qcow2"
+  qraw "pk-$mode.qcow2" kq.raw
+  run_ok "keel convert pk-$mode" "$KEEL" convert "${SEC[@]}" --image-opts "$(opts "pk-$mode.qcow2")" -O raw pk.raw
+  same_file "preallocated clusters read the same through keel and qemu-img ($mode)" kq.raw pk.raw
+  run_ok "keel io writes into pk-$mode" "$KEEL" io "${SEC[@]}" --image-opts "$(opts "pk-$mode.qcow2")" \
+    -c "write -P 0x44 65536 70000" -c "write -P 0x45 1048576 4096"
+  run_ok "qemu-io reads keel's writes ($mode)" qemu-io "${SEC[@]}" --image-opts "$(opts "pk-$mode.qcow2")" \
+    -c "read -P 0x44 65536 70000" -c "read -P 0x45 1048576 4096"
+  grep -q "Pattern verification failed" "$T/last.out" && fail "qemu-io reads other bytes ($mode)"
+  pass
+  qclean "pk-$mode.qcow2"
+done
 
 say "errors"
 errs_same() {  # errs_same WHAT ARGS...: qemu-img create and keel create: same stderr and exit code
