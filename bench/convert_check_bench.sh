@@ -52,10 +52,10 @@ empty_cmds=(-c "write -P 7 0 16M")
 for ((g = 1; g < 8; g++)); do empty_cmds+=(-c "write -P $g $((g * 512))M 1M"); done
 qemu-io -t unsafe "${empty_cmds[@]}" "$EMPTY" >/dev/null
 
-# settle: removes the last output and lets the file system finish with it before the next timed
-# run. On a file system mounted with `discard` (this machine's ext4), deleting the previous
-# 450 MiB output sends discards that the next run otherwise pays for: in the session-7 run the
-# first tool of every pair took 0.6-0.9 s and the second 0.24-0.35 s, whichever tool it was.
+# settle: removes the last output and lets the file system finish with it (sync, 1 s) before the
+# next timed run, so no run pays for the deletion of the one before. (In the session-7 runs the
+# 1 GiB converts still took anywhere from 0.33 to 0.99 s from one run to the next, for both tools
+# alike and with or without this: the machine's spread, which 3 rounds do not average out.)
 settle() {
   rm -f "$DIR/out.qcow2" "$DIR/out.raw"
   sync

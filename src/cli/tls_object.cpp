@@ -2,6 +2,7 @@
 #include "cli/tls_object.h"
 
 #include <nettle/base64.h>
+#include <sys/prctl.h>
 
 #include <fstream>
 #include <map>
@@ -100,6 +101,12 @@ Result<std::string> secret_from_objects(const std::vector<std::string>& objects,
     const bool has_data = kv.count("data") != 0, has_file = kv.count("file") != 0;
     if (has_data && has_file) return error(invalid("'data' and 'file' are mutually exclusive"));
     if (!has_data && !has_file) return error(invalid("Either 'data' or 'file' must be provided"));
+    // From here on this process holds key material (a passphrase, then the keys derived from it).
+    // libkeel keeps its own copies in MADV_DONTDUMP pages, but GnuTLS's cipher handles (the AES
+    // fast path, src/crypto/gnutls_sectors.cpp) keep their key schedules in heap memory we cannot
+    // mark: the keel command therefore makes itself non-dumpable, so no core dump can hold them.
+    // (The command owns its process; libkeel itself changes no process-wide state.)
+    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     std::string value;
     if (has_data) {
       value = kv["data"];

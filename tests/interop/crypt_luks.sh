@@ -111,4 +111,33 @@ run_ok "AES -> LUKS" "$KEEL" convert "${SEC[@]}" --image-opts "$(opts aes.qcow2)
 qraw aes2luks.qcow2 aes2luks.raw
 same_file "AES -> LUKS convert" pa.raw aes2luks.raw
 
+
+say "key material stays out of core dumps: keel makes itself non-dumpable once it reads a secret"
+# /proc/PID's files belong to root while a process is non-dumpable, to its user otherwise: run
+# keel io as an unprivileged user (root can switch; skipped otherwise) and look at the owner.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  chmod 755 "$T"; chmod 644 a.qcow2
+  owner_of_keel_io() {  # ARGS...: the owner uid of /proc/PID/status of `keel io ARGS -c "sleep 3000"`
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$KEEL" io "$@" -c "sleep 3000" >/dev/null 2>&1 &
+    local pid=$! uid=""
+    for _ in $(seq 50); do
+      uid=$(stat -c %u "/proc/$pid/status" 2>/dev/null || true)
+      # wait until it is keel (not the exec of setpriv) and has opened the image
+      if [ -n "$uid" ] && grep -q keel "/proc/$pid/comm" 2>/dev/null && [ -e "/proc/$pid/fd/3" ]; then break; fi
+      sleep 0.1
+    done
+    uid=$(stat -c %u "/proc/$pid/status" 2>/dev/null || echo gone)
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "$uid"
+  }
+  u=$(owner_of_keel_io -r "${SEC[@]}" --image-opts "$(opts a.qcow2)")
+  [ "$u" = 0 ] || fail "keel io with a secret: /proc/PID/status owned by $u, expected 0 (non-dumpable)"
+  u=$(owner_of_keel_io -r -f qcow2 pa.qcow2)
+  [ "$u" = 65534 ] || fail "keel io without a secret: /proc/PID/status owned by $u, expected 65534 (dumpable)"
+  pass
+else
+  say "(skipped: needs root and setpriv)"
+fi
+
 finish
