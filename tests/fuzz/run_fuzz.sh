@@ -15,7 +15,7 @@ SECONDS_PER_TARGET=${2:?usage: $0 BUILD SECONDS [TARGET...]}
 shift 2
 HERE=$(dirname "$(realpath "$0")")
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(open_info check read write nbd)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(open_info check read write nbd luks_header)
 STATS=$BUILD/fuzz-stats.tsv
 [ -f "$STATS" ] || printf 'date\ttarget\tseconds\texecs\tstatus\tfindings\n' >"$STATS"
 

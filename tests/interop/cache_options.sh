@@ -18,9 +18,10 @@ while IFS= read -r o; do
   kok=0; grep -q "^read 4096/4096" <<<"$k" && kok=1
   [ $qok = $kok ] || fail "$o: qemu-io ok=$qok, keel ok=$kok: qemu: $q / keel: $k"
   if [ $qok = 0 ]; then
-    # The reason: qemu-io's first line after "can't open: ", and the lines after it.
+    # The reason: the first line after "can't open: " (both tools print that form since keel io
+    # stopped adding "Could not open 'F': "), and the lines after it.
     want=$(sed -n '1s/^qemu-io: can.t open: //p; 2,$p' <<<"$q")
-    got=$(sed -n "1s/^.*Could not open '[^']*': //p; 2,\$p" <<<"$k")
+    got=$(sed -n '1s/^keel: can.t open: //p; 2,$p' <<<"$k")
     [ "$want" = "$got" ] || fail "$o: qemu-io says '$want', keel says '$got'"
   fi
   pass
