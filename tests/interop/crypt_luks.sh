@@ -117,13 +117,13 @@ say "key material stays out of core dumps: keel makes itself non-dumpable once i
 # keel io as an unprivileged user (root can switch; skipped otherwise) and look at the owner.
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
   chmod 755 "$T"; chmod 644 a.qcow2
-  owner_of_keel_io() {  # ARGS...: the owner uid of /proc/PID/status of `keel io ARGS -c "sleep 3000"`
+  owner_of_keel_io() {  # IMAGE ARGS...: the owner uid of /proc/PID/status of `keel io ARGS -c
+    # "sleep 3000"`, read once keel has IMAGE open (so it has read its secret, if any, before)
+    local img=$1; shift
     setpriv --reuid=65534 --regid=65534 --clear-groups "$KEEL" io "$@" -c "sleep 3000" >/dev/null 2>&1 &
     local pid=$! uid=""
-    for _ in $(seq 50); do
-      uid=$(stat -c %u "/proc/$pid/status" 2>/dev/null || true)
-      # wait until it is keel (not the exec of setpriv) and has opened the image
-      if [ -n "$uid" ] && grep -q keel "/proc/$pid/comm" 2>/dev/null && [ -e "/proc/$pid/fd/3" ]; then break; fi
+    for _ in $(seq 100); do
+      if ls -l "/proc/$pid/fd" 2>/dev/null | grep -q "/$img\$"; then break; fi
       sleep 0.1
     done
     uid=$(stat -c %u "/proc/$pid/status" 2>/dev/null || echo gone)
@@ -131,9 +131,9 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
     wait "$pid" 2>/dev/null || true
     echo "$uid"
   }
-  u=$(owner_of_keel_io -r "${SEC[@]}" --image-opts "$(opts a.qcow2)")
+  u=$(owner_of_keel_io a.qcow2 -r "${SEC[@]}" --image-opts "$(opts a.qcow2)")
   [ "$u" = 0 ] || fail "keel io with a secret: /proc/PID/status owned by $u, expected 0 (non-dumpable)"
-  u=$(owner_of_keel_io -r -f qcow2 pa.qcow2)
+  u=$(owner_of_keel_io pa.qcow2 -r -f qcow2 pa.qcow2)
   [ "$u" = 65534 ] || fail "keel io without a secret: /proc/PID/status owned by $u, expected 65534 (dumpable)"
   pass
 else
