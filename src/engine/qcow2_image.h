@@ -5,8 +5,9 @@
 // so the flush protocol sees a quiet metadata state.
 //
 // The metadata write-back path (the only way metadata reaches the file, see flush_metadata()):
-//   phase 1: dirty refcount blocks + L2 tables not yet linked ("fresh") -> sync
-//   phase 2: dirty linked L2 tables + dirty L1 entries                  -> sync
+//   phase 1: dirty refcount blocks + L2 tables not yet linked ("fresh"); the cut: the dirty
+//            links (linked L2 tables, L1 entries) copied                  -> sync
+//   phase 2: the cut's copies of the dirty linked L2 tables + L1 entries  -> sync
 //   phase 3: refcount decrements for clusters unlinked in phase 2 (written by the next phase 1);
 //            only then are those clusters reusable.
 // Guest data is always written before the L2 entry that points at it is set in memory, so
@@ -164,10 +165,35 @@ class Qcow2Image final : public Image {
   void defer_free(uint64_t entry) KEEL_REQUIRES(mu_);
   // REQUIRES gate_ exclusive, flush_mu_, mu_. With `hold` (the guest flush, holding gate_
   // through it): mu_ is released around each sync, so reads and in-place overwrites go on while
-  // it syncs; the hold is downgraded to shared once every link is written, so allocating writes
-  // go on during the last sync and phase 3; data_gate_ is taken exclusive for phase 3 (the
-  // frees). Without it, the caller holds data_gate_ too and mu_ throughout.
+  // it syncs; the hold is downgraded to shared at the cut (phase 1 written, the links copied),
+  // so allocating writes go on during both syncs, phase 2's writes and phase 3; data_gate_ is
+  // taken exclusive for phase 3 (the frees). Without it, the caller holds data_gate_ too and
+  // mu_ throughout.
   Status flush_metadata(DowngradableGate* hold = nullptr) KEEL_REQUIRES(mu_);
+  // What one flush makes durable, fixed at its cut (after phase 1's writes): copies of the dirty
+  // linked L2 tables and L1 sectors phase 2 writes, the tables phase 1 wrote whole (linked in
+  // phase 2), and the frees of phase 3. The tables are pinned (held) until phase 2 has written
+  // them: the cache marks them clean at the cut, and a clean table evicted and read back from
+  // the file before then would lack the cut's entries.
+  struct LinkCut {
+    struct Table {
+      uint64_t offset = 0;
+      L2Ref table;
+      CachedTableState sectors;  // the dirty sectors at the cut
+      std::vector<uint8_t> bytes;  // the table as encoded at the cut
+    };
+    std::vector<Table> tables;
+    std::vector<L2Ref> fresh;
+    std::vector<uint64_t> l1_indices;
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> l1_sectors;  // file offset, bytes
+    std::vector<uint64_t> frees;
+  };
+  LinkCut take_link_cut() KEEL_REQUIRES(mu_);
+  // Phase 1's sync, then phase 2: the cut's links written and synced.
+  Status write_link_cut(LinkCut& cut, bool unlocked) KEEL_REQUIRES(mu_);
+  // After a failure: the cut's links are dirty again, so the cache keeps them (the image is
+  // latched; nothing is written after the failure).
+  void restore_link_cut(LinkCut& cut) KEEL_REQUIRES(mu_);
   // Syncs f; with `unlocked`, mu_ is released meanwhile.
   Status sync_file(BlockFile& f, bool unlocked) KEEL_REQUIRES(mu_);
   Status write_dirty_refblocks() KEEL_REQUIRES(mu_);

@@ -319,9 +319,10 @@ Status Qcow2Image::allocating_write(uint64_t gc, uint64_t in, std::span<const ui
   if (full_cow) {
     // (Encrypted: zeros in the file are not zeros to the guest, so the whole cluster is written.)
     if ((in == 0 && d.size() == cs_) || (fresh && cow_is_zero && !encrypted())) {
-      // With O_DIRECT the file system serializes writes that extend the file: make sure the
-      // file already covers the cluster (grown ahead in steps), then write inside it.
-      if (fresh && direct_io_) st = grow_ahead(host + cs_);
+      // Writes that extend the file cost the file system more (O_DIRECT ones are serialized,
+      // buffered ones pay for delayed allocation page by page): make sure the file already
+      // covers the cluster (grown ahead in steps), then write inside it.
+      if (fresh) st = grow_ahead(host + cs_);
       notify(Event::kDataWrite);
       if (st.is_ok()) st = write_data(host + in, gc * cs_ + in, d);
     } else {
@@ -408,7 +409,7 @@ Result<uint64_t> Qcow2Image::allocating_run(uint64_t gc0, std::span<const uint8_
   } guard{*this, gc0, n};
   lk.unlock();
   Status st;
-  if (fresh && direct_io_) st = grow_ahead(host + n * cs_);
+  if (fresh) st = grow_ahead(host + n * cs_);
   notify(Event::kDataWrite);
   if (st.is_ok()) st = write_data(host, gc0 * cs_, buf.first(n * cs_));
   lk.lock();

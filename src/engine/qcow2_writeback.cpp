@@ -106,6 +106,7 @@ Status Qcow2Image::flush_metadata(DowngradableGate* hold) {
   KEEL_TRY(write_dirty_refblocks());
   bool fresh_any = false;
   Status st;
+  std::vector<L2Ref> fresh;
   l2_cache_.for_each([&](uint64_t off, L2Table& t) {
     mu_.assert_held();
     if (!st.is_ok() || !t.fresh || !t.dirty) return;
@@ -115,55 +116,28 @@ Status Qcow2Image::flush_metadata(DowngradableGate* hold) {
     if (st.is_ok()) {
       l2_cache_.mark_clean(t);
       t.fresh = true;  // its link is not durable until phase 2
+      fresh.push_back(l2_cache_.find(off));
     }
   });
   KEEL_TRY(st);
-  notify(Event::kFlushData);
-  if (data_ != file_.get()) KEEL_TRY(sync_file(*data_, unlocked));
-  KEEL_TRY(sync_file(*file_, unlocked));
-  freed_unsynced_ = false;
-
-  // Phase 2: links — changed L2 tables and L1 entries.
-  bool linked = false;
-  l2_cache_.for_each([&](uint64_t off, L2Table& t) {
-    mu_.assert_held();
-    if (!st.is_ok() || t.fresh || !t.dirty) return;
-    if (!linked) notify(Event::kL2Update);
-    linked = true;
-    st = write_l2_table(off, t);
-    if (st.is_ok()) l2_cache_.mark_clean(t);
-  });
-  KEEL_TRY(st);
-  if (!l1_dirty_.empty()) {
-    notify(Event::kL1Update);
-    linked = true;
-    std::set<uint64_t> sectors;
-    for (uint64_t i : l1_dirty_) sectors.insert(i * 8 / 512);
-    for (uint64_t s : sectors) {
-      uint64_t first = s * 64, last = std::min<uint64_t>(first + 64, l1_.size());
-      std::vector<uint8_t> b((last - first) * 8);
-      for (uint64_t i = first; i < last; ++i) put_be64(&b[(i - first) * 8], l1_[i]);
-      KEEL_TRY(metadata_write(l1_offset_ + first * 8, b, "l1"));
-    }
-    l1_dirty_.clear();
-  }
-  // Every link is written: the tables phase 1 wrote whole are ordinary linked tables from now
-  // on (a failed sync below latches the image, so nothing is written after it).
-  l2_cache_.for_each([](uint64_t, L2Table& t) { t.fresh = false; });
-  // The clusters these links stopped referencing; frees deferred from here on belong to the
-  // next flush.
-  std::vector<uint64_t> frees;
-  frees.swap(pending_free_);
-  // The guest flush lets allocating writes in while the links sync: what they change in the
-  // caches (new refcounts, entries, fresh tables, L1 entries, deferred frees) is the next
-  // flush's, and nothing of it reaches the file before that flush's phase 1 except refcount
-  // increments (phase 3 below), which can only leak. Structural operations and other flushes
-  // still wait (they enter the gate exclusive).
+  // The cut. Every allocating write that completed before this flush took the gate has its data
+  // written and its entry in a cached table; what is dirty now is exactly what this flush links.
+  // The guest flush lets allocating writes in from here: what they change in the caches (new
+  // refcounts, entries, fresh tables, L1 entries, deferred frees) is the next flush's, and none
+  // of it reaches the file before that flush's phase 1 except refcount increments (written by
+  // phase 3 below or a refcount-structure growth), which can only leak. Phase 2 writes the
+  // cut's copies, so a link set after the cut (to data the phase-1 sync may not cover) is never
+  // written by this flush. Structural operations and other flushes still wait (they enter the
+  // gate exclusive).
+  LinkCut cut = take_link_cut();
+  cut.fresh = std::move(fresh);
   if (hold) hold->downgrade();
-  if (linked) {
-    notify(Event::kFlushMeta);
-    KEEL_TRY(sync_file(*file_, unlocked));
+  st = write_link_cut(cut, unlocked);
+  if (!st.is_ok()) {
+    restore_link_cut(cut);
+    return st;
   }
+  std::vector<uint64_t> frees = std::move(cut.frees);
 
   // Phase 3: the unlinks are durable; drop the references (written by the next phase 1).
   // In-place overwrites must be done with any cluster freed here before it can be reused.
@@ -196,6 +170,75 @@ Status Qcow2Image::flush_metadata(DowngradableGate* hold) {
   KEEL_TRY(write_dirty_refblocks());
   if (any) freed_unsynced_ = true;
   return Status::ok();
+}
+
+Qcow2Image::LinkCut Qcow2Image::take_link_cut() {
+  LinkCut cut;
+  l2_cache_.for_each([&](uint64_t off, L2Table& t) {
+    mu_.assert_held();
+    if (t.fresh || !t.dirty) return;
+    LinkCut::Table c;
+    c.offset = off;
+    c.table = l2_cache_.find(off);
+    c.sectors.dirty = true;
+    c.sectors.dirty_sectors = t.dirty_sectors;
+    c.bytes.resize(cs_);
+    for (size_t i = 0; i < t.words.size(); ++i) put_be64(&c.bytes[i * 8], t.words[i]);
+    l2_cache_.mark_clean(t);
+    cut.tables.push_back(std::move(c));
+  });
+  cut.l1_indices.assign(l1_dirty_.begin(), l1_dirty_.end());
+  std::set<uint64_t> sectors;
+  for (uint64_t i : l1_dirty_) sectors.insert(i * 8 / 512);
+  for (uint64_t s : sectors) {
+    uint64_t first = s * 64, last = std::min<uint64_t>(first + 64, l1_.size());
+    std::vector<uint8_t> b((last - first) * 8);
+    for (uint64_t i = first; i < last; ++i) put_be64(&b[(i - first) * 8], l1_[i]);
+    cut.l1_sectors.emplace_back(l1_offset_ + first * 8, std::move(b));
+  }
+  l1_dirty_.clear();
+  cut.frees.swap(pending_free_);
+  return cut;
+}
+
+Status Qcow2Image::write_link_cut(LinkCut& cut, bool unlocked) {
+  notify(Event::kFlushData);
+  if (data_ != file_.get()) KEEL_TRY(sync_file(*data_, unlocked));
+  KEEL_TRY(sync_file(*file_, unlocked));
+  freed_unsynced_ = false;
+
+  // Phase 2: links — the cut's changed L2 tables and L1 entries.
+  bool linked = false;
+  for (const LinkCut::Table& c : cut.tables) {
+    if (!linked) notify(Event::kL2Update);
+    linked = true;
+    KEEL_TRY(write_table_sectors(c.offset, c.sectors, c.bytes, "l2"));
+  }
+  if (!cut.l1_sectors.empty()) {
+    notify(Event::kL1Update);
+    linked = true;
+    for (const auto& [offset, bytes] : cut.l1_sectors) KEEL_TRY(metadata_write(offset, bytes, "l1"));
+  }
+  // Every link is written: the tables phase 1 wrote whole are ordinary linked tables from now
+  // on (a failed sync below latches the image, so nothing is written after it). Tables made
+  // after the cut stay fresh: the next flush's phase 1 writes them whole.
+  for (const L2Ref& t : cut.fresh) t->fresh = false;
+  cut.fresh.clear();
+  cut.tables.clear();  // unpins them: their entries are in the file
+  cut.l1_indices.clear();
+  if (linked) {
+    notify(Event::kFlushMeta);
+    KEEL_TRY(sync_file(*file_, unlocked));
+  }
+  return Status::ok();
+}
+
+void Qcow2Image::restore_link_cut(LinkCut& cut) {
+  for (const LinkCut::Table& c : cut.tables)
+    for (auto [first, end] : TableCache<L2Table>::dirty_runs(c.sectors, cs_))
+      l2_cache_.mark_dirty(*c.table, first, end - first);
+  l1_dirty_.insert(cut.l1_indices.begin(), cut.l1_indices.end());
+  pending_free_.insert(pending_free_.end(), cut.frees.begin(), cut.frees.end());
 }
 
 Status Qcow2Image::write_dirty_refblocks() {

@@ -369,6 +369,78 @@ TEST(EngineCore, AllocatingWritesFlowWhileAFlushSyncsItsLinks) {
   EXPECT_EQ(r.output.find("Pattern verification failed"), std::string::npos) << r.output;
 }
 
+// The guest flush's first sync (guest data, refcounts, new tables) lets allocating writes in
+// too: while it is held, writes that need a new data cluster in a table this flush links, and a
+// new L2 table, complete. The flush links only what was there at its cut: the file as it
+// stands while its first sync is held, and right after the flush, pass qemu-img check with every
+// flushed write readable, and a write made during the sync is linked by the next flush.
+TEST(EngineCore, AllocatingWritesFlowWhileAFlushSyncsData) {
+  TempDir d;
+  const std::string img = d.path("s.qcow2");
+  ASSERT_EQ(run("qemu-img create -q -f qcow2 " + q(img) + " 4G").exit_code, 0);
+  GatedSyncFile* gated = nullptr;
+  auto im = open_gated(img, &gated);
+  ASSERT_TRUE(im) << im.error().message();
+  std::vector<uint8_t> a(65536, 0xaa), b(4096, 0xbb), c(8192, 0xcc), e(4096, 0xee);
+  ASSERT_TRUE((*im)->write(0, a, false).is_ok());
+  ASSERT_TRUE((*im)->flush().is_ok());
+  ASSERT_TRUE((*im)->write(1 << 20, b, false).is_ok());  // a new cluster, linked by the next flush
+  ASSERT_TRUE((*im)->write(2ull << 30, b, false).is_ok());  // a new table, linked by the next flush
+  {
+    std::lock_guard<std::mutex> g(gated->mu);
+    gated->hold = true;
+    gated->pass = 0;  // the first sync (phase 1) is held
+  }
+  auto flushing = std::async(std::launch::async, [&] { return (*im)->flush(); });
+  {
+    std::unique_lock<std::mutex> g(gated->mu);
+    ASSERT_TRUE(gated->cv.wait_for(g, std::chrono::seconds(10), [&] { return gated->in_sync; }));
+  }
+  auto allocating = std::async(std::launch::async, [&] {
+    Status s = (*im)->write(3ull << 30, c, false);  // a new L2 table and a new data cluster
+    if (s.is_ok()) s = (*im)->write(2 << 20, e, false);  // a new cluster in the table the flush links
+    if (s.is_ok()) s = (*im)->write((2ull << 30) + (1 << 20), e, false);  // in the flush's new table
+    std::vector<uint8_t> r(8192);
+    if (s.is_ok()) s = (*im)->read(3ull << 30, r);
+    return s.is_ok() && r == c;
+  });
+  const bool flowed = allocating.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  // A crash inside the first sync: what the file holds is consistent (leaks allowed), and the
+  // writes flushed before are intact.
+  const std::string during = d.path("during.qcow2");
+  ASSERT_EQ(run("cp " + q(img) + " " + q(during)).exit_code, 0);
+  {
+    std::lock_guard<std::mutex> g(gated->mu);
+    gated->hold = false;
+  }
+  gated->cv.notify_all();
+  EXPECT_TRUE(flowed) << "an allocating write waited for the flush's first sync";
+  EXPECT_TRUE(allocating.get());
+  ASSERT_TRUE(flushing.get().is_ok());
+  auto cd = qemu_check(during);
+  EXPECT_TRUE(cd.exit_code == 0 || cd.exit_code == 3) << cd.output;
+  auto rd = run("qemu-io -r -c 'read -P 0xaa 0 64k' " + q(during));
+  EXPECT_EQ(rd.output.find("Pattern verification failed"), std::string::npos) << rd.output;
+  // A crash right after the flush: its cut is linked; what came during its sync may be.
+  const std::string after = d.path("after.qcow2");
+  ASSERT_EQ(run("cp " + q(img) + " " + q(after)).exit_code, 0);
+  auto ca = qemu_check(after);
+  EXPECT_TRUE(ca.exit_code == 0 || ca.exit_code == 3) << ca.output;
+  auto ra = run("qemu-io -r -c 'read -P 0xaa 0 64k' -c 'read -P 0xbb 1M 4k' -c 'read -P 0xbb 2G 4k' " + q(after));
+  EXPECT_EQ(ra.output.find("Pattern verification failed"), std::string::npos) << ra.output;
+  // ... and the writes made during its sync are not linked by it (the next flush links them).
+  auto rn = run("qemu-io -r -c 'read -P 0 2M 4k' -c 'read -P 0 2049M 4k' -c 'read -P 0 3G 8k' " + q(after));
+  EXPECT_EQ(rn.output.find("Pattern verification failed"), std::string::npos) << rn.output;
+  ASSERT_TRUE((*im)->flush().is_ok());
+  ASSERT_TRUE((*im)->close().is_ok());
+  im->reset();
+  auto cc = qemu_check(img);
+  EXPECT_EQ(cc.exit_code, 0) << cc.output;
+  auto r = run("qemu-io -r -c 'read -P 0xaa 0 64k' -c 'read -P 0xbb 1M 4k' -c 'read -P 0xee 2M 4k' "
+               "-c 'read -P 0xbb 2G 4k' -c 'read -P 0xee 2049M 4k' -c 'read -P 0xcc 3G 8k' " + q(img));
+  EXPECT_EQ(r.output.find("Pattern verification failed"), std::string::npos) << r.output;
+}
+
 // QEMU's cache options: the sizes QEMU's read_cache_sizes() would pick and its messages.
 TEST(CacheOptions, SizesAndErrorsAsQemu) {
   using Opts = std::vector<std::pair<std::string, std::string>>;
