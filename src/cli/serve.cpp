@@ -17,6 +17,7 @@
 // Lifecycle: SIGTERM/SIGINT stop accepting, let connected clients finish the requests they
 // sent, then flush and close the image (clearing the dirty bit) and exit 0.
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -347,6 +348,13 @@ Status apply_offset(const ServeArgs& a, OpenOptions* opts) {
 
 int run_serve(ServeArgs a) {
   if (a.list) return run_list(a);
+  // One malloc arena for the daemon (process-wide state: the command's choice, not libkeel's).
+  // glibc gives each thread that allocates its own arena; the engine's worker threads allocate
+  // and free table buffers and request runs in all of them while a flush runs beside them, and
+  // the freed pieces stay resident: serving a fresh 1 TiB image under 12 s of fio randwrite 4k
+  // QD32 grew to 68 MiB RSS with the default arenas and stayed at 56 MiB with one (heaptrack:
+  // the same 36.7 MiB peak of live heap either way), with no fewer IOPS.
+  mallopt(M_ARENA_MAX, 1);
   if (a.file.empty()) {
     print_error("Invalid number of arguments");
     std::fprintf(stderr, "Try `%s --help' for more information.\n", program_name().c_str());

@@ -166,7 +166,9 @@ class Qcow2Image final : public Image {
   // REQUIRES gate_ exclusive, flush_mu_, mu_. With `hold` (the guest flush, holding gate_
   // through it): mu_ is released around each sync, so reads and in-place overwrites go on while
   // it syncs; the hold is downgraded to shared at the cut (phase 1 written, the links copied),
-  // so allocating writes go on during both syncs, phase 2's writes and phase 3; data_gate_ is
+  // so allocating writes go on during both syncs, phase 2's writes and phase 3 (a flush with
+  // more than a quarter of the dirty bound to link downgrades once its links are written,
+  // before the last sync); data_gate_ is
   // taken exclusive for phase 3 (the frees). Without it, the caller holds data_gate_ too and
   // mu_ throughout.
   Status flush_metadata(DowngradableGate* hold = nullptr) KEEL_REQUIRES(mu_);
@@ -177,12 +179,15 @@ class Qcow2Image final : public Image {
   // the file before then would lack the cut's entries.
   struct LinkCut {
     struct Table {
-      uint64_t offset = 0;
       L2Ref table;
       CachedTableState sectors;  // the dirty sectors at the cut
-      std::vector<uint8_t> bytes;  // the table as encoded at the cut
+    };
+    struct Run {  // a dirty run of a table, widened to the file's alignment, encoded at the cut
+      uint64_t offset = 0;
+      std::vector<uint8_t> bytes;
     };
     std::vector<Table> tables;
+    std::vector<Run> runs;
     std::vector<L2Ref> fresh;
     std::vector<uint64_t> l1_indices;
     std::vector<std::pair<uint64_t, std::vector<uint8_t>>> l1_sectors;  // file offset, bytes
@@ -190,7 +195,7 @@ class Qcow2Image final : public Image {
   };
   LinkCut take_link_cut() KEEL_REQUIRES(mu_);
   // Phase 1's sync, then phase 2: the cut's links written and synced.
-  Status write_link_cut(LinkCut& cut, bool unlocked) KEEL_REQUIRES(mu_);
+  Status write_link_cut(LinkCut& cut, DowngradableGate* hold) KEEL_REQUIRES(mu_);
   // After a failure: the cut's links are dirty again, so the cache keeps them (the image is
   // latched; nothing is written after the failure).
   void restore_link_cut(LinkCut& cut) KEEL_REQUIRES(mu_);
@@ -200,8 +205,12 @@ class Qcow2Image final : public Image {
   Status write_l2_table(uint64_t offset, const L2Table& t) KEEL_REQUIRES(mu_);
   Status write_header_field(uint64_t offset, std::span<const uint8_t> bytes) KEEL_REQUIRES(mu_);
   Status mark_corrupt(const std::string& why) KEEL_REQUIRES(mu_);
-  // Bytes of dirty L2 tables and refcount blocks (running atomic counters; no lock needed).
-  size_t dirty_bytes() const KEEL_NO_THREAD_SAFETY_ANALYSIS { return l2_cache_.dirty_bytes() + rb_cache_.dirty_bytes(); }
+  // Bytes of dirty L2 tables and refcount blocks, and of the tables a flush's cut still pins
+  // (running atomic counters; no lock needed). Counting the cut's tables keeps the memory that
+  // cannot be evicted within kMaxDirtyMetadataBytes while writers run beside a flush.
+  size_t dirty_bytes() const KEEL_NO_THREAD_SAFETY_ANALYSIS {
+    return l2_cache_.dirty_bytes() + rb_cache_.dirty_bytes() + cut_bytes_.load(std::memory_order_relaxed);
+  }
   // Writes the changed sectors of a table (all of it when fresh), widened to the file's
   // alignment, through metadata_write.
   Status write_table_sectors(uint64_t offset, const CachedTableState& t, std::span<const uint8_t> bytes,
@@ -375,6 +384,7 @@ class Qcow2Image final : public Image {
   std::vector<format::BitmapDirEntry> bitmap_dir_ KEEL_GUARDED_BY(mu_);
   bool stale_bitmaps_ext_ KEEL_GUARDED_BY(mu_) = false;  // an extension without autoclear bit 0: dropped on first write
   bool tracking_ KEEL_GUARDED_BY(mu_) = false;           // auto bitmaps are in-use on disk and tracked in tracked_
+  std::atomic<uint64_t> cut_bytes_{0};  // tables pinned by the running flush's cut (LinkCut)
   std::atomic<bool> track_writes_{false};  // some consistent auto bitmap exists (RW images)
   Mutex bm_mu_;                            // guards tracked_ bits (lock order: mu_ then bm_mu_)
   std::vector<TrackedBitmap> tracked_ KEEL_GUARDED_BY(bm_mu_);
