@@ -26,7 +26,7 @@ test: build
 # (build-tsan/). The crash explorer, fault sweep and kill tests run at a smaller size there;
 # make test runs them at full size. `make ci` is what CI runs (.ci/run).
 SAN_ENV = KEEL_CRASH_STATES=1500 KEEL_CRASH_QEMU=2 KEEL_FAULT_INDICES=60 KEEL_KILLS=40 \
-          KEEL_NBD_KILLS=20 KEEL_MUTATION_ITERS=100 KEEL_OVERLAP_EVERY=5
+          KEEL_NBD_KILLS=20 KEEL_MUTATION_ITERS=100 KEEL_OVERLAP_EVERY=5 KEEL_AMEND_RC_CLUSTER=4k
 
 asan-build: deps
 	cmake --preset asan-ubsan >/dev/null

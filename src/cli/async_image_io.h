@@ -8,7 +8,7 @@
 // One thread owns an AsyncImageIo: it submits, and completions are reported to it, one call of
 // `on_done` per request, only from inside wait_some() (never from submit: a request that needs no
 // I/O, such as a read of holes, is reported by the next wait_some, so callers may submit from
-// on_done without recursion).
+// on_done without recursion; on_done must not call wait_some or drain).
 #pragma once
 
 #include <cstdint>

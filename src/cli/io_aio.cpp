@@ -18,6 +18,7 @@
 
 #include "cli/async_image_io.h"
 #include "cli/command.h"
+#include "cli/io_data_options.h"
 #include "cli/io_output.h"
 #include "cli/io_session.h"
 
@@ -29,8 +30,7 @@ struct IoSession::AioOp {
   int64_t total = 0;
   std::unique_ptr<uint8_t, decltype(&std::free)> buf{nullptr, &std::free};
   timespec t0{};
-  bool terse = false, quiet = false, verbose = false, pflag = false;
-  int pattern = 0;
+  DataOptions opt;  // -C, -q, -v, -P, ...
 };
 
 namespace {
@@ -103,19 +103,19 @@ void IoSession::aio_complete(uint64_t id, const Status& st) {
     std::fflush(stdout);
     return;
   }
-  if (!op->write && op->pflag) {
+  if (!op->write && op->opt.pflag) {
     const uint8_t* p = op->buf.get();
     for (int64_t i = 0; i < op->total; ++i) {
-      if (p[i] != static_cast<uint8_t>(op->pattern)) {
+      if (p[i] != static_cast<uint8_t>(op->opt.pattern)) {
         std::printf("Pattern verification failed at offset %lld, %lld bytes\n",
                     static_cast<long long>(op->offset), static_cast<long long>(op->total));
         break;
       }
     }
   }
-  if (!op->quiet) {
-    if (op->verbose && !op->write) io_dump_buffer(op->buf.get(), op->offset, op->total);
-    io_print_report(op->write ? "wrote" : "read", t, op->offset, op->total, op->total, 1, op->terse);
+  if (!op->opt.quiet) {
+    if (op->opt.verbose && !op->write) io_dump_buffer(op->buf.get(), op->offset, op->total);
+    io_print_report(op->write ? "wrote" : "read", t, op->offset, op->total, op->total, 1, op->opt.terse);
   }
   std::fflush(stdout);
 }
@@ -130,24 +130,9 @@ int IoSession::cmd_aio_flush(const Args&) {
 }
 
 int IoSession::cmd_aio_read(const Args& argv) {
-  std::vector<ParsedOption> opts;
-  std::vector<std::string> ops;
-  if (!io_getopt(argv, "CiP:qv", &opts, &ops)) return io_usage(argv);
   auto op = std::make_unique<AioOp>();
-  for (const auto& o : opts) {
-    switch (o.letter) {
-      case 'C': op->terse = true; break;
-      case 'q': op->quiet = true; break;
-      case 'v': op->verbose = true; break;
-      case 'i': break;
-      case 'P':
-        op->pflag = true;
-        op->pattern = io_parse_pattern(o.arg);
-        if (op->pattern < 0) return -EINVAL;
-        break;
-      default: return io_usage(argv);
-    }
-  }
+  std::vector<std::string> ops;
+  if (int rc = io_parse_data_options(DataCommand::kAioRead, argv, &op->opt, &ops)) return rc;
   if (ops.size() < 2) return io_usage(argv);
   op->offset = io_cvtnum(ops[0]);
   if (op->offset < 0) return static_cast<int>(op->offset);
@@ -159,31 +144,13 @@ int IoSession::cmd_aio_read(const Args& argv) {
 }
 
 int IoSession::cmd_aio_write(const Args& argv) {
-  std::vector<ParsedOption> opts;
-  std::vector<std::string> ops;
-  if (!io_getopt(argv, "CfiqP:uz", &opts, &ops)) return io_usage(argv);
   auto op = std::make_unique<AioOp>();
   op->write = true;
-  bool fua = false, unmap = false, zflag = false;
-  op->pattern = 0xcd;
-  for (const auto& o : opts) {
-    switch (o.letter) {
-      case 'C': op->terse = true; break;
-      case 'f': fua = true; break;
-      case 'i': break;
-      case 'q': op->quiet = true; break;
-      case 'u': unmap = true; break;
-      case 'z': zflag = true; break;
-      case 'P':
-        op->pflag = true;
-        op->pattern = io_parse_pattern(o.arg);
-        if (op->pattern < 0) return -EINVAL;
-        break;
-      default: return io_usage(argv);
-    }
-  }
+  std::vector<std::string> ops;
+  if (int rc = io_parse_data_options(DataCommand::kAioWrite, argv, &op->opt, &ops)) return rc;
+  const bool fua = op->opt.fua, unmap = op->opt.unmap, zflag = op->opt.zero;
   if (ops.size() < 2) return io_usage(argv);
-  if (zflag && op->pflag) {
+  if (zflag && op->opt.pflag) {
     std::printf("-z and -P cannot be specified at the same time\n");
     return -EINVAL;
   }
@@ -200,7 +167,7 @@ int IoSession::cmd_aio_write(const Args& argv) {
   std::vector<int64_t> lens;
   if (!io_parse_lengths(ops, 1, &lens, &op->total)) return -EINVAL;
   if (!zflag && !fua) {
-    op->buf = aio_buffer(op->total, op->pattern);
+    op->buf = aio_buffer(op->total, op->opt.pattern);
     if (!op->buf) return -ENOMEM;
     return aio_start(std::move(op));
   }
@@ -216,7 +183,7 @@ int IoSession::cmd_aio_write(const Args& argv) {
       z.fua = fua;
       st = image_->write_zeroes(offset, total, z);
     } else {
-      std::vector<uint8_t> buf(static_cast<size_t>(total), static_cast<uint8_t>(op->pattern));
+      std::vector<uint8_t> buf(static_cast<size_t>(total), static_cast<uint8_t>(op->opt.pattern));
       st = image_->write(offset, buf, fua);
     }
     if (!st.is_ok()) rc = -io_errno_of(st);
@@ -226,7 +193,7 @@ int IoSession::cmd_aio_write(const Args& argv) {
     std::printf("aio_write failed: %s\n", std::strerror(-rc));
     return 0;
   }
-  if (!op->quiet) io_print_report("wrote", t, op->offset, op->total, op->total, 1, op->terse);
+  if (!op->opt.quiet) io_print_report("wrote", t, op->offset, op->total, op->total, 1, op->opt.terse);
   return 0;
 }
 

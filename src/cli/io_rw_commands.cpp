@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/io_data_options.h"
 #include "cli/io_output.h"
 #include "cli/io_session.h"
 
@@ -70,37 +71,11 @@ int IoSession::discard_range(uint64_t offset, uint64_t count) {
 // ---- read / readv ----------------------------------------------------------------------------
 
 int IoSession::cmd_read(const Args& argv) {
-  std::vector<ParsedOption> opts;
+  DataOptions o;
   std::vector<std::string> ops;
-  if (!io_getopt(argv, "abCl:pqP:s:v", &opts, &ops)) return io_usage(argv);
-  bool terse = false, quiet = false, verbose = false, pflag = false, lflag = false, sflag = false;
-  int pattern = 0;
-  int64_t pattern_offset = 0, pattern_count = 0;
-  for (const auto& o : opts) {
-    switch (o.letter) {
-      case 'C': terse = true; break;
-      case 'q': quiet = true; break;
-      case 'v': verbose = true; break;
-      case 'a': case 'p': break;
-      case 'b': std::printf("read: -b (VM state) is not supported by keel io\n"); return -ENOTSUP;
-      case 'P':
-        pflag = true;
-        pattern = io_parse_pattern(o.arg);
-        if (pattern < 0) return -EINVAL;
-        break;
-      case 'l':
-        lflag = true;
-        pattern_count = io_cvtnum(o.arg);
-        if (pattern_count < 0) return static_cast<int>(pattern_count);
-        break;
-      case 's':
-        sflag = true;
-        pattern_offset = io_cvtnum(o.arg);
-        if (pattern_offset < 0) return static_cast<int>(pattern_offset);
-        break;
-      default: return io_usage(argv);
-    }
-  }
+  if (int rc = io_parse_data_options(DataCommand::kRead, argv, &o, &ops)) return rc;
+  const int64_t pattern_offset = o.pattern_offset;
+  int64_t pattern_count = o.pattern_count;
   if (ops.size() != 2) return io_usage(argv);
   int64_t offset = io_cvtnum(ops[0]);
   if (offset < 0) return static_cast<int>(offset);
@@ -111,8 +86,8 @@ int IoSession::cmd_read(const Args& argv) {
                 ops[1].c_str());
     return -EINVAL;
   }
-  if (!pflag && (lflag || sflag)) return io_usage(argv);
-  if (!lflag) pattern_count = count - pattern_offset;
+  if (!o.pflag && (o.lflag || o.sflag)) return io_usage(argv);
+  if (!o.lflag) pattern_count = count - pattern_offset;
   if (pattern_count < 0 || pattern_count + pattern_offset > count) {
     std::printf("pattern verification range exceeds end of read data\n");
     return -EINVAL;
@@ -129,9 +104,9 @@ int IoSession::cmd_read(const Args& argv) {
     std::printf("read failed: %s\n", std::strerror(-rc));
     return rc;
   }
-  if (pflag) {
+  if (o.pflag) {
     const uint8_t* p = buf.data() + pattern_offset;
-    bool ok = std::all_of(p, p + pattern_count, [&](uint8_t b) { return b == pattern; });
+    bool ok = std::all_of(p, p + pattern_count, [&](uint8_t b) { return b == o.pattern; });
     if (!ok) {
       std::printf("Pattern verification failed at offset %lld, %lld bytes\n",
                   static_cast<long long>(offset + pattern_offset),
@@ -139,32 +114,16 @@ int IoSession::cmd_read(const Args& argv) {
       rc = -EINVAL;
     }
   }
-  if (quiet) return rc;
-  if (verbose) io_dump_buffer(buf.data(), offset, count);
-  io_print_report("read", t, offset, count, count, 1, terse);
+  if (o.quiet) return rc;
+  if (o.verbose) io_dump_buffer(buf.data(), offset, count);
+  io_print_report("read", t, offset, count, count, 1, o.terse);
   return rc;
 }
 
 int IoSession::cmd_readv(const Args& argv) {
-  std::vector<ParsedOption> opts;
+  DataOptions o;
   std::vector<std::string> ops;
-  if (!io_getopt(argv, "CiP:qv", &opts, &ops)) return io_usage(argv);
-  bool terse = false, quiet = false, verbose = false, pflag = false;
-  int pattern = 0;
-  for (const auto& o : opts) {
-    switch (o.letter) {
-      case 'C': terse = true; break;
-      case 'q': quiet = true; break;
-      case 'v': verbose = true; break;
-      case 'i': break;
-      case 'P':
-        pflag = true;
-        pattern = io_parse_pattern(o.arg);
-        if (pattern < 0) return -EINVAL;
-        break;
-      default: return io_usage(argv);
-    }
-  }
+  if (int rc = io_parse_data_options(DataCommand::kReadv, argv, &o, &ops)) return rc;
   if (ops.size() < 2) return io_usage(argv);
   int64_t offset = io_cvtnum(ops[0]);
   if (offset < 0) return static_cast<int>(offset);
@@ -183,47 +142,25 @@ int IoSession::cmd_readv(const Args& argv) {
     std::printf("readv failed: %s\n", std::strerror(-rc));
     return rc;
   }
-  if (pflag && !std::all_of(buf.begin(), buf.end(), [&](uint8_t b) { return b == pattern; })) {
+  if (o.pflag && !std::all_of(buf.begin(), buf.end(), [&](uint8_t b) { return b == o.pattern; })) {
     std::printf("Pattern verification failed at offset %lld, %lld bytes\n",
                 static_cast<long long>(offset), static_cast<long long>(total));
     rc = -EINVAL;
   }
-  if (quiet) return rc;
-  if (verbose) io_dump_buffer(buf.data(), offset, total);
-  io_print_report("read", t, offset, total, total, 1, terse);
+  if (o.quiet) return rc;
+  if (o.verbose) io_dump_buffer(buf.data(), offset, total);
+  io_print_report("read", t, offset, total, total, 1, o.terse);
   return rc;
 }
 
 // ---- write / writev ------------------------------------------------------------------------
 
 int IoSession::cmd_write(const Args& argv) {
-  std::vector<ParsedOption> opts;
+  DataOptions o;
   std::vector<std::string> ops;
-  if (!io_getopt(argv, "bcCfnpP:quzs:", &opts, &ops)) return io_usage(argv);
-  bool bflag = false, compressed = false, terse = false, fua = false, no_fallback = false;
-  bool pflag = false, quiet = false, unmap = false, zflag = false, sflag = false;
-  int pattern = 0xcd;
-  std::string source_file;
-  for (const auto& o : opts) {
-    switch (o.letter) {
-      case 'b': bflag = true; break;
-      case 'c': compressed = true; break;
-      case 'C': terse = true; break;
-      case 'f': fua = true; break;
-      case 'n': no_fallback = true; break;
-      case 'p': break;
-      case 'P':
-        pflag = true;
-        pattern = io_parse_pattern(o.arg);
-        if (pattern < 0) return -EINVAL;
-        break;
-      case 'q': quiet = true; break;
-      case 's': sflag = true; source_file = o.arg; break;
-      case 'u': unmap = true; break;
-      case 'z': zflag = true; break;
-      default: return io_usage(argv);
-    }
-  }
+  if (int rc = io_parse_data_options(DataCommand::kWrite, argv, &o, &ops)) return rc;
+  const bool bflag = o.vmstate, compressed = o.compressed, fua = o.fua, no_fallback = o.no_fallback;
+  const bool pflag = o.pflag, unmap = o.unmap, zflag = o.zero, sflag = o.sflag;
   if (ops.size() != 2) return io_usage(argv);
   if (bflag && zflag) {
     std::printf("-b and -z cannot be specified at the same time\n");
@@ -270,16 +207,16 @@ int IoSession::cmd_write(const Args& argv) {
   }
   std::vector<uint8_t> buf;
   if (!zflag) {
-    buf.assign(static_cast<size_t>(count), static_cast<uint8_t>(pattern));
+    buf.assign(static_cast<size_t>(count), static_cast<uint8_t>(o.pattern));
     if (sflag) {
-      std::ifstream in(source_file, std::ios::binary);
+      std::ifstream in(o.source_file, std::ios::binary);
       if (!in) {
-        print_error(fmt::format("Failed to open file {}: {}", source_file, std::strerror(errno)));
+        print_error(fmt::format("Failed to open file {}: {}", o.source_file, std::strerror(errno)));
         return -EINVAL;
       }
       in.read(reinterpret_cast<char*>(buf.data()), count);
       if (in.gcount() != count) {
-        print_error(fmt::format("Failed to read {} bytes from file {}", count, source_file));
+        print_error(fmt::format("Failed to read {} bytes from file {}", count, o.source_file));
         return -EINVAL;
       }
     }
@@ -309,39 +246,25 @@ int IoSession::cmd_write(const Args& argv) {
     std::printf("write failed: %s\n", std::strerror(-rc));
     return rc;
   }
-  if (!quiet) io_print_report("wrote", t, offset, count, count, 1, terse);
+  if (!o.quiet) io_print_report("wrote", t, offset, count, count, 1, o.terse);
   return 0;
 }
 
 int IoSession::cmd_writev(const Args& argv) {
-  std::vector<ParsedOption> opts;
+  DataOptions o;
   std::vector<std::string> ops;
-  if (!io_getopt(argv, "CfqP:", &opts, &ops)) return io_usage(argv);
-  bool terse = false, fua = false, quiet = false;
-  int pattern = 0xcd;
-  for (const auto& o : opts) {
-    switch (o.letter) {
-      case 'C': terse = true; break;
-      case 'f': fua = true; break;
-      case 'q': quiet = true; break;
-      case 'P':
-        pattern = io_parse_pattern(o.arg);
-        if (pattern < 0) return -EINVAL;
-        break;
-      default: return io_usage(argv);
-    }
-  }
+  if (int rc = io_parse_data_options(DataCommand::kWritev, argv, &o, &ops)) return rc;
   if (ops.size() < 2) return io_usage(argv);
   int64_t offset = io_cvtnum(ops[0]);
   if (offset < 0) return static_cast<int>(offset);
   std::vector<int64_t> lens;
   int64_t total = 0;
   if (!io_parse_lengths(ops, 1, &lens, &total)) return -EINVAL;
-  std::vector<uint8_t> buf(static_cast<size_t>(total), static_cast<uint8_t>(pattern));
+  std::vector<uint8_t> buf(static_cast<size_t>(total), static_cast<uint8_t>(o.pattern));
   timespec t0 = io_now();
   int rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(total));
   if (rc == 0 && total > 0) {
-    Status st = image_->write(static_cast<uint64_t>(offset), buf, fua);
+    Status st = image_->write(static_cast<uint64_t>(offset), buf, o.fua);
     if (!st.is_ok()) rc = -io_errno_of(st);
   }
   timespec t = io_elapsed_since(t0);
@@ -349,7 +272,7 @@ int IoSession::cmd_writev(const Args& argv) {
     std::printf("writev failed: %s\n", std::strerror(-rc));
     return rc;
   }
-  if (!quiet) io_print_report("wrote", t, offset, total, total, 1, terse);
+  if (!o.quiet) io_print_report("wrote", t, offset, total, total, 1, o.terse);
   return 0;
 }
 

@@ -8,39 +8,23 @@
 
 #include "format/endian.h"
 #include "format/header.h"
+#include "format/header_util.h"
 #include "format/header_layout.h"
 #include "keel/limits.h"
 
 namespace keel::format {
 namespace {
 
-Header sample(uint32_t version) {
-  Header h;
-  h.version = version;
-  h.cluster_bits = 16;
-  h.size = 1ull << 30;
-  h.refcount_table_offset = 0x10000;
-  h.refcount_table_clusters = 1;
-  h.l1_table_offset = 0x30000;
-  h.l1_size = 2;
-  h.header_length = version == 3 ? kV3HeaderLength : kV2HeaderLength;
-  return h;
-}
-
-std::vector<uint8_t> enc(const Header& h) {
-  auto r = encode_header(h);
-  EXPECT_TRUE(r.has_value());
-  return *r;
-}
-
-constexpr uint64_t kFile = 1 << 20;
+using test::encode_checked;
+using test::sample_header;
+constexpr uint64_t kFile = test::kSampleFileBytes;
 
 TEST(HeaderLayout, FindsEveryExtensionEncodeWrote) {
-  Header h = sample(3);
+  Header h = sample_header(3);
   h.backing_file = "base.qcow2";
   h.backing_format = "qcow2";
   h.unknown_extensions.push_back({0x12345678, {1, 2, 3}});
-  const auto c0 = enc(h);
+  const auto c0 = encode_checked(h);
   const HeaderLayout l = decode_header_layout(c0);
   EXPECT_EQ(l.version, 3u);
   EXPECT_EQ(l.header_length, kV3HeaderLength);
@@ -64,10 +48,10 @@ TEST(HeaderLayout, FindsEveryExtensionEncodeWrote) {
 }
 
 TEST(HeaderLayout, V2HasTheFixedLengthAndNoAutoclear) {
-  Header h = sample(2);
+  Header h = sample_header(2);
   h.backing_file = "base.raw";
   h.backing_format = "raw";
-  const auto c0 = enc(h);
+  const auto c0 = encode_checked(h);
   const HeaderLayout l = decode_header_layout(c0);
   EXPECT_EQ(l.version, 2u);
   EXPECT_EQ(l.header_length, kV2HeaderLength);
@@ -78,13 +62,13 @@ TEST(HeaderLayout, V2HasTheFixedLengthAndNoAutoclear) {
 }
 
 TEST(HeaderLayout, CompactHeaderIsTheSameHeaderInOneSector) {
-  Header h = sample(3);
+  Header h = sample_header(3);
   h.backing_file = "base.qcow2";
   h.backing_format = "qcow2";
   h.autoclear = kAutoclearBitmaps;
   h.bitmaps = BitmapsExtension{1, 64, 0x40000};
   h.unknown_extensions.push_back({0x12345678, {9, 8, 7, 6, 5, 4, 3, 2, 1}});
-  const auto c0 = enc(h);
+  const auto c0 = encode_checked(h);
   const auto compact = header_without_feature_table(c0);
   ASSERT_EQ(compact.size(), c0.size());
   const HeaderLayout l = decode_header_layout(compact);
@@ -103,8 +87,8 @@ TEST(HeaderLayout, CompactHeaderIsTheSameHeaderInOneSector) {
 }
 
 TEST(HeaderLayout, UnterminatedOrOverrunningChainsAreNotCompacted) {
-  Header h = sample(3);
-  auto c0 = enc(h);
+  Header h = sample_header(3);
+  auto c0 = encode_checked(h);
   // No end marker: fill the whole area with one extension that ends exactly at the cluster end.
   auto open_chain = c0;
   put_be32(&open_chain[kV3HeaderLength], 0x11111111);
@@ -130,8 +114,8 @@ TEST(HeaderLayout, UnterminatedOrOverrunningChainsAreNotCompacted) {
 }
 
 TEST(HeaderLayout, TooManyExtensionsStopTheWalk) {
-  Header h = sample(3);
-  auto c0 = enc(h);
+  Header h = sample_header(3);
+  auto c0 = encode_checked(h);
   // kMaxHeaderExtensions + 1 empty extensions of an unknown type, then the end marker.
   const uint64_t n = limits::kMaxHeaderExtensions + 1;
   ASSERT_LT(kV3HeaderLength + n * 8 + 8, c0.size());

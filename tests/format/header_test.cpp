@@ -5,30 +5,14 @@
 
 #include "format/endian.h"
 #include "format/header.h"
+#include "format/header_util.h"
 
 namespace keel::format {
 namespace {
 
-Header sample(uint32_t version) {
-  Header h;
-  h.version = version;
-  h.cluster_bits = 16;
-  h.size = 1ull << 30;
-  h.refcount_table_offset = 0x10000;
-  h.refcount_table_clusters = 1;
-  h.l1_table_offset = 0x30000;
-  h.l1_size = 2;
-  h.header_length = version == 3 ? kV3HeaderLength : kV2HeaderLength;
-  return h;
-}
-
-std::vector<uint8_t> enc(const Header& h) {
-  auto r = encode_header(h);
-  EXPECT_TRUE(r.has_value());
-  return *r;
-}
-
-constexpr uint64_t kFile = 1 << 20;
+using test::encode_checked;
+using test::sample_header;
+constexpr uint64_t kFile = test::kSampleFileBytes;
 
 std::string decode_error(const std::vector<uint8_t>& c0, uint64_t file = kFile) {
   auto r = decode_header(c0, file, false);
@@ -36,7 +20,7 @@ std::string decode_error(const std::vector<uint8_t>& c0, uint64_t file = kFile) 
 }
 
 TEST(Header, RoundTripV3WithExtensions) {
-  Header h = sample(3);
+  Header h = sample_header(3);
   h.incompatible = kIncompatExtendedL2 | kIncompatCompression;
   h.compression_type = 1;
   h.compatible = kCompatLazyRefcounts;
@@ -45,7 +29,7 @@ TEST(Header, RoundTripV3WithExtensions) {
   h.backing_file = "../base image.qcow2";
   h.backing_format = "qcow2";
   h.unknown_extensions.push_back({0x12345678, {1, 2, 3}});
-  auto c0 = enc(h);
+  auto c0 = encode_checked(h);
   auto d = decode_header(c0, kFile, false);
   ASSERT_TRUE(d) << d.error().message();
   EXPECT_EQ(d->version, 3u);
@@ -63,9 +47,9 @@ TEST(Header, RoundTripV3WithExtensions) {
 }
 
 TEST(Header, RoundTripV2) {
-  Header h = sample(2);
+  Header h = sample_header(2);
   h.backing_file = "base.raw";
-  auto d = decode_header(enc(h), kFile, false);
+  auto d = decode_header(encode_checked(h), kFile, false);
   ASSERT_TRUE(d) << d.error().message();
   EXPECT_EQ(d->version, 2u);
   EXPECT_EQ(d->refcount_bits(), 16u);
@@ -84,7 +68,7 @@ class HeaderDamage : public ::testing::TestWithParam<Damage> {};
 
 TEST_P(HeaderDamage, RejectedWithFieldName) {
   const Damage& dm = GetParam();
-  auto c0 = enc(sample(3));
+  auto c0 = encode_checked(sample_header(3));
   if (dm.width == 8) put_be64(&c0[dm.offset], dm.value);
   else put_be32(&c0[dm.offset], static_cast<uint32_t>(dm.value));
   std::string err = decode_error(c0);
@@ -115,7 +99,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(Header, TruncatedAndCorruptBit) {
-  auto c0 = enc(sample(3));
+  auto c0 = encode_checked(sample_header(3));
   EXPECT_NE(decode_error(std::vector<uint8_t>(c0.begin(), c0.begin() + 50)).find("truncated"), std::string::npos);
   put_be64(&c0[72], kIncompatCorrupt);
   EXPECT_NE(decode_error(c0).find("corrupt"), std::string::npos);
@@ -123,21 +107,21 @@ TEST(Header, TruncatedAndCorruptBit) {
 }
 
 TEST(Header, ExtensionTooLarge) {
-  auto c0 = enc(sample(3));
+  auto c0 = encode_checked(sample_header(3));
   put_be32(&c0[112], 0x12345678);
   put_be32(&c0[116], 0x7fffffff);
   EXPECT_NE(decode_error(c0).find("too large"), std::string::npos);
 }
 
 TEST(Header, CompressionTypeNeedsBit) {
-  auto c0 = enc(sample(3));
+  auto c0 = encode_checked(sample_header(3));
   c0[104] = 1;  // zstd without incompatible bit 3
   EXPECT_EQ(decode_error(c0), "qcow2: Compression type incompatible feature bit must be set");
 }
 
 TEST(Header, UnknownBitNamedFromFeatureTable) {
-  Header h = sample(3);
-  auto c0 = enc(h);
+  Header h = sample_header(3);
+  auto c0 = encode_checked(h);
   // Put a feature-table entry naming incompatible bit 9 "future thing" and set that bit.
   Header named = h;
   std::vector<uint8_t> entry(48, 0);
@@ -145,7 +129,7 @@ TEST(Header, UnknownBitNamedFromFeatureTable) {
   entry[1] = 9;
   std::memcpy(&entry[2], "future thing", 12);
   named.unknown_extensions.push_back({kExtFeatureTable, entry});
-  c0 = enc(named);
+  c0 = encode_checked(named);
   put_be64(&c0[72], 1ull << 9);
   EXPECT_NE(decode_error(c0).find("future thing"), std::string::npos) << decode_error(c0);
 }
