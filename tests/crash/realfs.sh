@@ -68,24 +68,23 @@ fi
 if [ "$FS" = ext4 ]; then
 verdicts() { grep -E "^keel|violations:" "$1" | sed -E 's/ +[0-9.]+s( \(time limit\))?$//'; }
 first=$(verdicts "$out")
-R=("$KEEL" selftest crash --replay-log "$log" --states $((STATES * 2)) --qemu 0 -q)
+R=("$KEEL" selftest crash --replay-log "$log" --states $((STATES * 2)) --qemu 0)
 "${R[@]}" >"$out" 2>&1
+cp=$(grep -m1 -oE "exact replay: .* --crash-point [0-9]+" "$out" | grep -oE "[0-9]+$")
 if [ "$(verdicts "$out")" != "$first" ]; then
   echo "FAIL: --replay-log judged the saved log differently on $FS:"; verdicts "$out"; exit 1
 fi
 # ... and so does the plain way, a fresh loop device per state, on the same log: one loop device
 # reused with its page cache dropped between states changes no verdict. (--no-dedup on both: the
 # same states mounted.)
-"${R[@]}" --no-dedup >"$out" 2>&1
+"${R[@]}" -q --no-dedup >"$out" 2>&1
 reused=$(verdicts "$out")
-"${R[@]}" --no-dedup --fresh-loops >"$out" 2>&1
+"${R[@]}" -q --no-dedup --fresh-loops >"$out" 2>&1
 if [ "$(verdicts "$out")" != "$reused" ] || ! grep -qE "G3=[1-9]" <<<"$reused"; then
   echo "FAIL: a reused loop device and fresh ones judged the same log differently on $FS:"
   echo "$reused"; verdicts "$out"; exit 1
 fi
 # One device crash point alone (the first violation's), exactly.
-cp=$("$KEEL" selftest crash --replay-log "$log" --states $((STATES * 2)) --qemu 0 |
-  grep -m1 -oE "exact replay: .* --crash-point [0-9]+" | grep -oE "[0-9]+$")
 "$KEEL" selftest crash --replay-log "$log" --crash-point "${cp:-0}" --qemu 0 -q >"$out" 2>&1
 if [ -z "$cp" ] || ! grep -qE "crash points +1 " "$out" || ! grep -qE "G3=[1-9]" "$out"; then
   echo "FAIL: --replay-log --crash-point ${cp:-?} did not judge that one violating crash point on $FS"; cat "$out"; exit 1
