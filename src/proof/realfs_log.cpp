@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <nettle/sha2.h>
+
 #include <cstdio>
 #include <cstring>
 
@@ -16,11 +18,19 @@ namespace {
 constexpr char kMagic[8] = {'K', 'E', 'E', 'L', 'R', 'F', 'S', '1'};
 constexpr uint64_t kMaxBlob = 1ull << 32;  // no field of a sane log is larger
 
+// Both sides hash every byte but the trailing SHA-256 itself: a damaged log is an error, never
+// different states judged.
 class Out {
  public:
-  explicit Out(FILE* f) : f_(f) {}
+  explicit Out(FILE* f) : f_(f) { sha256_init(&sha_); }
   void bytes(const void* p, size_t n) {
     if (ok_ && n && std::fwrite(p, 1, n, f_) != n) ok_ = false;
+    sha256_update(&sha_, n, static_cast<const uint8_t*>(p));
+  }
+  void digest() {
+    uint8_t d[SHA256_DIGEST_SIZE];
+    sha256_digest(&sha_, sizeof d, d);
+    if (ok_ && std::fwrite(d, 1, sizeof d, f_) != sizeof d) ok_ = false;
   }
   void u64(uint64_t v) { bytes(&v, sizeof v); }
   void blob(const void* p, size_t n) {
@@ -32,14 +42,30 @@ class Out {
 
  private:
   FILE* f_;
+  sha256_ctx sha_;
   bool ok_ = true;
 };
 
 class In {
  public:
-  explicit In(FILE* f) : f_(f) {}
+  explicit In(FILE* f) : f_(f) {
+    sha256_init(&sha_);
+    struct stat sb {};
+    left_ = ::fstat(::fileno(f), &sb) == 0 ? static_cast<uint64_t>(sb.st_size) : 0;
+  }
   void bytes(void* p, size_t n) {
+    if (n > left_) ok_ = false;  // a damaged length: never allocate or read past the file
     if (ok_ && n && std::fread(p, 1, n, f_) != n) ok_ = false;
+    if (!ok_) return;
+    left_ -= n;
+    sha256_update(&sha_, n, static_cast<const uint8_t*>(p));
+  }
+  // Whether the trailing SHA-256 matches everything read, and nothing follows it.
+  bool digest_matches() {
+    uint8_t want[SHA256_DIGEST_SIZE], got[SHA256_DIGEST_SIZE];
+    sha256_digest(&sha_, sizeof got, got);
+    if (!ok_ || left_ != sizeof want || std::fread(want, 1, sizeof want, f_) != sizeof want) return false;
+    return std::memcmp(want, got, sizeof want) == 0;
   }
   uint64_t u64() {
     uint64_t v = 0;
@@ -48,7 +74,7 @@ class In {
   }
   std::vector<uint8_t> blob() {
     uint64_t n = u64();
-    if (n > kMaxBlob) ok_ = false;
+    if (n > kMaxBlob || n > left_) ok_ = false;
     std::vector<uint8_t> b(ok_ ? n : 0);
     bytes(b.data(), b.size());
     return b;
@@ -58,9 +84,12 @@ class In {
     return std::string(b.begin(), b.end());
   }
   bool ok() const { return ok_; }
+  uint64_t left() const { return left_; }
 
  private:
   FILE* f_;
+  sha256_ctx sha_;
+  uint64_t left_ = 0;  // bytes of the file not read yet
   bool ok_ = true;
 };
 
@@ -116,7 +145,9 @@ Status get_recording(In& in, Recording& rec) {
     std::string name = in.str();
     rec.add_file(name, in.blob());
   }
-  std::vector<EventMark> events(std::min<uint64_t>(in.u64(), kMaxBlob / 16));
+  const uint64_t event_count = in.u64();
+  if (event_count > in.left() / 16) return invalid("saved device log: a bad event count");
+  std::vector<EventMark> events(event_count);
   for (auto& e : events) {
     e.position = in.u64();
     e.event = static_cast<Event>(in.u64());
@@ -187,6 +218,7 @@ Status save_device_log(const std::string& path, const LogIdentity& id, const Run
     pos = hole;
   }
   o.u64(0);  // no more extents
+  o.digest();
   bool ok = o.ok() && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
   int e = errno;
   std::fclose(f);
@@ -241,7 +273,8 @@ Result<LoadedLog> load_device_log(const std::string& path, const std::string& ba
     if (::pwrite(out.get(), bytes.data(), bytes.size(), static_cast<off_t>(at)) != static_cast<ssize_t>(bytes.size()))
       return error(io_error(errno, "write " + base_image));
   }
-  if (!in.ok()) return error(invalid("'" + path + "': truncated or damaged saved device log"));
+  if (!in.ok() || !in.digest_matches())
+    return error(invalid("'" + path + "': truncated or damaged saved device log (SHA-256 mismatch)"));
   l.run.status = Status::ok();
   return l;
 }

@@ -5,7 +5,8 @@
 //
 // The file holds: the run's identity (file system, workload, seed, cache mode, engine), the fresh
 // file system's device image (its data extents), the device log (every write with its bytes,
-// every flush), the engine's own file-level log (for the leak bound), and the guest-op marks.
+// every flush), the engine's own file-level log (for the leak bound), and the guest-op marks,
+// followed by a SHA-256 of all of it (a damaged log is refused).
 // The workload itself is regenerated from (workload, seed): make_real_fs_workload is
 // deterministic.
 #pragma once
