@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The long run of the crash proof below real file systems (docs/integrity.md, issue 19): every
 # workload x cache none/writeback, Keel and qemu-io, every enumerated state of each run, on FS,
-# one seed after another from SEED until SECONDS have passed; each seed's device logs whose run
-# found a violation are kept (--save-log) so the state replays exactly.
+# one seed after another from SEED until SECONDS have passed; the device log of a run that found a
+# violation of Keel's is kept (--save-log) so its states replay exactly (qemu-io's column is not
+# judged: rerun those with --save-log). Run one per file system at once to use both cores.
 #   scripts/realfs-long-run.sh KEEL FS SEED SECONDS OUTDIR
 # Appends the reports to OUTDIR/FS.log; scripts/realfs-long-run.sh --summary OUTDIR/*.log sums them
 # per file system, engine and workload.
@@ -32,8 +33,9 @@ while [ "$(date +%s)" -lt "$end" ]; do
         [ "$engine" = qemu-io ] && [ "$w" = check-repair ] && continue
         [ "$engine" = keel ] && [ "$w" = check-repair ] && [ "$cache" = writeback ] && continue
         log="$OUT/$FS-$engine-$cache-$w-$seed.devlog"
+        # --seconds: a run stops exploring when the whole run's time is up (its line says "time limit").
         "$KEEL" selftest crash --fs "$FS" --engine "$engine" --cache "$cache" -w "$w" --seed "$seed" \
-          --qemu 5 --save-log "$log" >>"$OUT/$FS.log" 2>&1
+          --qemu 5 --save-log "$log" --seconds $((end - $(date +%s) + 1)) >>"$OUT/$FS.log" 2>&1
         [ $? -eq 1 ] || rm -f "$log"  # keep the logs of runs with a violation
       done
     done
