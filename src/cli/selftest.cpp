@@ -6,6 +6,9 @@
 //   keel selftest crash --fs ext4|xfs|btrfs [--cache none|writeback]... [--workload W]...
 //       the same below a real file system: power loss on the block device under it
 //       (proof/realfs.h); exit status 77 when this machine cannot run it (no root, loop, FUSE, mkfs);
+//       --save-log F keeps the run's device log, `--replay-log F [--crash-point C]` judges its
+//       states again exactly (proof/realfs_log.h); --fresh-loops (a new loop device per state) and
+//       --no-dedup (states identical to an earlier one judged again): the slower ways, to compare;
 //   keel selftest faults [--workload W]... [--seed S] [--index I] [--max-indices N] [--qemu N]
 //       fails every I/O operation of each workload, once and forever, and checks G6;
 //   keel selftest kill-driver IMAGE --journal J [--seed S] [--ops N]
@@ -26,6 +29,7 @@
 #include "proof/qemu_oracle.h"
 #include "proof/loop_device.h"
 #include "proof/realfs.h"
+#include "proof/realfs_log.h"
 #ifdef KEEL_HAVE_FUSE
 #include "fuse/block_recorder.h"
 #endif
@@ -51,6 +55,9 @@ struct Args {
   std::vector<std::string> caches;
   bool fsync_error = false;
   std::string engine = "keel";
+  bool fresh_loops = false;  // --fs: a new loop device per state
+  bool no_dedup = false;     // --fs: duplicate states mounted and judged again
+  std::string save_log, replay_log;  // --fs: proof/realfs_log.h
   uint32_t all_subsets = 10;
   bool quiet = false;
   bool verbose = false;
@@ -195,6 +202,15 @@ int run_real_fs(const Args& a) {
   c.max_seconds = a.seconds;
   c.qemu_samples = a.qemu;
   c.enumeration.all_subsets_max_ops = a.all_subsets;
+  c.reuse_loop = !a.fresh_loops;
+  c.dedup = !a.no_dedup;
+  c.save_log = a.save_log;
+  c.replay_log = a.replay_log;
+  c.crash_point = a.crash_point;
+  if (!a.save_log.empty() && (a.fs.size() != 1 || names.size() != 1 || caches.size() != 1 || a.engine == "both")) {
+    print_error("--save-log writes one run's log: give one --fs, one --workload, one --cache and one --engine");
+    return 1;
+  }
   if (a.sabotage == "drop-syncs") {
     c.sabotage = proof::Sabotage::kDropSyncs;
   } else if (a.sabotage == "ignore-sync-errors") {
@@ -246,7 +262,7 @@ int run_real_fs(const Args& a) {
           if (engine == 1 && a.engine != "qemu-io" && a.engine != "both") continue;
           if (engine == 2 && a.engine != "nbd") continue;
           c.nbd = engine == 2;
-          if (c.nbd && !proof::qemu_io_can_run(*proof::make_real_fs_workload(w, c.seed))) continue;
+          if (c.nbd && !proof::nbd_can_run(*proof::make_real_fs_workload(w, c.seed))) continue;
           if (qemu_io && !proof::qemu_io_can_run(*proof::make_real_fs_workload(w, c.seed))) {
             std::printf("qemu-io %-6s %-9s %-14s (not run: the qemu-io driver has no snapshot/resize commands)\n",
                         fs.c_str(), cache == CacheMode::kNone ? "none" : cache == CacheMode::kUnsafe ? "unsafe" : "writeback",
@@ -344,6 +360,12 @@ std::function<int()> setup(CLI::App* sub) {
   crash->add_option("--engine", args->engine,
                     "With --fs: who writes the workload: keel (default), qemu-io (the QEMU column), both, or nbd "
                     "(keel serve -e 4: writes over 4 connections, flushes on one)");
+  crash->add_option("--save-log", args->save_log,
+                    "With --fs: save the recorded device log (and device image, marks) to this file");
+  crash->add_option("--replay-log", args->replay_log,
+                    "Judge the crash states of a log --save-log wrote (exactly; with --crash-point: one point)");
+  crash->add_flag("--fresh-loops", args->fresh_loops, "With --fs: attach a new loop device per state (the slow way)");
+  crash->add_flag("--no-dedup", args->no_dedup, "With --fs: judge states identical to an earlier one again");
   crash->add_option("--cache", args->caches, "With --fs: the engine's cache mode, none or writeback (repeatable)");
   CLI::App* faults = sub->add_subcommand("faults", "Fail every I/O operation once and forever; check G6");
   add_common(faults);
@@ -360,6 +382,18 @@ std::function<int()> setup(CLI::App* sub) {
   verify->add_flag("-v,--verbose", args->verbose, "Say OK when everything held");
   verify->add_flag("--qemu", args->kill_qemu, "Also judge qemu-img's reading of the killed image (convert to raw)");
   return [args, crash, faults, driver, verify]() -> int {
+    if (crash->parsed() && !args->replay_log.empty()) {  // the run's identity comes from the log
+      auto id = proof::realfs::read_log_identity(args->replay_log);
+      if (!id) {
+        print_error(id.error().message());
+        return 1;
+      }
+      args->fs = {id->fs};
+      args->workloads = {id->workload};
+      args->caches = {id->cache};
+      args->seed = id->seed;
+      args->engine = id->engine == "keel-nbd" ? "nbd" : id->engine;
+    }
     if (crash->parsed()) return args->fs.empty() ? run_crash(*args) : run_real_fs(*args);
     if (faults->parsed()) return run_faults(*args);
     if (driver->parsed())

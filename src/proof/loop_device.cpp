@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
+#include <linux/fs.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -74,6 +76,27 @@ void LoopDevice::detach() {
   (void)::ioctl(fd_, LOOP_CLR_FD, 0);
   ::close(fd_);
   fd_ = -1;
+}
+
+Status LoopDevice::drop_cache() {
+  if (fd_ < 0) return invalid("no loop device");
+  if (::ioctl(fd_, BLKFLSBUF, 0) != 0) return io_error(errno, "BLKFLSBUF " + path_);
+  // cachestat(2) (Linux 6.5): how many pages of the device's page cache remain.
+  struct {
+    uint64_t off, len;
+  } range{0, 0};  // len 0: to the end
+  struct {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+  } cs{};
+#ifdef SYS_cachestat
+  const long nr = SYS_cachestat;
+#else
+  const long nr = 451;
+#endif
+  if (::syscall(nr, fd_, &range, &cs, 0) != 0) return io_error(errno, "cachestat " + path_);
+  if (cs.nr_cache != 0)
+    return io_error(EBUSY, path_ + ": " + std::to_string(cs.nr_cache) + " pages still cached after BLKFLSBUF");
+  return Status::ok();
 }
 
 Result<Mount> Mount::attach(const std::string& device, const std::string& dir, const std::string& fs,

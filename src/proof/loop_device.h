@@ -22,6 +22,11 @@ class LoopDevice {
   ~LoopDevice() { detach(); }
   const std::string& path() const { return path_; }
   void detach();
+  // For reusing one device for many file-system images written to its backing file between
+  // mounts (the crash states): drops the device's page cache (BLKFLSBUF) so the next mount reads
+  // the backing file's current bytes, then proves it with cachestat(2): the error when a page of
+  // the device is still cached (the caller then attaches a fresh device).
+  Status drop_cache();
 
  private:
   int fd_ = -1;

@@ -12,10 +12,12 @@
 #include <filesystem>
 #include <optional>
 #include <sstream>
+#include <unordered_set>
 
 #include "io/recording_file.h"
 #include "proof/loop_device.h"
 #include "proof/qemu_oracle.h"
+#include "proof/realfs_log.h"
 #include "proof/realfs_util.h"
 #include "proof/realfs_writers.h"
 
@@ -99,10 +101,19 @@ Result<WorkloadSpec> make_real_fs_workload(const std::string& name, uint64_t see
   return make_workload(name, seed);
 }
 
-bool qemu_io_can_run(const WorkloadSpec& spec) {
+bool nbd_can_run(const WorkloadSpec& spec) {
   for (const auto& op : spec.ops)
     if (op.kind != GuestOpKind::kWrite && op.kind != GuestOpKind::kWriteZeroes && op.kind != GuestOpKind::kDiscard &&
         op.kind != GuestOpKind::kFlush)
+      return false;
+  return spec.damage.empty() && spec.name != "check-repair";
+}
+
+bool qemu_io_can_run(const WorkloadSpec& spec) {
+  for (const auto& op : spec.ops)
+    if (op.kind != GuestOpKind::kWrite && op.kind != GuestOpKind::kWriteZeroes && op.kind != GuestOpKind::kDiscard &&
+        op.kind != GuestOpKind::kFlush && op.kind != GuestOpKind::kResize && op.kind != GuestOpKind::kSnapshotCreate &&
+        op.kind != GuestOpKind::kSnapshotDelete && op.kind != GuestOpKind::kSnapshotApply)
       return false;
   return spec.damage.empty() && spec.name != "check-repair";  // the repair is Keel's own step
 }
@@ -121,7 +132,7 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
     report.seconds = std::chrono::duration<double>(Clock::now() - started).count();
     return out;
   };
-  if (!config.recorder) {
+  if (!config.recorder && config.replay_log.empty()) {
     report.run_status = unsupported("no block recorder: keel was built without libfuse3");
     return finish();
   }
@@ -152,11 +163,34 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
 
   std::unique_ptr<BlockRecorder> recorder;
   BlockRecorder* rp = nullptr;
-  Run r = record(std::move(*spec), config, wd, rp, recorder);
+  Run r;
+  std::shared_ptr<Recording> devrec;
+  const LogIdentity identity{config.fs, name, out.cache, out.engine, config.seed};
+  if (!config.replay_log.empty()) {  // a saved log: its device image, device log and marks
+    auto l = load_device_log(config.replay_log, wd.file("base.img"));
+    if (l && (l->id.fs != identity.fs || l->id.workload != name || l->id.seed != config.seed ||
+              l->id.engine != out.engine || l->id.cache != out.cache)) {
+      report.run_status = invalid("'" + config.replay_log + "' is a log of " + l->id.engine + " " + l->id.fs + " cache=" +
+                                  l->id.cache + " " + l->id.workload + " seed " + std::to_string(l->id.seed));
+      return finish();
+    }
+    if (!l) {
+      report.run_status = l.error();
+      return finish();
+    }
+    r = std::move(l->run);
+    r.spec = std::move(*spec);
+    devrec = l->dev;
+  } else {
+    r = record(std::move(*spec), config, wd, rp, recorder);
+    if (recorder) devrec = recorder->recording();
+    if (r.status.is_ok() && devrec && !config.save_log.empty())
+      r.status = save_device_log(config.save_log, identity, r, *devrec, wd.file("base.img"));
+  }
   report.guest_ops = r.spec.ops.size();
   report.run_status = r.status;
-  if (!r.status.is_ok() || !recorder) return finish();
-  const Recording& dev = *recorder->recording();
+  if (!r.status.is_ok() || !devrec) return finish();
+  const Recording& dev = *devrec;
   const auto& ops = dev.ops();
   out.device_ops = ops.size();
   for (const auto& op : ops) out.device_flushes += op.kind == FileOpKind::kSync;
@@ -206,9 +240,12 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
     report.run_status = io.is_ok() ? io_error(errno, "open synced.img") : io;
     return finish();
   }
+  std::optional<LoopDevice> state_loop;  // the reused device (see the mount below)
+  std::unordered_set<std::string> seen;  // state digests + model positions (config.dedup)
   for (uint64_t cp = 0; cp <= ops.size() && !report.stopped_early; ++cp) {
     while (next_mark < r.marks.size() && r.marks[next_mark].position <= cp) apply_mark(model, r.spec, r.marks[next_mark++]);
     if (cp < explore_start) continue;
+    if (config.crash_point && cp != *config.crash_point) continue;
     cursor.seek(cp);
     report.crash_points++;
     // Bring synced.img to the last completed flush before cp.
@@ -238,6 +275,18 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
         break;
       }
       const CrashState& cs = states[si];
+      // A state whose device bytes and model equal an earlier one's has the same verdict.
+      if (config.dedup) {
+        std::string key = state_digest(synced.get(), synced_upto, ops, cs);
+        if (!key.empty()) {
+          key.append(reinterpret_cast<const char*>(&next_mark), sizeof next_mark);
+          if (!seen.insert(std::move(key)).second) {
+            out.duplicates++;
+            continue;
+          }
+        }
+      }
+      auto t0 = Clock::now();
       io = sparse_copy(wd.file("synced.img"), wd.file("state.img"));
       if (io.is_ok()) {
         Fd sf(::open(wd.file("state.img").c_str(), O_RDWR | O_CLOEXEC));
@@ -255,12 +304,31 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
       std::vector<uint8_t> image, backing = original_backing;
       Status read_status = Status::ok();
       {
-        auto loop = LoopDevice::attach(wd.file("state.img"));
-        if (!loop) {
-          report.run_status = loop.error();
-          return finish();
+        // One loop device serves every state while its page cache can be shown empty before
+        // each mount (LoopDevice::drop_cache); otherwise (and with reuse_loop off) a fresh one.
+        if (state_loop && !state_loop->drop_cache().is_ok()) {
+          state_loop.reset();
+          out.loop_reattached++;
         }
-        auto m = Mount::attach(loop->path(), wd.file("smnt"), config.fs, mount_options(config.fs));
+        std::optional<LoopDevice> fresh;
+        if (!state_loop) {
+          auto loop = LoopDevice::attach(wd.file("state.img"));
+          if (!loop) {
+            report.run_status = loop.error();
+            return finish();
+          }
+          fresh.emplace(std::move(*loop));
+          if (config.reuse_loop && fresh->drop_cache().is_ok()) {
+            state_loop = std::move(fresh);
+            fresh.reset();
+          }
+        }
+        const std::string& device = state_loop ? state_loop->path() : fresh->path();
+        auto t1 = Clock::now();
+        out.time.build += std::chrono::duration<double>(t1 - t0).count();
+        auto m = Mount::attach(device, wd.file("smnt"), config.fs, mount_options(config.fs));
+        auto t2 = Clock::now();
+        out.time.mount += std::chrono::duration<double>(t2 - t1).count();
         if (!m) {
           if (out.unmountable++ == 0)
             out.first_unmountable = m.error().message() + " at " + where(r, dev, cp) + ", " + cs.describe();
@@ -273,12 +341,17 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
           auto b = read_whole(wd.file("smnt") + "/" + kBackingName);
           if (b) backing = std::move(*b);
         }
+        auto t3 = Clock::now();
+        out.time.read += std::chrono::duration<double>(t3 - t2).count();
         Status u = m->unmount();
         if (!u.is_ok()) {
           report.run_status = u;
           return finish();
         }
+        fresh.reset();
+        out.time.unmount += std::chrono::duration<double>(Clock::now() - t3).count();
       }
+      auto t4 = Clock::now();
       StateVerdict v;
       if (!read_status.is_ok()) {
         v.add(Guarantee::kG1, "the image file cannot be read after the crash: " + read_status.message(), 3);
@@ -289,6 +362,7 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
         so.original_backing = &original_backing;
         v = check_state(r.spec, std::move(image), backing, model, so);
       }
+      out.time.check += std::chrono::duration<double>(Clock::now() - t4).count();
       report.states_checked++;
       report.qemu_checked += v.qemu_ran;
       if (!v.any()) continue;
@@ -298,7 +372,10 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
         << ", " << where(r, dev, cp) << ", state #" << si;
       for (const auto& [g, detail] : v.details) o << "\n    " << guarantee_name(g) << ": " << detail;
       o << "\n    replay: keel selftest crash " << (config.qemu_io ? "--engine qemu-io " : config.nbd ? "--engine nbd " : "") << "--fs " << config.fs << " --cache " << out.cache << " --workload " << name
-        << " --seed " << config.seed;
+        << " --seed " << config.seed << " (the workload again: the kernel may log the device differently)";
+      if (!config.save_log.empty() || !config.replay_log.empty())
+        o << "\n    exact replay: keel selftest crash --replay-log "
+          << (config.replay_log.empty() ? config.save_log : config.replay_log) << " --crash-point " << cp;
       if (config.log) config.log(o.str());
       if (report.examples.size() < config.max_examples) report.examples.push_back(o.str());
     }
@@ -321,6 +398,16 @@ std::string format_real_fs_report(const RealFsReport& r) {
   out += "\n       violations:";
   for (size_t g = 0; g < kGuarantees; ++g)
     out += std::string(" ") + guarantee_name(static_cast<Guarantee>(g)) + "=" + std::to_string(w.violations[g]);
+  if (w.states_checked) {
+    const double n = static_cast<double>(w.states_checked);
+    std::snprintf(line, sizeof line,
+                  "\n       per state (ms): build %.1f  mount %.1f  read %.1f  unmount %.1f  check %.1f;"
+                  "  %.1f states/s; %llu duplicates skipped%s",
+                  r.time.build * 1e3 / n, r.time.mount * 1e3 / n, r.time.read * 1e3 / n, r.time.unmount * 1e3 / n,
+                  r.time.check * 1e3 / n, n / std::max(1e-9, r.time.build + r.time.mount + r.time.read + r.time.unmount + r.time.check),
+                  static_cast<unsigned long long>(r.duplicates), r.loop_reattached ? " (loop device re-attached)" : "");
+    out += line;
+  }
   if (r.unmountable) out += "\n       first unmountable state: " + r.first_unmountable;
   if (!w.run_status.is_ok()) out += "\n       WORKLOAD FAILED: " + w.run_status.message();
   return out;

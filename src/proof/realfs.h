@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "keel/image.h"
@@ -65,6 +66,18 @@ struct RealFsConfig {
   // image; writes go round-robin over the connections, flushes to the first one.
   bool nbd = false;
   uint32_t nbd_connections = 4;
+  // The cost of a state (docs/integrity.md): one loop device reused for every state (its page
+  // cache dropped and shown empty before each mount), and states whose device bytes and model
+  // equal an earlier state's skipped (same verdict). Both off = a fresh loop device per state and
+  // every sampled state mounted.
+  bool reuse_loop = true;
+  bool dedup = true;
+  // --save-log: write the recorded device log here (proof/realfs_log.h); --replay-log: judge the
+  // states of this saved log instead of recording (fs, workload, seed, cache and engine must be
+  // the log's); crash_point: only the states of this device crash point.
+  std::string save_log;
+  std::string replay_log;
+  std::optional<uint64_t> crash_point;
   std::function<void(const std::string&)> log;
 };
 
@@ -77,6 +90,15 @@ struct RealFsReport {
   uint64_t device_flushes = 0;
   uint64_t unmountable = 0;      // states the file system itself could not mount (not Keel's)
   std::string first_unmountable;
+  uint64_t duplicates = 0;       // sampled states skipped: same device bytes and model as an earlier one
+  uint64_t loop_reattached = 0;  // times the reused loop device still had cached pages (then replaced)
+  struct {                       // seconds, summed over the states checked
+    double build = 0;            // the state's device file (sparse copy + its writes), loop device
+    double mount = 0;            // mount: journal replay / log recovery
+    double read = 0;             // reading the image (and backing file) from the mount
+    double unmount = 0;
+    double check = 0;            // G1-G5 (and qemu-img on the sample)
+  } time;
 };
 
 // The workload names the harness runs by default (those whose files fit the harness: no
@@ -85,8 +107,11 @@ const std::vector<std::string>& real_fs_workloads();
 // make_workload(), plus the harness's own variants (alloc-falloc: alloc on a falloc-preallocated image).
 Result<WorkloadSpec> make_real_fs_workload(const std::string& name, uint64_t seed);
 
-// Whether the qemu-io driver can express every op of `spec` (writes, write-zeroes, discards, flushes).
+// Whether the qemu-io driver can express every op of `spec` (writes, write-zeroes, discards,
+// flushes, resizes with qemu-io's truncate, snapshot create/delete/apply with qemu-img snapshot).
 bool qemu_io_can_run(const WorkloadSpec& spec);
+// Whether the NBD driver can (writes, write-zeroes, discards, flushes).
+bool nbd_can_run(const WorkloadSpec& spec);
 
 RealFsReport explore_on_real_fs(const std::string& workload, const RealFsConfig& config);
 std::string format_real_fs_report(const RealFsReport& r);

@@ -5,8 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <nettle/sha2.h>
+
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "proof/loop_device.h"
 #include "proof/qemu_oracle.h"
@@ -122,6 +126,60 @@ Status write_whole(const std::string& path, const std::vector<uint8_t>& bytes) {
   return (*f)->sync();
 }
 
+Status dig_holes(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (fd.get() < 0) return io_error(errno, "open " + path);
+  struct stat sb {};
+  if (::fstat(fd.get(), &sb) != 0) return io_error(errno, "stat " + path);
+  constexpr size_t kBlock = 4096;
+  std::vector<uint8_t> buf(1 << 20);
+  for (off_t pos = 0; pos < sb.st_size;) {
+    off_t data = ::lseek(fd.get(), pos, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: no data past pos
+    data &= ~static_cast<off_t>(kBlock - 1);
+    ssize_t n = ::pread(fd.get(), buf.data(), buf.size(), data);
+    if (n < 0) return io_error(errno, "read " + path);
+    if (n == 0) break;
+    for (size_t b = 0; b + kBlock <= static_cast<size_t>(n); b += kBlock) {
+      const uint8_t* p = buf.data() + b;
+      if (p[0] != 0 || std::memcmp(p, p + 1, kBlock - 1) != 0) continue;
+      if (::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, data + static_cast<off_t>(b), kBlock) != 0)
+        return io_error(errno, "punch a hole in " + path);
+    }
+    pos = data + n;
+  }
+  return Status::ok();
+}
+
+std::string state_digest(int synced_fd, uint64_t synced_id, const std::vector<FileOp>& ops, const CrashState& cs) {
+  // The final bytes of every sector the state's persisted writes touch (later writes win).
+  std::map<uint64_t, const uint8_t*> sectors;
+  for (uint32_t i : cs.persisted) {
+    const FileOp& op = ops[i];
+    if (op.kind != FileOpKind::kWrite || op.length == 0) continue;
+    if (op.offset % kSectorBytes != 0 || op.length % kSectorBytes != 0) return "";
+    const std::vector<bool>* mask = nullptr;
+    for (const auto& [t, m] : cs.torn)
+      if (t == i) mask = &m;
+    for (uint64_t s = 0; s < op.length / kSectorBytes; ++s)
+      if (!mask || (*mask)[s]) sectors[op.first_sector() + s] = op.data.data() + s * kSectorBytes;
+  }
+  sha256_ctx ctx;
+  sha256_init(&ctx);
+  sha256_update(&ctx, sizeof synced_id, reinterpret_cast<const uint8_t*>(&synced_id));
+  uint8_t old[kSectorBytes];
+  for (const auto& [sector, bytes] : sectors) {
+    ssize_t n = ::pread(synced_fd, old, kSectorBytes, static_cast<off_t>(sector * kSectorBytes));
+    if (n == static_cast<ssize_t>(kSectorBytes) && std::memcmp(old, bytes, kSectorBytes) == 0) continue;
+    if (n < 0) return "";
+    sha256_update(&ctx, sizeof sector, reinterpret_cast<const uint8_t*>(&sector));
+    sha256_update(&ctx, kSectorBytes, bytes);
+  }
+  std::string digest(SHA256_DIGEST_SIZE, '\0');
+  sha256_digest(&ctx, SHA256_DIGEST_SIZE, reinterpret_cast<uint8_t*>(digest.data()));
+  return digest;
+}
+
 WorkDir::~WorkDir() {
     if (dir.empty()) return;
     std::error_code ec;
@@ -137,6 +195,7 @@ Status prepare_device(WorkDir& wd, const std::string& work_dir, const std::strin
   KEEL_TRY(make_sparse(wd.file("base.img"), device_bytes(fs)));
   std::string out;
   if (run_command(mkfs_command(fs, wd.file("base.img")), &out) != 0) return io_error(EIO, "mkfs." + fs + ": " + out);
+  KEEL_TRY(dig_holes(wd.file("base.img")));
   KEEL_TRY(sparse_copy(wd.file("base.img"), wd.file("live.img")));
   return make_sparse(wd.file("dev"), 0);
 }

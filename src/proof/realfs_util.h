@@ -49,6 +49,15 @@ Status sparse_copy(const std::string& from, const std::string& to);
 Status apply_write(int fd, const FileOp& op, const std::vector<bool>* mask);
 Result<std::vector<uint8_t>> read_whole(const std::string& path);
 Status write_whole(const std::string& path, const std::vector<uint8_t>& bytes);
+// Turns every 4 KiB block of zeros of `path` into a hole: the bytes read are the same, but the
+// copies of the device (one per crash state) no longer copy the zeros mkfs wrote (mkfs.xfs zeroes
+// its 64 MiB log).
+Status dig_holes(const std::string& path);
+// A digest of the device bytes of crash state `cs`: the synced prefix (`synced_id` names it) plus
+// the sectors its persisted, possibly torn, writes leave different from the synced file
+// `synced_fd`, with their bytes. Two states with the same digest and synced_id have identical
+// devices. Empty when a write is not sector-aligned (then no two states are taken as equal).
+std::string state_digest(int synced_fd, uint64_t synced_id, const std::vector<FileOp>& ops, const CrashState& cs);
 // Makes the scratch directory under `work_dir` and a fresh `fs` in base.img and live.img.
 Status prepare_device(WorkDir& wd, const std::string& work_dir, const std::string& fs);
 

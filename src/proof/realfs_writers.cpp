@@ -16,6 +16,7 @@
 #include "nbd/protocol.h"
 #include "proof/nbd_session.h"
 #include "proof/qemu_io_session.h"
+#include "proof/qemu_oracle.h"
 #include "proof/realfs_util.h"
 
 extern char** environ;
@@ -147,6 +148,19 @@ Status run_on_mount_qemu(Run& r, const std::string& mnt, const std::string& scra
   r.setup_end = device.op_count();
   auto session = QemuIoSession::start(image_path, cache_name(s.cache));
   if (!session) return session.error();
+  // A snapshot op: qemu-io quits (closing the image flushes it), `qemu-img snapshot -c/-d/-a`
+  // runs on the closed image (it flushes before it returns), and qemu-io starts again; the
+  // op's start and end marks enclose all three.
+  auto snapshot = [&](const char* flag, const std::string& name) -> Status {
+    KEEL_TRY((*session)->quit().with_context("qemu-io quit"));
+    std::string out;
+    if (run_command({"qemu-img", "snapshot", flag, name, image_path}, &out) != 0)
+      return io_error(EIO, std::string("qemu-img snapshot ") + flag + " " + name + ": " + out);
+    auto again = QemuIoSession::start(image_path, cache_name(s.cache));
+    if (!again) return again.error();
+    session = std::move(again);
+    return Status::ok();
+  };
   const std::string pattern = scratch + "/pattern";
   auto mark = [&](uint32_t op, bool end, bool ok) {
     r.marks.push_back({op, end, static_cast<uint64_t>(device.op_count()), ok});
@@ -169,11 +183,17 @@ Status run_on_mount_qemu(Run& r, const std::string& mnt, const std::string& scra
         break;
       case GuestOpKind::kDiscard: cmd = "discard -q" + range; break;
       case GuestOpKind::kFlush: cmd = "flush"; break;
-      default: return unsupported("the qemu-io driver runs writes, write-zeroes, discards and flushes only (op " +
-                                  std::to_string(i) + " " + op.describe() + ")");
+      case GuestOpKind::kResize: cmd = "truncate " + std::to_string(op.new_size); break;  // grows or shrinks
+      case GuestOpKind::kSnapshotCreate: cmd = "-c"; break;
+      case GuestOpKind::kSnapshotDelete: cmd = "-d"; break;
+      case GuestOpKind::kSnapshotApply: cmd = "-a"; break;
+      default: return unsupported("the qemu-io driver runs writes, write-zeroes, discards, flushes, resizes and "
+                                  "snapshot create/delete/apply only (op " + std::to_string(i) + " " + op.describe() + ")");
     }
     mark(static_cast<uint32_t>(i), false, true);
-    Status st = (*session)->run(cmd);
+    const bool snap = op.kind == GuestOpKind::kSnapshotCreate || op.kind == GuestOpKind::kSnapshotDelete ||
+                      op.kind == GuestOpKind::kSnapshotApply;
+    Status st = snap ? snapshot(cmd.c_str(), op.name) : (*session)->run(cmd);
     mark(static_cast<uint32_t>(i), true, st.is_ok());
     KEEL_TRY(st.with_context("guest op " + std::to_string(i) + " " + op.describe()));
   }
