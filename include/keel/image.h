@@ -248,6 +248,12 @@ class Image {
   // Describes the longest uniform extent starting at offset, at most max_length bytes.
   virtual Result<Extent> block_status(uint64_t offset, uint64_t max_length) = 0;
 
+  // QEMU's qcow2_detect_metadata_preallocation: whether clearly more clusters are in use than
+  // the image file has allocated on disk (preallocation=metadata leaves data clusters that are
+  // holes in the file). QEMU then asks the file system about a data cluster's host range and
+  // reports a hole there as "zero": true in qemu-img map. Formats without that: false.
+  virtual Result<bool> sparse_allocation() { return false; }
+
   // Internal snapshots and resize (qcow2; other formats return kUnsupported). Each is
   // crash-safe: on v3 images the dirty bit marks the operation in progress and a read-write
   // open repairs whatever an interruption left.

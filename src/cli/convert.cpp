@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/convert_bitmaps.h"
 #include "cli/convert_copy.h"
 #include "cli/image_options.h"
 #include "cli/util.h"
@@ -41,6 +42,9 @@ struct ConvertArgs {
   std::string backing;         // -B
   std::string backing_format;  // -F
   bool out_of_order = false;
+  bool salvage = false;        // --salvage
+  bool bitmaps = false;        // --bitmaps
+  bool skip_broken = false;    // --skip-broken-bitmaps
   std::string coroutines;
   std::vector<std::string> objects;  // --object secret,... (encrypted images)
   bool image_opts = false;           // the sources are --image-opts strings
@@ -77,6 +81,10 @@ int run_convert(const ConvertArgs& a) {
   if (!merged.empty() && is_help_option(merged)) {
     print_option_help(a.dst_format);
     return 0;
+  }
+  if (a.skip_broken && !a.bitmaps) {
+    print_error("Use of --skip-broken-bitmaps requires --bitmaps");
+    return 1;
   }
   if (a.files.size() < 2) {
     print_error("Must specify image file name");
@@ -171,6 +179,12 @@ int run_convert(const ConvertArgs& a) {
     total += sources.back().size;
   }
 
+  if (a.bitmaps) {
+    std::vector<Image*> images;
+    for (auto& s : sources) images.push_back(s.image.get());
+    if (!check_bitmap_source(images, a.skip_broken)) return 1;
+  }
+
   // Target.
   bool target_zero = a.target_is_zero;
   bool has_backing = !a.backing.empty();
@@ -242,6 +256,7 @@ int run_convert(const ConvertArgs& a) {
     print_error("output file is smaller than input file");
     return 1;
   }
+  if (a.bitmaps && !check_bitmap_target(*target)) return 1;
   std::vector<CopySource> copy_sources;
   for (auto& s : sources) copy_sources.push_back({s.image.get(), s.size});
   CopyOptions co;
@@ -252,7 +267,10 @@ int run_convert(const ConvertArgs& a) {
   co.progress = a.progress && !a.quiet;
   co.out_of_order = a.out_of_order;
   co.requests = requests;
+  co.salvage = a.salvage;
+  co.quiet = a.quiet;
   int rc = copy_images(copy_sources, *target, co);
+  if (rc == 0 && a.bitmaps && !copy_bitmaps(*sources[0].image, *target, a.skip_broken)) rc = 1;
   Status st = target->close();
   if (rc == 0 && !st.is_ok()) {
     print_error(fmt::format("error while closing '{}': {}", dst, st.message()));
@@ -293,6 +311,12 @@ std::function<int()> setup_convert(CLI::App* sub) {
   sub->add_option("-F", a->backing_format, "Format of the target's backing file (-B)");
   sub->add_flag("-W", a->out_of_order, "Allow out-of-order writes (default: writes in guest order)");
   sub->add_option("-m", a->coroutines, "Parallel requests, 1-16 (default 8)");
+  sub->add_flag("--bitmaps", a->bitmaps, "Copy the source's persistent bitmaps to the (qcow2 v3) target");
+  sub->add_flag("--skip-broken-bitmaps", a->skip_broken,
+                "With --bitmaps: leave out inconsistent (in-use) bitmaps, with a warning");
+  sub->add_flag("--salvage", a->salvage,
+                "Read errors of the sources become zeros (per 512-byte sector, with a warning) "
+                "instead of ending the convert");
   sub->add_option("--object", a->objects,
                   "secret,id=ID,data=TEXT|file=PATH[,format=raw|base64]: a secret for "
                   "encrypt.key-secret=ID (encrypted qcow2 sources, --image-opts)");

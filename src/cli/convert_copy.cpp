@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include <fmt/format.h>
@@ -23,6 +24,7 @@ namespace {
 
 constexpr uint64_t kChunkBytes = 2u << 20;    // one request (qemu-img's buffer is 2 MiB too)
 constexpr uint64_t kStatusBytes = 1u << 30;   // ours: one block-status query, bounded
+constexpr uint64_t kSectorBytes = 512;        // --salvage retries reads in sectors, as qemu-img
 
 // A range of the concatenated sources (= of the target): to be read and written, known zeros,
 // or left to the target's backing file (-B: not allocated in the source's top layer).
@@ -82,6 +84,15 @@ class Copier {
       while (off < s.size) {
         uint64_t want = std::min(s.size - off, kStatusBytes);
         auto ext = s.image->block_status(off, want);
+        if (!ext && opts_.salvage) {
+          // qemu-img: warn, then copy the sector as data (its read may still succeed).
+          warn_now(fmt::format("error while reading block status at offset {}: {}", off,
+                               std::strerror(ext.error().err())));
+          const uint64_t n = std::min<uint64_t>(kSectorBytes, s.size - off);
+          add_span(base + off, n, Kind::kData);
+          off += n;
+          continue;
+        }
         if (!ext) {
           fail(base + off, ext.error(), false);
           return false;
@@ -164,8 +175,10 @@ class Copier {
       if (i >= tasks_.size() || stopped()) return;
       const Span& t = tasks_[i];
       const bool zero = t.kind == Kind::kZero;
-      if (!zero && !read_concat(t.offset, buf.get(), t.length)) return;
+      std::vector<std::string> warnings;  // --salvage: printed in guest order, at the write's turn
+      if (!zero && !read_concat(t.offset, buf.get(), t.length, &warnings)) return;
       if (!wait_turn(i)) return;
+      for (const auto& w : warnings) warn_now(w);
       bool ok = zero ? zero_range(t.offset, t.length)
                 : opts_.compress ? write_compressed(t.offset, buf.get(), t.length)
                 : write_sparse(t.offset, buf.get(), t.length);
@@ -222,8 +235,28 @@ class Copier {
     return 1;
   }
 
+  // qemu-img's warn_report line (stderr, "keel: warning: ...").
+  void warn_now(const std::string& what) {
+    if (opts_.quiet) return;
+    std::lock_guard<std::mutex> l(mu_);
+    std::fflush(stdout);
+    print_error("warning: " + what);
+  }
+
+  // --salvage after a failed read of [in, in+n) of `image`: sector by sector; a sector that
+  // still fails reads as zeros and adds qemu-img's warning (the offset is the source's).
+  void salvage_read(Image& image, uint64_t in, uint8_t* buf, uint64_t n, std::vector<std::string>* warnings) {
+    for (uint64_t pos = 0; pos < n; pos += kSectorBytes) {
+      const uint64_t len = std::min(kSectorBytes, n - pos);
+      Status st = image.read(in + pos, {buf + pos, len});
+      if (st.is_ok()) continue;
+      std::memset(buf + pos, 0, len);
+      warnings->push_back(fmt::format("error while reading offset {}: {}", in + pos, std::strerror(st.err())));
+    }
+  }
+
   // Reads bytes [off, off+len) of the concatenated sources.
-  bool read_concat(uint64_t off, uint8_t* buf, uint64_t len) {
+  bool read_concat(uint64_t off, uint8_t* buf, uint64_t len, std::vector<std::string>* warnings) {
     uint64_t base = 0;
     for (const auto& s : sources_) {
       if (len == 0) break;
@@ -231,6 +264,10 @@ class Copier {
         uint64_t in = off - base;
         uint64_t n = std::min(len, s.size - in);
         Status st = s.image->read(in, {buf, n});
+        if (!st.is_ok() && opts_.salvage) {
+          salvage_read(*s.image, in, buf, n, warnings);
+          st = Status::ok();
+        }
         if (!st.is_ok()) {
           fail(off, st, false);
           return false;

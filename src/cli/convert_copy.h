@@ -29,6 +29,11 @@ struct CopyOptions {
   bool progress = false;       // -p and not -q
   bool out_of_order = false;   // -W
   int requests = 8;            // -m: 1..16
+  // --salvage: a source range that cannot be read is retried sector by sector; a 512-byte
+  // sector that still fails reads as zeros, with qemu-img's warning (unless quiet), and the
+  // convert goes on. A failed block-status query is retried the same way and the sector copied.
+  bool salvage = false;
+  bool quiet = false;          // -q: no salvage warnings
 };
 
 // Copies the sources, back to back, into target from offset 0 and flushes it. Returns the exit

@@ -16,6 +16,7 @@
 #include "cli/command.h"
 #include "cli/image_name.h"
 #include "cli/util.h"
+#include "keel/block_file.h"
 
 namespace keel::cli {
 namespace {
@@ -47,7 +48,32 @@ struct Layer {
   uint64_t size;
   std::string file;  // where its data lives (the image, or its external data file)
   bool encrypted;    // QEMU gives no host offset for encrypted data (it is not the guest's bytes)
+  // Image::sparse_allocation(), asked once: then the file system is asked about the host range
+  // of each data extent, as QEMU does (BDRV_BLOCK_RECURSE), through `host` (the data file).
+  std::optional<bool> sparse = std::nullopt;
+  std::shared_ptr<BlockFile> host = nullptr;
 };
+
+// QEMU's bdrv_co_block_status for a data extent of a sparsely allocated image (see Layer): a
+// hole in the host file (or a range past its end) reads as zeros, so the extent is "zero":
+// true; the extent ends where the file's hole or data run ends.
+void refine_by_host(Layer& l, MapEntry& m) {
+  if (!l.sparse) {
+    auto s = l.image->sparse_allocation();
+    l.sparse = s && *s;
+    if (*l.sparse) {
+      FileOptions fo;
+      fo.read_only = true;
+      auto f = open_posix_file(l.file, fo);
+      if (f) l.host = std::move(*f);
+    }
+  }
+  if (!*l.sparse || !l.host) return;
+  auto probe = l.host->probe_data(*m.offset, m.length);
+  if (!probe) return;  // as QEMU: only extra information, errors are ignored
+  if (!probe->first) m.zero = true;
+  if (probe->second > 0) m.length = std::min(m.length, probe->second);
+}
 
 std::vector<Layer> chain_of(Image* top, const std::string& path) {
   std::vector<Layer> layers;
@@ -62,7 +88,7 @@ std::vector<Layer> chain_of(Image* top, const std::string& path) {
   return layers;
 }
 
-Result<MapEntry> block_status(const std::vector<Layer>& layers, uint64_t offset, uint64_t bytes) {
+Result<MapEntry> block_status(std::vector<Layer>& layers, uint64_t offset, uint64_t bytes) {
   KEEL_ASSIGN(Extent e, layers[0].image->block_status(offset, bytes));
   MapEntry m;
   m.start = offset;
@@ -77,6 +103,7 @@ Result<MapEntry> block_status(const std::vector<Layer>& layers, uint64_t offset,
         !layers[static_cast<size_t>(m.depth)].encrypted) {
       m.offset = *e.host_offset;
       m.file = layers[static_cast<size_t>(m.depth)].file;
+      if (m.data && !m.zero) refine_by_host(layers[static_cast<size_t>(m.depth)], m);
     }
     return m;
   }

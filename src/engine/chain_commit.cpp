@@ -32,7 +32,14 @@ Status commit_into_base(Image& chain, Image& base, const CommitOptions& opts) {
     const uint64_t len = std::min(std::max<uint64_t>(ext->length, 1), size - off);
     const bool above_base = ext->depth >= 1 && ext->depth < opts.base_depth;
     if (above_base && ext->zero && !ext->data) {
-      KEEL_TRY(base.write_zeroes(off, len, ZeroFlags{}).with_context(fmt::format("error while writing at byte {}", off)));
+      // As qemu-img commit (its mirror job zeroes with BDRV_REQ_MAY_UNMAP): a qcow2 base gives
+      // up the clusters it had there instead of keeping them allocated as zeros (an L2 change,
+      // no I/O of its own). A raw base keeps writing zeros: its unmap is a hole punch whose
+      // failure falls back to writing zeros, which would hide the I/O error from the caller
+      // (the fault sweep's commit workload, seed 1000, I/O op 24, caught that).
+      ZeroFlags unmap;
+      unmap.may_unmap = base.format() == "qcow2";
+      KEEL_TRY(base.write_zeroes(off, len, unmap).with_context(fmt::format("error while writing at byte {}", off)));
     } else if (above_base) {
       for (uint64_t pos = off; pos < off + len;) {
         const uint64_t n = std::min<uint64_t>(off + len - pos, kChunkBytes);

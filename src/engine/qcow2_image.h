@@ -104,6 +104,7 @@ class Qcow2Image final : public Image {
   Status flush() override;
   Status write_compressed(uint64_t offset, std::span<const uint8_t> cluster) override;
   Result<Extent> block_status(uint64_t offset, uint64_t max_length) override;
+  Result<bool> sparse_allocation() override;  // qcow2_sparse_detect.cpp
   std::optional<DirectIo> map_direct(uint64_t offset, uint64_t length, bool write) override;  // qcow2_direct.cpp
   bool zero_read_ok(bool write, format::ClusterType type) const KEEL_REQUIRES(mu_);  // qcow2_direct.cpp
   ImageInfo info() override;
@@ -334,7 +335,13 @@ class Qcow2Image final : public Image {
   // a contiguous run, one data write, then the L2 entries. Returns the bytes written (0 when
   // fewer than two leading clusters qualify; the caller then writes cluster by cluster).
   Result<uint64_t> allocating_run(uint64_t gc, std::span<const uint8_t> buf);
-  Status zero_or_discard_cluster(uint64_t guest_cluster, bool discard, bool may_unmap);
+  // `only_if`: for a request that covers part of the cluster, change it only while it is of
+  // that kind (kUnsupported otherwise), as the caller checked it before (qcow2_zero_partial.cpp).
+  enum class ZeroIf { kAny, kZeroOrUnallocated, kZero };
+  Status zero_or_discard_cluster(uint64_t guest_cluster, bool discard, bool may_unmap, ZeroIf only_if = ZeroIf::kAny);
+  // QEMU's write-zeroes of part of a cluster: a zero cluster when the rest of it reads as zeros
+  // too; kUnsupported when not (the caller then writes zeros). qcow2_zero_partial.cpp.
+  Status zero_partial_cluster(uint64_t offset, uint64_t length, bool may_unmap);
   Status check_request(uint64_t offset, uint64_t length, bool write) const;
   Status before_write();
   bool in_place_ok(const Mapping& m, uint64_t in_cluster, uint64_t length) const;

@@ -434,7 +434,7 @@ Result<uint64_t> Qcow2Image::allocating_run(uint64_t gc0, std::span<const uint8_
 // from the backing file; v2 images unlink the cluster. A write-zeroes without may_unmap keeps a
 // cluster this image owns (ZERO_ALLOC). The cluster an entry stops referencing is freed once
 // the new entry is durable.
-Status Qcow2Image::zero_or_discard_cluster(uint64_t gc, bool discard, bool may_unmap) {
+Status Qcow2Image::zero_or_discard_cluster(uint64_t gc, bool discard, bool may_unmap, ZeroIf only_if) {
   MutexLock lk(mu_);
   inflight_cv_.wait(mu_, [&] {
     mu_.assert_held();
@@ -444,6 +444,9 @@ Status Qcow2Image::zero_or_discard_cluster(uint64_t gc, bool discard, bool may_u
   const bool has_host = (m.type == ClusterType::kNormal || m.type == ClusterType::kZeroAlloc) && m.host() != 0;
   const bool own = has_host && m.copied();
   const bool unallocated = m.type == ClusterType::kUnallocated && (!ext_l2_ || m.bitmap == 0);
+  const bool zero = m.type == ClusterType::kZeroPlain || m.type == ClusterType::kZeroAlloc;
+  if (only_if != ZeroIf::kAny && !(zero || (unallocated && only_if == ZeroIf::kZeroOrUnallocated)))
+    return Status(Code::kUnsupported, "partial", ENOTSUP);
   if (has_external_data()) {
     if (!discard) return Status(Code::kUnsupported, "data file: write zeros", ENOTSUP);
     // The data file's range is the guest's own: punching it makes it read as zeros.
@@ -490,7 +493,7 @@ Status Qcow2Image::write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flag
       uint64_t n = std::min<uint64_t>(length - pos, cs_ - in);
       bool whole = in == 0 && (n == cs_ || off + n == size_);
       Status st = whole && !has_external_data() ? zero_or_discard_cluster(off >> cbits_, false, flags.may_unmap)
-                                                : Status(Code::kUnsupported, "partial", ENOTSUP);
+                                                : zero_partial_cluster(off, n, flags.may_unmap);
       if (st.code() == Code::kUnsupported) {
         if (zeros.size() < n) zeros.assign(cs_, 0);
         st = write_chunk(off, std::span<const uint8_t>(zeros).first(n));

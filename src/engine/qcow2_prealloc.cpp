@@ -35,11 +35,13 @@ Status Qcow2Image::preallocate(Preallocation mode) {
   for (uint64_t gc = 0; gc < clusters; ++gc) {
     KEEL_ASSIGN(Mapping m, lookup(gc));
     if (m.type != ClusterType::kUnallocated) continue;
+    // The L2 table first, then its data clusters, as QEMU's preallocate_co allocates them: the
+    // same image as qemu-img create -o preallocation=metadata, cluster for cluster.
+    KEEL_ASSIGN(L2Ref t, writable_l2(gc));
     uint64_t host = has_external_data() ? gc * cs_ : 0;
     if (!has_external_data()) {
       KEEL_ASSIGN(host, alloc_clusters(1));
     }
-    KEEL_ASSIGN(L2Ref t, writable_l2(gc));
     set_l2(t.get(), gc, host | kCopied, 0);
     if (host == run_start + run_len * cs_ && run_len) {
       ++run_len;

@@ -38,30 +38,6 @@ bm_run() {
   same_file "$desc: stderr of 'bitmap $*'" "$T/q.err" "$T/k.err"
 }
 
-# dirty_map DIR IMAGE BITMAP: the bitmap as qemu-nbd exports it (nbdinfo --map).
-dirty_map() {
-  local sock="$T/nbd.$$.sock" pid out rc=0
-  rm -f "$sock"
-  (cd "$T/$1" && exec qemu-nbd -r -f qcow2 -B "$3" -k "$sock" "$2") 2>"$T/nbd.err" &
-  pid=$!
-  for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
-  out=$(nbdinfo --map="qemu:dirty-bitmap:$3" "nbd+unix:///?socket=$sock" 2>&1) || rc=$?
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  [ $rc -eq 0 ] || { cat "$T/nbd.err" >&2; echo "$out" >&2; return 1; }
-  echo "$out"
-}
-
-# same_bits DESC IMAGE BITMAP...: QEMU exports the same dirty bits from q/IMAGE and k/IMAGE.
-same_bits() {
-  local desc=$1 img=$2 b; shift 2
-  for b in "$@"; do
-    dirty_map q "$img" "$b" >"$T/q.map" || fail "$desc: qemu-nbd -B $b on q/$img failed"
-    dirty_map k "$img" "$b" >"$T/k.map" || fail "$desc: qemu-nbd -B $b on k/$img failed"
-    same_file "$desc: dirty bits of $b" "$T/q.map" "$T/k.map"
-  done
-}
-
 # keel_info_same DESC IMAGE: keel info (JSON and human) of k/IMAGE prints what qemu-img does.
 keel_info_same() {
   (cd "$T/k" && info_same_as_qemu "$2")
