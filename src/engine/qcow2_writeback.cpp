@@ -14,6 +14,29 @@ namespace keel {
 
 using namespace format;
 
+namespace {
+
+// The changed sectors of a table, each run widened to the file's alignment (O_DIRECT would
+// otherwise read-modify-write; the bytes around a change are what the file already holds) and
+// clipped so that no byte is written twice: what write_table_sectors writes and what a flush's
+// cut copies.
+std::vector<std::pair<uint64_t, uint64_t>> aligned_dirty_runs(const CachedTableState& t, uint64_t entry_bytes,
+                                                             uint64_t file_alignment) {
+  const uint64_t align = std::max<uint64_t>(512, file_alignment);
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  uint64_t done_to = 0;
+  for (auto [first, end] : TableCache<L2Table>::dirty_runs(t, entry_bytes)) {
+    first = std::max(first / align * align, done_to);
+    end = std::min<uint64_t>((end + align - 1) / align * align, entry_bytes);
+    if (first >= end) continue;
+    runs.emplace_back(first, end);
+    done_to = end;
+  }
+  return runs;
+}
+
+}  // namespace
+
 Status Qcow2Image::latch(Status s) {
   if (!s.is_ok() && !latched_) {
     latch_cause_ = s;
@@ -76,17 +99,8 @@ Status Qcow2Image::write_l2_table(uint64_t offset, const L2Table& t) {
 Status Qcow2Image::write_table_sectors(uint64_t offset, const CachedTableState& t, std::span<const uint8_t> bytes,
                                        const char* what) {
   if (t.fresh) return metadata_write(offset, bytes, what);
-  // Only the sectors that changed, each run widened to the file's alignment (O_DIRECT would
-  // otherwise read-modify-write); the bytes around a change are what the file already holds.
-  const uint64_t align = std::max<uint64_t>(512, file_->alignment());
-  uint64_t done_to = 0;
-  for (auto [first, end] : TableCache<L2Table>::dirty_runs(t, cs_)) {
-    first = std::max(first / align * align, done_to);
-    end = std::min<uint64_t>((end + align - 1) / align * align, cs_);
-    if (first >= end) continue;
+  for (auto [first, end] : aligned_dirty_runs(t, cs_, file_->alignment()))
     KEEL_TRY(metadata_write(offset + first, bytes.subspan(first, end - first), what));
-    done_to = end;
-  }
   return Status::ok();
 }
 
@@ -178,23 +192,17 @@ Status Qcow2Image::flush_metadata(DowngradableGate* hold) {
 
 Qcow2Image::LinkCut Qcow2Image::take_link_cut() {
   LinkCut cut;
-  // Only the dirty runs are copied (what write_table_sectors would write: each run widened to
-  // the file's alignment), not whole tables: a random write touches one sector of a table.
-  const uint64_t align = std::max<uint64_t>(512, file_->alignment());
+  // Only the dirty runs are copied (what write_table_sectors would write), not whole tables: a
+  // random write touches one sector of a table.
   l2_cache_.for_each([&](uint64_t off, L2Table& t) {
     mu_.assert_held();
     if (t.fresh || !t.dirty) return;
-    uint64_t done_to = 0;
-    for (auto [first, end] : TableCache<L2Table>::dirty_runs(t, cs_)) {
-      first = std::max(first / align * align, done_to);
-      end = std::min<uint64_t>((end + align - 1) / align * align, cs_);
-      if (first >= end) continue;
+    for (auto [first, end] : aligned_dirty_runs(t, cs_, file_->alignment())) {
       LinkCut::Run r;
       r.offset = off + first;
       r.bytes.resize(end - first);
       for (uint64_t w = first / 8; w < end / 8; ++w) put_be64(&r.bytes[w * 8 - first], t.words[w]);
       cut.runs.push_back(std::move(r));
-      done_to = end;
     }
     LinkCut::Table c;
     c.table = l2_cache_.find(off);
