@@ -31,7 +31,10 @@ class RawImage final : public Image {
 
   Status write_zeroes(uint64_t offset, uint64_t length, ZeroFlags flags) override {
     KEEL_TRY(check_write(offset, length));
-    if (flags.may_unmap && file_->punch(offset, length).is_ok()) {
+    if (flags.may_unmap) {
+      // BlockFile::punch already writes zeros where the file system cannot punch, so a failure
+      // here is an I/O error: reported, never papered over with a second try (G6).
+      KEEL_TRY(file_->punch(offset, length));
       return (flags.fua || writethrough_) ? file_->sync() : Status::ok();
     }
     if (flags.fast_only) return Status(Code::kUnsupported, "zeroing is not fast here", ENOTSUP);

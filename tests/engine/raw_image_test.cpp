@@ -1,0 +1,57 @@
+// Proves that a raw image reports a failed hole punch as the I/O error it is: write_zeroes with
+// may_unmap over a file whose punch fails with EIO returns EIO (it does not quietly write zeros
+// instead, which would report success for an operation whose I/O failed: G6), and without the
+// fault the same call succeeds and the range reads as zeros. Faults come from FaultFile on a
+// MemoryFs file.
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "io/fault_file.h"
+#include "keel/image.h"
+#include "proof/memory_fs.h"
+
+namespace keel::test {
+namespace {
+
+TEST(RawImage, FailedPunchIsReportedNotReplacedByZeros) {
+  proof::MemoryFs fs;
+  CreateOptions co;
+  co.format = "raw";
+  co.size = 1 << 20;
+  co.file_opener = fs.opener();
+  ASSERT_TRUE(create_image(proof::MemoryFs::path("t.raw"), co).is_ok());
+  auto inj = std::make_shared<FaultInjector>();
+  OpenOptions o;
+  o.format = "raw";
+  o.observer = inj.get();
+  o.file_opener = fs.opener([inj](std::unique_ptr<BlockFile> inner, const std::string&, const FileOptions&)
+                                -> Result<std::unique_ptr<BlockFile>> {
+    return std::unique_ptr<BlockFile>(std::make_unique<FaultFile>(std::move(inner), inj));
+  });
+  auto im = Image::open(proof::MemoryFs::path("t.raw"), o);
+  ASSERT_TRUE(im.has_value()) << im.error().message();
+  Image& i = **im;
+  std::vector<uint8_t> data(65536, 7);
+  ASSERT_TRUE(i.write(0, data).is_ok());
+
+  auto rule = parse_fault_rule("iotype=punch,errno=EIO,once=on");
+  ASSERT_TRUE(rule.has_value());
+  inj->add_rule(*rule);
+  ZeroFlags unmap;
+  unmap.may_unmap = true;
+  Status failed = i.write_zeroes(0, 65536, unmap);
+  EXPECT_EQ(failed.code(), Code::kIo) << failed.message();
+  EXPECT_EQ(failed.err(), EIO) << failed.message();
+
+  // The rule fired once: the same call now punches, and the range reads as zeros.
+  ASSERT_TRUE(i.write_zeroes(0, 65536, unmap).is_ok());
+  std::vector<uint8_t> back(65536, 1);
+  ASSERT_TRUE(i.read(0, back).is_ok());
+  EXPECT_EQ(back, std::vector<uint8_t>(65536, 0));
+  EXPECT_TRUE(i.close().is_ok());
+}
+
+}  // namespace
+}  // namespace keel::test
