@@ -104,6 +104,8 @@ class Qcow2Image final : public Image {
   Status flush() override;
   Status write_compressed(uint64_t offset, std::span<const uint8_t> cluster) override;
   Result<Extent> block_status(uint64_t offset, uint64_t max_length) override;
+  Status read_vmstate(uint64_t pos, std::span<uint8_t> buf) override;           // qcow2_vmstate.cpp
+  Status write_vmstate(uint64_t pos, std::span<const uint8_t> buf) override;    // qcow2_vmstate.cpp
   Result<bool> sparse_allocation() override;  // qcow2_sparse_detect.cpp
   std::optional<DirectIo> map_direct(uint64_t offset, uint64_t length, bool write) override;  // qcow2_direct.cpp
   bool zero_read_ok(bool write, format::ClusterType type) const KEEL_REQUIRES(mu_);  // qcow2_direct.cpp
@@ -320,6 +322,11 @@ class Qcow2Image final : public Image {
   Status read_unallocated(uint64_t guest_offset, std::span<uint8_t> buf);
   Status read_compressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> buf);
   Status write_chunk(uint64_t guest_offset, std::span<const uint8_t> buf);
+  // qcow2_vmstate.cpp: where the VM state area starts, the range [pos, pos + length) of it as
+  // guest-space offsets (kInvalidArgument past QEMU's limits), and an L1 table grown to map it.
+  uint64_t vmstate_offset() const;
+  Result<uint64_t> vmstate_range(uint64_t pos, uint64_t length) const;
+  Status grow_l1_for(uint64_t end);
   // The whole request overwrites clusters the image owns: writes it (contiguous host ranges
   // merged) with no metadata change and returns true; false when any part needs the metadata
   // path. REQUIRES data_gate_ shared (not gate_).
