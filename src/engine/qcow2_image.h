@@ -349,6 +349,15 @@ class Qcow2Image final : public Image {
   // QEMU's write-zeroes of part of a cluster: a zero cluster when the rest of it reads as zeros
   // too; kUnsupported when not (the caller then writes zeros). qcow2_zero_partial.cpp.
   Status zero_partial_cluster(uint64_t offset, uint64_t length, bool may_unmap);
+  // The same with extended L2 entries, as QEMU does it subcluster by subcluster (never
+  // kUnsupported: what cannot be zeroed by the bitmap is written as zeros here).
+  Status zero_partial_subclusters(uint64_t offset, uint64_t length);
+  // Whether [offset, offset + length) (clamped to the disk) reads as zeros by block status.
+  Result<bool> reads_as_zeros(uint64_t offset, uint64_t length);
+  // Sets the zero bits (and clears the allocation bits) of subclusters [first, first + count)
+  // of guest cluster gc. `unless_allocated`: only while none of them is allocated (the caller
+  // found the rest of a subcluster zero before). kUnsupported for a compressed cluster.
+  Status zero_subcluster_bits(uint64_t gc, uint64_t first, uint64_t count, bool unless_allocated);
   Status check_request(uint64_t offset, uint64_t length, bool write) const;
   Status before_write();
   bool in_place_ok(const Mapping& m, uint64_t in_cluster, uint64_t length) const;
