@@ -245,6 +245,15 @@ class Image {
     return std::nullopt;
   }
 
+  // The VM state area (QEMU's savevm data, qemu-io's read/write -b): bytes kept in the image
+  // beside the guest disk, addressed from 0. qcow2 keeps them in clusters past the virtual disk,
+  // from the first L1 entry the disk does not use (QEMU's qcow2_vm_state_offset), growing the
+  // L1 table as QEMU does; they are written, flushed and made durable like guest data, and
+  // internal snapshots share them like guest clusters. Other formats: kUnsupported (ENOTSUP),
+  // as QEMU's raw and file drivers.
+  virtual Status read_vmstate(uint64_t pos, std::span<uint8_t> buf);
+  virtual Status write_vmstate(uint64_t pos, std::span<const uint8_t> buf);
+
   // Describes the longest uniform extent starting at offset, at most max_length bytes.
   virtual Result<Extent> block_status(uint64_t offset, uint64_t max_length) = 0;
 

@@ -46,13 +46,7 @@ int io_parse_data_options(DataCommand cmd, const IoSession::Args& argv, DataOpti
       case 'c': o.compressed = true; break;
       case 'n': o.no_fallback = true; break;
       case 'a': case 'i': case 'p': break;  // accepted, no effect here
-      case 'b':
-        if (cmd == DataCommand::kRead) {
-          std::printf("read: -b (VM state) is not supported by keel io\n");
-          return -ENOTSUP;
-        }
-        o.vmstate = true;
-        break;
+      case 'b': o.vmstate = true; break;
       case 'P':
         o.pflag = true;
         o.pattern = io_parse_pattern(opt.arg);

@@ -4,7 +4,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 
 #include <fmt/format.h>
 
@@ -16,6 +15,43 @@
 namespace keel::cli {
 
 // ---- Helpers ---------------------------------------------------------------------------------
+
+namespace {
+// qemu-io's check of -b (and write -c) requests: offset, then count, in whole 512-byte sectors.
+bool io_sector_aligned(int64_t offset, int64_t count) {
+  if (offset % 512 != 0) {
+    std::printf("%lld is not a sector-aligned value for 'offset'\n", static_cast<long long>(offset));
+    return false;
+  }
+  if (count % 512 != 0) {
+    std::printf("%lld is not a sector-aligned value for 'count'\n", static_cast<long long>(count));
+    return false;
+  }
+  return true;
+}
+
+// qemu-io's qemu_io_alloc_from_file: the buffer filled with the file's first bytes, repeated
+// when the file is shorter; errors as perror ("FILE: No such file or directory") or "FILE: file
+// is empty" on stderr, without the program's name.
+bool io_fill_from_file(const std::string& path, std::vector<uint8_t>& buf) {
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) {
+    std::perror(path.c_str());
+    return false;
+  }
+  const size_t got = std::fread(buf.data(), 1, buf.size(), f);
+  const bool failed = std::ferror(f);
+  if (failed) std::perror(path.c_str());
+  std::fclose(f);
+  if (failed) return false;
+  if (got == 0) {
+    std::fprintf(stderr, "%s: file is empty\n", path.c_str());
+    return false;
+  }
+  for (size_t p = got; p < buf.size(); p += got) std::memcpy(buf.data() + p, buf.data(), std::min(got, buf.size() - p));
+  return true;
+}
+}  // namespace
 
 int IoSession::check_range(uint64_t offset, uint64_t count) const {
   uint64_t size = image_->size();
@@ -92,10 +128,14 @@ int IoSession::cmd_read(const Args& argv) {
     std::printf("pattern verification range exceeds end of read data\n");
     return -EINVAL;
   }
+  if (o.vmstate && !io_sector_aligned(offset, count)) return -EINVAL;
   std::vector<uint8_t> buf(static_cast<size_t>(count), 0xab);
   timespec t0 = io_now();
-  int rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(count));
-  if (rc == 0) {
+  int rc = 0;
+  if (o.vmstate) {  // qemu-io's do_load_vmstate: the VM state area, not the guest disk
+    Status st = image_->read_vmstate(static_cast<uint64_t>(offset), buf);
+    if (!st.is_ok()) rc = -io_errno_of(st);
+  } else if ((rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(count))) == 0) {
     Status st = image_->read(static_cast<uint64_t>(offset), buf);
     if (!st.is_ok()) rc = -io_errno_of(st);
   }
@@ -191,39 +231,18 @@ int IoSession::cmd_write(const Args& argv) {
                 ops[1].c_str());
     return -EINVAL;
   }
-  if (bflag || compressed) {
-    if (offset % 512 != 0) {
-      std::printf("%lld is not a sector-aligned value for 'offset'\n", static_cast<long long>(offset));
-      return -EINVAL;
-    }
-    if (count % 512 != 0) {
-      std::printf("%lld is not a sector-aligned value for 'count'\n", static_cast<long long>(count));
-      return -EINVAL;
-    }
-  }
-  if (bflag) {
-    std::printf("write: -b (VM state) is not supported by keel io\n");
-    return -ENOTSUP;
-  }
+  if ((bflag || compressed) && !io_sector_aligned(offset, count)) return -EINVAL;
   std::vector<uint8_t> buf;
   if (!zflag) {
     buf.assign(static_cast<size_t>(count), static_cast<uint8_t>(o.pattern));
-    if (sflag) {
-      std::ifstream in(o.source_file, std::ios::binary);
-      if (!in) {
-        print_error(fmt::format("Failed to open file {}: {}", o.source_file, std::strerror(errno)));
-        return -EINVAL;
-      }
-      in.read(reinterpret_cast<char*>(buf.data()), count);
-      if (in.gcount() != count) {
-        print_error(fmt::format("Failed to read {} bytes from file {}", count, o.source_file));
-        return -EINVAL;
-      }
-    }
+    if (sflag && !io_fill_from_file(o.source_file, buf)) return -EINVAL;
   }
   timespec t0 = io_now();
   int rc = 0;
-  if (compressed && !zflag) {
+  if (bflag) {  // qemu-io's do_save_vmstate (-b wins over -c, as in qemu-io)
+    Status st = image_->write_vmstate(static_cast<uint64_t>(offset), buf);
+    if (!st.is_ok()) rc = -io_errno_of(st);
+  } else if (compressed && !zflag) {
     rc = write_compressed(static_cast<uint64_t>(offset), buf.data(), static_cast<uint64_t>(count));
   } else {
     rc = check_range(static_cast<uint64_t>(offset), static_cast<uint64_t>(count));

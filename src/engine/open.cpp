@@ -40,6 +40,11 @@ Status Image::amend_encryption(const EncryptAmendOptions&) {
 }
 Status Image::resize(uint64_t, bool) { return unsupported(fmt::format("Format {} does not support resize", format())); }
 
+Status Image::read_vmstate(uint64_t, std::span<uint8_t>) { return unsupported("VM state is not supported by format " + format()); }
+Status Image::write_vmstate(uint64_t, std::span<const uint8_t>) {
+  return unsupported("VM state is not supported by format " + format());
+}
+
 Status Image::write_compressed(uint64_t, std::span<const uint8_t>) {
   return unsupported(fmt::format("compressed writes are not supported by format {}", format()));
 }

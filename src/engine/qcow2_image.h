@@ -104,6 +104,8 @@ class Qcow2Image final : public Image {
   Status flush() override;
   Status write_compressed(uint64_t offset, std::span<const uint8_t> cluster) override;
   Result<Extent> block_status(uint64_t offset, uint64_t max_length) override;
+  Status read_vmstate(uint64_t pos, std::span<uint8_t> buf) override;           // qcow2_vmstate.cpp
+  Status write_vmstate(uint64_t pos, std::span<const uint8_t> buf) override;    // qcow2_vmstate.cpp
   Result<bool> sparse_allocation() override;  // qcow2_sparse_detect.cpp
   std::optional<DirectIo> map_direct(uint64_t offset, uint64_t length, bool write) override;  // qcow2_direct.cpp
   bool zero_read_ok(bool write, format::ClusterType type) const KEEL_REQUIRES(mu_);  // qcow2_direct.cpp
@@ -320,6 +322,11 @@ class Qcow2Image final : public Image {
   Status read_unallocated(uint64_t guest_offset, std::span<uint8_t> buf);
   Status read_compressed(uint64_t entry, uint64_t in_cluster, std::span<uint8_t> buf);
   Status write_chunk(uint64_t guest_offset, std::span<const uint8_t> buf);
+  // qcow2_vmstate.cpp: where the VM state area starts, the range [pos, pos + length) of it as
+  // guest-space offsets (kInvalidArgument past QEMU's limits), and an L1 table grown to map it.
+  uint64_t vmstate_offset() const;
+  Result<uint64_t> vmstate_range(uint64_t pos, uint64_t length) const;
+  Status grow_l1_for(uint64_t end);
   // The whole request overwrites clusters the image owns: writes it (contiguous host ranges
   // merged) with no metadata change and returns true; false when any part needs the metadata
   // path. REQUIRES data_gate_ shared (not gate_).
@@ -342,6 +349,15 @@ class Qcow2Image final : public Image {
   // QEMU's write-zeroes of part of a cluster: a zero cluster when the rest of it reads as zeros
   // too; kUnsupported when not (the caller then writes zeros). qcow2_zero_partial.cpp.
   Status zero_partial_cluster(uint64_t offset, uint64_t length, bool may_unmap);
+  // The same with extended L2 entries, as QEMU does it subcluster by subcluster (never
+  // kUnsupported: what cannot be zeroed by the bitmap is written as zeros here).
+  Status zero_partial_subclusters(uint64_t offset, uint64_t length);
+  // Whether [offset, offset + length) (clamped to the disk) reads as zeros by block status.
+  Result<bool> reads_as_zeros(uint64_t offset, uint64_t length);
+  // Sets the zero bits (and clears the allocation bits) of subclusters [first, first + count)
+  // of guest cluster gc. `unless_allocated`: only while none of them is allocated (the caller
+  // found the rest of a subcluster zero before). kUnsupported for a compressed cluster.
+  Status zero_subcluster_bits(uint64_t gc, uint64_t first, uint64_t count, bool unless_allocated);
   Status check_request(uint64_t offset, uint64_t length, bool write) const;
   Status before_write();
   bool in_place_ok(const Mapping& m, uint64_t in_cluster, uint64_t length) const;

@@ -357,6 +357,73 @@ WorkloadSpec resizes(uint64_t seed) {
   return s;
 }
 
+// Extended L2 entries (64 KiB clusters of 32 subclusters) over a backing file: partial writes
+// allocate subclusters, and partial write-zeroes take QEMU's subcluster path (zero bits for
+// whole subclusters, a head or tail zeroing its subcluster when the rest reads as zeros, zeros
+// written otherwise), between copy-on-write from the backing file, discards and flushes.
+WorkloadSpec extended_l2(uint64_t seed) {
+  WorkloadSpec s = base("extended-l2", "extended L2: subcluster writes, zeroes and discards over a backing file",
+                        1 * MiB, 64 * KiB);
+  s.create.extended_l2 = true;
+  s.backing_bytes = 512 * KiB;
+  Gen g(s, seed);
+  const uint64_t c = s.create.cluster_size, n = s.create.size / c;
+  for (int i = 0; i < 40; ++i) {
+    const uint64_t k = g.pick(n);
+    auto [off, len] = g.partial(k, c);
+    switch (g.pick(6)) {
+      case 0: g.zeroes(k * c + 2 * KiB * g.pick(16), 2 * KiB * (1 + g.pick(8)), g.chance(30)); break;
+      case 1: g.zeroes(off, len, false); break;
+      case 2: g.discard(k * c, c); break;
+      default: g.write(off, len, g.chance(10));
+    }
+    g.maybe_flush(3);
+  }
+  g.flush();
+  return s;
+}
+
+// VM state (qemu-io write -b) between guest writes: with 512-byte clusters one L1 entry maps
+// 32 KiB, so the area's writes grow the L1 table again and again (new table, header switch),
+// allocate L2 tables and data clusters interleaved with the disk's, and after a snapshot copy
+// the area's shared clusters on write.
+WorkloadSpec vmstates(uint64_t seed) {
+  WorkloadSpec s = base("vmstate", "VM state writes past the disk (L1 growth) between guest writes", 256 * KiB, 512);
+  Gen g(s, seed);
+  const uint64_t size = s.create.size;
+  uint64_t vm_end = 0;
+  auto some_writes = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      uint64_t len = 512 * (1 + g.pick(8));
+      g.write(512 * g.pick((size - len) / 512 + 1), len);
+      g.maybe_flush(3);
+    }
+  };
+  auto vm_writes = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      uint64_t len = 512 * (1 + g.pick(16));
+      uint64_t off = g.chance(50) ? vm_end : 512 * g.pick(vm_end / 512 + 1);
+      g.vmstate(off, len);
+      vm_end = std::max(vm_end, off + len) + 32 * KiB * g.pick(3);
+      g.maybe_flush(3);
+    }
+  };
+  g.phase("fill");
+  some_writes(3);
+  g.phase("vmstate");
+  vm_writes(6);
+  g.phase("write");
+  some_writes(3);
+  g.flush();
+  g.phase("snapshot");
+  g.snapshot(GuestOpKind::kSnapshotCreate, "s1");
+  g.phase("vmstate");
+  vm_writes(4);
+  some_writes(2);
+  g.flush();
+  return s;
+}
+
 // Amend: compat 1.1 -> 0.10 (zero clusters expanded) -> 1.1 with lazy refcounts -> off.
 WorkloadSpec amends(uint64_t seed) {
   WorkloadSpec s = base("amend", "amend compat and lazy_refcounts both ways between writes", 1 * MiB, 64 * KiB);
@@ -457,7 +524,8 @@ const std::vector<std::string>& workload_names() {
       "alloc",         "overwrite",      "backing-cow",    "discard-reuse", "l2-tables",
       "refblock-1bit", "reftable-grow", "lazy-refcounts", "compressed",    "mixed",
       "snapshots",     "resize",         "amend",          "refcount-bits", "bitmaps",
-      "commit",        "rebase",        "damaged-refcount", "encrypted"};
+      "commit",        "rebase",        "damaged-refcount", "encrypted",     "vmstate",
+      "extended-l2"};
   return names;
 }
 
@@ -481,6 +549,8 @@ Result<WorkloadSpec> make_workload(const std::string& name, uint64_t seed) {
   if (name == "rebase") return gen::rebase(seed);
   if (name == "damaged-refcount") return damaged_refcount(seed);
   if (name == "encrypted") return encrypted(seed);
+  if (name == "vmstate") return vmstates(seed);
+  if (name == "extended-l2") return extended_l2(seed);
   return error(invalid("unknown workload '" + name + "'"));
 }
 

@@ -40,7 +40,11 @@ enum class GuestOpKind {
   // make_empty of the top unless keep_top), and a safe qemu-img rebase onto another backing file.
   kCommit, kRebase,
   // LUKS key slots (qemu-img amend -o encrypt.state=...): `key_slot`, with kProofSecret as the key.
-  kKeySlot
+  kKeySlot,
+  // VM state (qemu-io write -b, Image::write_vmstate): `length` bytes at `offset` of the area past
+  // the disk. The model does not track the area: the checker proves these writes (their cluster
+  // allocations and L1 growth) never disturb the disk, its snapshots or the image's consistency.
+  kVmstateWrite
 };
 
 struct GuestOp {

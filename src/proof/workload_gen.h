@@ -43,6 +43,7 @@ class Gen {
     spec_.ops.back().amend = o;
   }
   void reopen() { add(GuestOpKind::kReopen, 0, 0, false); }
+  void vmstate(uint64_t off, uint64_t len) { add(GuestOpKind::kVmstateWrite, off, len, false); }
   // A LUKS key-slot change. `erased` names the passphrase an erase by keyslot removes (the model
   // needs it; the engine does not).
   void key_slot(EncryptAmendOptions o, std::string erased = {}) {

@@ -45,6 +45,7 @@ std::string GuestOp::describe() const {
     case GuestOpKind::kDiscard: o << "discard"; break;
     case GuestOpKind::kFlush: return "flush";
     case GuestOpKind::kWriteCompressed: o << "write_compressed"; break;
+    case GuestOpKind::kVmstateWrite: o << "write_vmstate"; break;
     case GuestOpKind::kReopen: return "reopen";
     case GuestOpKind::kSnapshotCreate: return "snapshot create " + name;
     case GuestOpKind::kSnapshotDelete: return "snapshot delete " + name;
@@ -112,6 +113,7 @@ void apply_mark(GuestModel& model, const WorkloadSpec& spec, const GuestMark& ma
     case GuestOpKind::kBitmapMerge: model.bitmaps().merge(op.name, op.source, certain); break;
     case GuestOpKind::kCommit: model.commit(certain); break;
     case GuestOpKind::kRebase: break;  // the guest view does not change
+    case GuestOpKind::kVmstateWrite: break;  // not the guest disk (workload.h)
     case GuestOpKind::kKeySlot:  // the guest view does not change; which passphrases open does
       // A forced add over an active slot drops the passphrase it held: the workload names it as
       // old_passphrase (not passed to the engine for an add).
@@ -165,6 +167,13 @@ Status WorkloadRunner::execute(const GuestOp& op, uint32_t version) {
     case GuestOpKind::kBitmapMerge: return image_->bitmap_merge_from(op.name, *image_, op.source);
     case GuestOpKind::kCommit: return commit(op);
     case GuestOpKind::kRebase: return rebase(op);
+    case GuestOpKind::kVmstateWrite: {
+      // The version's pattern at the area's own sector numbers: if a bug landed these bytes on
+      // the disk, the checker would read them as foreign data (G4).
+      std::vector<uint8_t> data(op.length);
+      fill_sectors(version, (image_->size() + op.offset) / kGuestSector, data);
+      return image_->write_vmstate(op.offset, data);
+    }
     case GuestOpKind::kKeySlot: {
       EncryptAmendOptions o = op.key_slot;
       o.key_passphrase = kProofSecret;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves `keel io` handles the image like qemu-io 7.2 (issue 16): starting without a file, the
 # open [-rsnkU] [-t] [-d] [-o driver=,file.filename=,...] [path], close, reopen [-r|-w] [-c] [-o], and
-# truncate commands, and -s (writes to a throw-away overlay); on twins of a QEMU-made image,
+# truncate commands, -s (writes to a throw-away overlay), write -s FILE's pattern file (its
+# errors in qemu-io's words, a short file repeated) and aio_write -z -P; on twins of a QEMU-made image,
 # qemu-io and keel io print the same lines and exit codes, and leave the same image (qemu-img
 # compare, check, info).
 # Usage: bash parity_io_session.sh /path/to/keel
@@ -88,4 +89,20 @@ io_twin "open -s" -c "open -s a.qcow2" -c "write -P 0x66 0 64k" -c "read -P 0x66
   -c "open -r a.qcow2" -c "read -P 0x11 0 64k"
 same_content "after -s" a.qcow2
 same_content "-s left the image as it was" a.qcow2 orig.qcow2
+
+say "write -s FILE (a pattern file) and aio_write -z -P, as qemu-io"
+files() {
+  image
+  printf 'abc' >short
+  : >empty
+  mkdir dir
+}
+twin_setup files
+io_twin "write -s: missing, empty, a directory, a short file repeated" a.qcow2 -c "write -s /missing/f 0 512" \
+  -c "write -s empty 0 512" -c "write -s dir 0 512" -c "write -s short 0 1000" -c "read -v 0 1000" \
+  -c "write -s a.qcow2 64k 4k" -c "write -s short -P 1 0 512"
+io_twin "aio_write -z -P writes zeros" a.qcow2 -c "aio_write -z -P 0x11 0 512" -c "aio_flush" \
+  -c "read -P 0 0 512" -c "aio_write -P 5 -z 512 512" -c "aio_flush" -c "read -P 0 0 1k"
+same_content "after write -s and aio_write -z -P" a.qcow2
+clean "after write -s and aio_write -z -P" a.qcow2
 finish

@@ -3,7 +3,8 @@
 # twin inputs: `create` makes byte-identical files (196,616 bytes for a one-entry L1, refcount
 # blocks after the L1 table with small clusters, data-file-raw preallocated), `map --output=json`
 # prints qemu-img's lines for preallocated clusters whose host range is a hole ("zero": true),
-# `io write -z` of part of a cluster that otherwise reads as zeros leaves a zero cluster, and
+# `io write -z` of part of a cluster that otherwise reads as zeros leaves a zero cluster (zero
+# subclusters with extended L2, where QEMU's subcluster rules decide what is written as data), and
 # `commit` unmaps the base's clusters under zero ranges; every image stays clean for qemu-img check.
 # Usage: bash parity_layout.sh /path/to/keel
 set -euo pipefail
@@ -105,6 +106,25 @@ for img in o.qcow2 v2.qcow2 plain.qcow2; do
   for cmd in "write -z 64k 4k" "write -z 128k 32k" "write -z 4k 4k" "write -z 260k 8k" "write -z -u 260k 8k" \
     "write -z 70k 1k" "write -z 996k 4k" "write -z 960k 10k"; do
     twin_setup zero_chain
+    IO_STDERR=1 io_twin "$img: $cmd" -c "$cmd" "$img"
+    same_shape "$img after $cmd" "$img"
+    same_content "$img after $cmd" "$img"
+    clean "$img after $cmd" "$img"
+  done
+done
+
+say "write -z of part of a cluster with extended L2: zero subclusters as qemu-io makes them"
+zero_ext() {
+  qemu-img create -q -f qcow2 b.qcow2 1M
+  qemu-io -c "write -P 1 0 64k" b.qcow2
+  qemu-img create -q -f qcow2 -o extended_l2=on x.qcow2 1M
+  qemu-io -c "write -P 5 64k 64k" -c "write -z 128k 64k" -c "write -c -P 7 512k 64k" x.qcow2
+  qemu-img create -q -f qcow2 -o extended_l2=on -b b.qcow2 -F qcow2 xb.qcow2 1M
+}
+for img in x.qcow2 xb.qcow2; do
+  for cmd in "write -z 64k 4k" "write -z 65k 1k" "write -z 300k 1k" "write -z 70k 3k" "write -z 514k 4k" \
+    "write -z 1k 2k" "write -z 4k 4k" "write -z 63k 66k" "write -z -u 1022k 2k"; do
+    twin_setup zero_ext
     IO_STDERR=1 io_twin "$img: $cmd" -c "$cmd" "$img"
     same_shape "$img after $cmd" "$img"
     same_content "$img after $cmd" "$img"
