@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <vector>
 
+#include "engine/fault_util.h"
 #include "io/fault_file.h"
 #include "keel/image.h"
 #include "proof/memory_fs.h"
@@ -17,19 +18,8 @@ namespace {
 
 TEST(Latch, KeepsTheFirstErrorsCodeAndErrno) {
   proof::MemoryFs fs;
-  CreateOptions co;
-  co.size = 4 << 20;
-  co.file_opener = fs.opener();
-  ASSERT_TRUE(create_image(proof::MemoryFs::path("t.qcow2"), co).is_ok());
   auto inj = std::make_shared<FaultInjector>();
-  OpenOptions o;
-  o.format = "qcow2";
-  o.observer = inj.get();
-  o.file_opener = fs.opener([inj](std::unique_ptr<BlockFile> inner, const std::string&, const FileOptions&)
-                                -> Result<std::unique_ptr<BlockFile>> {
-    return std::unique_ptr<BlockFile>(std::make_unique<FaultFile>(std::move(inner), inj));
-  });
-  auto im = Image::open(proof::MemoryFs::path("t.qcow2"), o);
+  auto im = create_with_faults(fs, "t.qcow2", "qcow2", 4 << 20, inj);
   ASSERT_TRUE(im.has_value()) << im.error().message();
   Image& i = **im;
   std::vector<uint8_t> data(65536, 7);

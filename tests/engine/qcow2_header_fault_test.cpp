@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "engine/engine_util.h"
+#include "engine/fault_util.h"
 #include "io/fault_file.h"
 #include "io/memory_file.h"
 #include "io/recording_file.h"
@@ -121,19 +122,8 @@ TEST(HeaderRewrite, ChangingTheCompatLevelIsNeverTorn) {
 
 TEST(BitmapFaults, FailedChangeLatchesInsteadOfLeaking) {
   proof::MemoryFs fs;
-  CreateOptions co;
-  co.size = 1 << 20;
-  co.file_opener = fs.opener();
-  ASSERT_TRUE(create_image(proof::MemoryFs::path("t.qcow2"), co).is_ok());
   auto inj = std::make_shared<FaultInjector>();
-  OpenOptions o;
-  o.format = "qcow2";
-  o.observer = inj.get();
-  o.file_opener = fs.opener([inj](std::unique_ptr<BlockFile> inner, const std::string&, const FileOptions&)
-                                -> Result<std::unique_ptr<BlockFile>> {
-    return std::unique_ptr<BlockFile>(std::make_unique<FaultFile>(std::move(inner), inj));
-  });
-  auto im = Image::open(proof::MemoryFs::path("t.qcow2"), o);
+  auto im = create_with_faults(fs, "t.qcow2", "qcow2", 1 << 20, inj);
   ASSERT_TRUE(im.has_value()) << im.error().message();
   Image& i = **im;
   ASSERT_TRUE(i.bitmap_add("a", 4096).is_ok());
