@@ -232,7 +232,7 @@ std::unique_ptr<BlockFile> sabotaged(std::unique_ptr<BlockFile> file, Sabotage s
   return file;
 }
 
-uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& marks, const Recording& rec,
+uint64_t leak_bound(const WorkloadSpec& spec, std::span<const GuestMark> marks, const Recording& rec,
                     uint32_t image_id, uint64_t crash_point) {
   std::vector<uint64_t> durable;
   for (const auto& m : marks)

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -82,8 +83,9 @@ WorkloadReport explore_workload(const std::string& name, const ExploreConfig& co
 // Leaked clusters a crash at `crash_point` may leave: host clusters the file ops since the
 // second-to-last completed flush (or reopen, or close) touched, plus the guest clusters the guest
 // ops since then touched (a freed cluster's decrement waits for the next flush; a commit that
-// empties the top touches all of them and its L2 tables), plus 2.
-uint64_t leak_bound(const WorkloadSpec& spec, const std::vector<GuestMark>& marks, const Recording& rec,
+// empties the top touches all of them and its L2 tables), plus 2. `marks` are those reached by
+// the crash point, in order.
+uint64_t leak_bound(const WorkloadSpec& spec, std::span<const GuestMark> marks, const Recording& rec,
                     uint32_t image_id, uint64_t crash_point);
 
 // One line per workload and the per-guarantee totals, for test logs and `keel selftest`.

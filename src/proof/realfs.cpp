@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <unordered_set>
 
@@ -258,16 +259,15 @@ RealFsReport explore_on_real_fs(const std::string& name, const RealFsConfig& con
       }
     }
     auto states = enumerate_states(cursor, dev, config.enumeration, config.seed);
-    uint64_t file_cp = r.files->op_count();
-    for (size_t i = 0; i < r.marks.size(); ++i)
-      if (r.marks[i].position > cp) {
-        file_cp = r.file_positions[i];
-        break;
-      }
+    // The file ops the engine had issued by the next mark could all have reached the device; but
+    // only the marks the device reached count (an operation ending after cp made nothing durable).
+    const uint64_t file_cp = next_mark < r.marks.size() ? r.file_positions[next_mark] : r.files->op_count();
+    const std::span<const GuestMark> reached(file_marks.data(), next_mark);
     // qemu-io's file ops are not recorded: its column tolerates leaks (counts corruption only).
     const uint64_t injected = r.repair_start ? kInjectedLeaks : 0;
-    uint64_t bound = image_id >= 0 && !config.qemu_io && !config.nbd ? injected + leak_bound(r.spec, file_marks, *r.files, static_cast<uint32_t>(image_id), file_cp)
-                                   : UINT64_MAX;
+    uint64_t bound = image_id >= 0 && !config.qemu_io && !config.nbd
+                         ? injected + leak_bound(r.spec, reached, *r.files, static_cast<uint32_t>(image_id), file_cp)
+                         : UINT64_MAX;
     for (size_t si = 0; si < states.size(); ++si) {
       if (!sampled(cp, si)) continue;
       if (config.max_seconds > 0 && std::chrono::duration<double>(Clock::now() - started).count() > config.max_seconds) {
