@@ -19,6 +19,10 @@ Result<RefBlockRef> Qcow2Image::load_refblock(uint64_t rt, bool create) {
     uint64_t off = rt < reftable_.size() ? (reftable_[rt] & ~kReftableReserved) : 0;
     if (off) {
       if (RefBlockRef b = rb_cache_.find(rt)) return b;
+      // QEMU's text (qcow2_get_refcount: printf's %#x prints 0 as "0"); the image latches.
+      if (off % cs_ != 0)
+        return error(mark_corrupt(fmt::format("Refblock offset {:#x} unaligned (reftable index: {})", off,
+                                              rt ? fmt::format("{:#x}", rt) : "0")));
       notify(Event::kRefblockLoad);
       auto b = std::make_shared<RefBlock>();
       rb_cache_.recycle_into(b->bytes);

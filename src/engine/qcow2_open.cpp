@@ -84,6 +84,10 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, OpenChain& chain) {
   std::vector<uint8_t> c0(1ull << bits);
   KEEL_TRY(file_->read_at(0, c0));
   KEEL_ASSIGN(header_, decode_header(c0, file_size, opts.check_mode));
+  // An image marked corrupt opens read-only only (QEMU's rule and words); keel check -r all
+  // clears the bit.
+  if ((header_.incompatible & kIncompatCorrupt) && !read_only_ && !opts.check_mode)
+    return Status(Code::kCorrupt, "qcow2: Image is corrupt; cannot be opened read/write", EACCES);
   if ((header_.incompatible & kIncompatDirty) && !read_only_ && !opts.check_mode) {
     // Lazy refcounts (QEMU) or an interrupted snapshot operation left refcounts that may not
     // match: repair before anything is allocated, as QEMU does on a read-write open.
@@ -138,8 +142,8 @@ Status Qcow2Image::open_tables(const OpenOptions& opts, OpenChain& chain) {
     uint64_t off = reftable_[i] & ~kReftableReserved;
     if (reftable_[i] & kReftableReserved)
       return corrupt(fmt::format("refcount table entry {} = {:#x} has reserved bits set", i, reftable_[i]));
-    if (off % cs_ != 0)
-      return corrupt(fmt::format("refcount table entry {} = {:#x} is not cluster aligned", i, off));
+    // An unaligned refcount block offset is QEMU's corruption event at the block's load (the
+    // allocator), not an open error: the image opens and reads (which need no refcount) work.
     if (off >= file_size && off != 0 && !opts.check_mode)
       return corrupt(fmt::format("refcount table entry {} = {:#x} points past the end of the file", i, off));
   }

@@ -186,9 +186,6 @@ Result<Header> decode_header(std::span<const uint8_t> c0, uint64_t file_size, bo
     (void)parse_extensions(names, c0, std::min<uint64_t>(cs, h.backing_file_offset ? h.backing_file_offset : cs));
     return error(unsupported(unsupported_features_message(names.feature_names, unknown)));
   }
-  if ((h.incompatible & kIncompatCorrupt) && !check_mode)
-    return error(Status(Code::kCorrupt, "qcow2 image is marked corrupt (incompatible_features bit 1); "
-                                        "run 'keel check -r all' to repair it", EIO));
   if (h.refcount_order > limits::kMaxRefcountOrder)
     return error(bad("refcount_order", h.refcount_order, "must be <= 6"));
   if (h.extended_l2() && h.cluster_bits < limits::kMinExtL2ClusterBits)

@@ -120,8 +120,9 @@ Result<uint32_t> peek_cluster_bits(std::span<const uint8_t> start);
 // True if the bytes start with the qcow2 magic.
 bool is_qcow2(std::span<const uint8_t> start);
 
-// Decodes and validates cluster 0. `file_size` bounds table offsets; `check_mode` accepts a
-// corrupt bit and an empty refcount table (for check/repair).
+// Decodes and validates cluster 0. `file_size` bounds table offsets; `check_mode` accepts an
+// empty refcount table (for check/repair). The corrupt bit decodes: whether such an image may
+// open read/write is the open's rule (qcow2_open.cpp).
 Result<Header> decode_header(std::span<const uint8_t> cluster0, uint64_t file_size, bool check_mode);
 
 // Encodes the header, its extensions and the backing file name into one cluster.

@@ -364,5 +364,87 @@ TEST(Qcow2Overlap, Options) {
   EXPECT_FALSE(has_marker_run(slurp(path), 0, 65536));
 }
 
+// A refcount table entry that is not cluster aligned (a damaged image): the image opens and reads
+// work, as in QEMU; an overwrite of an allocated cluster needs no refcount and works; the first
+// write that needs that refcount block fails with EIO and QEMU's corruption text, the corrupt bit
+// is set, and every metadata byte stays as it was; a read/write open is then refused with QEMU's
+// words, a read-only one reads the overwrite; keel check -r all makes the image writable again.
+TEST(Qcow2Overlap, UnalignedRefcountBlockOpensAndRefusesTheAllocation) {
+  TempDir dir;
+  const std::string path = dir.path("t.qcow2");
+  CreateOptions co;
+  co.size = 1 << 20;
+  ASSERT_TRUE(create_image(path, co).is_ok());
+  std::vector<uint8_t> pattern(65536, 0x11), over(4096, 0x22), more(4096, 0x33);
+  {
+    auto im = Image::open(path, OpenOptions{});
+    ASSERT_TRUE(im.has_value());
+    ASSERT_TRUE((*im)->write(0, pattern).is_ok());
+    ASSERT_TRUE((*im)->close().is_ok());
+  }
+  std::vector<uint8_t> f = slurp(path);
+  Layout l(f);
+  const uint64_t rb = be64(f, l.rt_off);
+  ASSERT_NE(rb, 0u);
+  put64(f, l.rt_off, rb + 512);
+  spill(path, f);
+
+  OpenOptions o;
+  std::string reported;
+  o.on_corruption = [&](const std::string& why) { reported = why; };
+  auto im = Image::open(path, o);
+  ASSERT_TRUE(im.has_value()) << im.error().message();
+  std::vector<uint8_t> got(65536);
+  ASSERT_TRUE((*im)->read(0, got).is_ok());
+  EXPECT_EQ(got, pattern);
+  ASSERT_TRUE((*im)->write(0, over).is_ok());  // cluster 0 is allocated: no refcount needed
+  const std::vector<uint8_t> before = slurp(path);
+  Status st = (*im)->write(131072, more);  // allocates: needs refcount block 0
+  EXPECT_EQ(st.err(), EIO);
+  EXPECT_EQ(reported, fmt::format("Refblock offset {:#x} unaligned (reftable index: 0)", rb + 512));
+  EXPECT_EQ((*im)->write(0, over).err(), EIO) << "the image latches after the corruption event";
+  (void)(*im)->close();
+  im->reset();
+  std::vector<uint8_t> after = slurp(path);
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) {
+    if (i >= 72 && i < 80) continue;  // incompatible features: the corrupt bit
+    ASSERT_EQ(after[i], before[i]) << "byte " << i << " changed";
+  }
+  EXPECT_EQ(be64(after, 72) & 2, 2u) << "the corrupt bit";
+
+  auto rw = Image::open(path, OpenOptions{});
+  ASSERT_FALSE(rw.has_value());
+  EXPECT_EQ(rw.error().message(), "Could not open '" + path + "': qcow2: Image is corrupt; cannot be opened read/write");
+  EXPECT_EQ(rw.error().err(), EACCES);
+  OpenOptions ro;
+  ro.read_only = true;
+  auto r = Image::open(path, ro);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  std::vector<uint8_t> head(4096);
+  ASSERT_TRUE((*r)->read(0, head).is_ok());
+  EXPECT_EQ(head, over);
+  (void)(*r)->close();
+  r->reset();
+
+  auto target = open_for_check(path, RepairMode::kAll);
+  ASSERT_TRUE(target.has_value());
+  CheckOptions fix;
+  fix.repair = RepairMode::kAll;
+  ASSERT_TRUE(check_qcow2(*target->file, fix).has_value());
+  target->file.reset();
+  auto again = Image::open(path, OpenOptions{});
+  ASSERT_TRUE(again.has_value()) << again.error().message();
+  EXPECT_TRUE((*again)->write(131072, more).is_ok());
+  EXPECT_TRUE((*again)->close().is_ok());
+  again->reset();
+  CheckOptions look;
+  auto t2 = open_for_check(path, RepairMode::kNone);
+  ASSERT_TRUE(t2.has_value());
+  auto res = check_qcow2(*t2->file, look);
+  ASSERT_TRUE(res.has_value());
+  EXPECT_EQ(res->corruptions, 0u);
+}
+
 }  // namespace
 }  // namespace keel::test

@@ -91,6 +91,30 @@ done
 # tries the refcount block at cluster 1 ("overlaps with refcount table"); keel places the block
 # first and names it ("Preventing invalid allocation of refcount block at offset 0").
 compare snap.qcow2 reftable0 'write -P 0xa5 2M 64k' '' refused
+# Refcount table entry 0 not cluster aligned: the image opens in both, reads and an overwrite of
+# an allocated cluster work (they need no refcount), the first allocation is refused with QEMU's
+# "Refblock offset ... unaligned" corruption event; then a read-only open reads the image.
+compare snap.qcow2 reftable-unaligned 'read -P 0x22 0 64k'
+compare snap.qcow2 reftable-unaligned 'write -P 0x33 0 4k'
+compare snap.qcow2 reftable-unaligned 'write -P 0xa5 2M 64k'
+say "reftable-unaligned: info before, and a read-only read after the corruption event, as QEMU's"
+cp snap.qcow2 q.qcow2
+$DAMAGE q.qcow2 reftable-unaligned >/dev/null
+same_text "info of the damaged image" "$(qemu-img info q.qcow2 2>&1)" "$("$KEEL" info q.qcow2 2>&1)"
+qemu-io -c 'write -P 0xa5 2M 64k' q.qcow2 >/dev/null 2>&1 || true
+[ "$(qemu-img info --output=json q.qcow2 | grep -c '"corrupt": true')" = 1 ] || fail "qemu-io did not mark it corrupt"
+same_text "json info of the corrupt image" "$(qemu-img info --output=json q.qcow2 2>&1)" \
+  "$("$KEEL" info --output=json q.qcow2 2>&1)"
+q=0 k=0
+qemu-io -r -c 'read -P 0x22 0 64k' q.qcow2 >q.out 2>&1 || q=$?
+"$KEEL" io -r -c 'read -P 0x22 0 64k' q.qcow2 >k.out 2>&1 || k=$?
+[ "$q.$k" = 0.0 ] || fail "read-only read of the corrupt image: qemu-io $q, keel $k: $(cat k.out)"
+same_text "read-only read" "$(grep -v '^[0-9.]* [KMG]i\?B, ' q.out)" "$(grep -v '^[0-9.]* [KMG]i\?B, ' k.out)"
+q=0 k=0
+qemu-io -c 'read 0 4k' q.qcow2 >q.out 2>&1 || q=$?
+"$KEEL" io -c 'read 0 4k' q.qcow2 >k.out 2>&1 || k=$?
+[ "$q" = "$k" ] || fail "read/write open of the corrupt image: qemu-io $q, keel $k"
+same_text "read/write open refused" "$(sed 's/^qemu-io: //' q.out)" "$(sed 's/^keel: //' k.out)"
 # Inactive L2 tables: QEMU checks them only with overlap-check=all; keel always does.
 compare snap.qcow2 "refcount0 inactive-l2" 'write -P 0xa5 2M 64k' overlap-check=all
 compare snap.qcow2 "l2point inactive-l2 0" 'write -P 0xa5 0 4k' overlap-check=all

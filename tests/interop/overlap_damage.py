@@ -7,6 +7,7 @@ Usage:
   overlap_damage.py IMAGE l2point KIND GUEST   -> points the L2 entry of guest offset GUEST
                                                   (allocated, own) at the first cluster of KIND
   overlap_damage.py IMAGE reftable0            -> refcount table entry 0 -> 0 (points at the header)
+  overlap_damage.py IMAGE reftable-unaligned   -> refcount table entry 0 moved 512 bytes (not cluster aligned)
 Prints the damaged host offset (hex) on stdout; exits 2 when the image has no cluster of KIND.
 """
 import struct
@@ -167,6 +168,9 @@ def main():
     elif cmd == "reftable0":
         struct.pack_into(">Q", img.data, img.rt_off, 0)
         off = 0
+    elif cmd == "reftable-unaligned":
+        off = be64(img.data, img.rt_off) + 512
+        struct.pack_into(">Q", img.data, img.rt_off, off)
     else:
         sys.exit("unknown command " + cmd)
     img.save()
