@@ -113,12 +113,15 @@ Status Qcow2Image::resize(uint64_t new_size, bool shrink) {
     uint64_t tail = new_size % cs_ ? std::min<uint64_t>(cs_ - new_size % cs_, old_size - new_size) : 0;
     if (tail) KEEL_TRY(write_zeroes(new_size, tail, ZeroFlags{}));
   }
-  KEEL_TRY(flush());
   {
     std::lock_guard<std::mutex> fl(flush_mu_);
     ExclusiveGate g(gate_);
     ExclusiveGate dg(data_gate_);
     MutexLock lk(mu_);
+    // Everything written before the resize made durable with the gates held: write_new_l1 below
+    // writes the L1 table in memory whole, so no writer may link a table the file lacks between
+    // this flush and it (a flush() before taking the gates let one in).
+    KEEL_TRY(flush_metadata());
     KEEL_TRY(bitmaps_before_resize());  // persistent bitmaps in use until stored at the new size
     if (shrinking) {
       // Like QEMU: the clusters past the end are deallocated (not zeroed) and the L2 tables

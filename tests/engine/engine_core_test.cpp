@@ -8,6 +8,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <fstream>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
@@ -269,6 +271,87 @@ Result<std::unique_ptr<Image>> open_gated(const std::string& img, GatedSyncFile*
     return std::unique_ptr<BlockFile>(std::move(g));
   };
   return Image::open(img, o);
+}
+
+// Calls `on_sync(n)` after the n-th sync of the file (n from 1) has returned.
+struct SyncHookFile : BlockFile {
+  std::unique_ptr<BlockFile> f;
+  std::function<void(int)> on_sync;
+  int syncs = 0;
+  Status read_at(uint64_t o, std::span<uint8_t> b) override { return f->read_at(o, b); }
+  Status write_at(uint64_t o, std::span<const uint8_t> b) override { return f->write_at(o, b); }
+  Status sync() override {
+    Status s = f->sync();
+    if (on_sync) on_sync(++syncs);
+    return s;
+  }
+  Status truncate(uint64_t s) override { return f->truncate(s); }
+  Status allocate(uint64_t o, uint64_t l) override { return f->allocate(o, l); }
+  Status punch(uint64_t o, uint64_t l) override { return f->punch(o, l); }
+  Result<uint64_t> size() override { return f->size(); }
+  uint32_t alignment() const override { return f->alignment(); }
+  std::string name() const override { return f->name(); }
+};
+
+// Growing an image writes a new L1 table from the one in memory. An allocating writer that runs
+// while the resize's own flush syncs links a new L2 table; that link must not reach the file
+// before the table does. Here the new table takes the cluster of a table a shrink freed (its old
+// entries still on disk): the file as it stands once the resize has synced the new L1 and the
+// size must pass qemu-img check (leaks allowed), and every write be readable after close.
+TEST(EngineCore, ResizeGrowNeverLinksATableAWriterAddedUnwritten) {
+  TempDir d;
+  const std::string img = d.path("r.qcow2");
+  ASSERT_EQ(run("qemu-img create -q -f qcow2 -o cluster_size=512 " + q(img) + " 1M").exit_code, 0);
+  SyncHookFile* hook = nullptr;
+  OpenOptions o;
+  o.file_opener = [&hook](const std::string& path, const FileOptions& fo) -> Result<std::unique_ptr<BlockFile>> {
+    auto f = open_posix_file(path, fo);
+    if (!f) return f;
+    auto h = std::make_unique<SyncHookFile>();
+    h->f = std::move(*f);
+    hook = h.get();
+    return std::unique_ptr<BlockFile>(std::move(h));
+  };
+  auto im = Image::open(img, o);
+  ASSERT_TRUE(im) << im.error().message();
+  std::vector<uint8_t> old(2048, 0xa5), b(512, 0xbb);
+  // Four clusters in the L2 table of [960K, 992K), then one at 0 (so they are not the file's
+  // tail), then a shrink that frees them and their table.
+  ASSERT_TRUE((*im)->write((960 << 10) + (16 << 10), old, false).is_ok());
+  ASSERT_TRUE((*im)->write(0, b, false).is_ok());
+  ASSERT_TRUE((*im)->flush().is_ok());
+  ASSERT_TRUE((*im)->resize(512 << 10, true).is_ok());
+  std::future<Status> writing;
+  std::vector<uint8_t> after_l1;  // the file once the new L1 table and the size are synced
+  hook->syncs = 0;
+  hook->on_sync = [&](int n) {
+    if (n == 1) {  // the resize's flush: a writer allocates a new L2 table and a data cluster
+      writing = std::async(std::launch::async, [&] { return (*im)->write(256 << 10, b, false); });
+      (void)writing.wait_for(std::chrono::milliseconds(500));  // it may have to wait for the resize
+    } else if (n == 4) {
+      auto size = hook->f->size();
+      if (!size) return;
+      after_l1.resize(*size);
+      if (!hook->f->read_at(0, after_l1).is_ok()) after_l1.clear();
+    }
+  };
+  ASSERT_TRUE((*im)->resize(4 << 20, false).is_ok());
+  ASSERT_TRUE(writing.valid());
+  ASSERT_TRUE(writing.get().is_ok());
+  hook->on_sync = nullptr;
+  ASSERT_FALSE(after_l1.empty());
+  const std::string crashed = d.path("crashed.qcow2");
+  {
+    std::ofstream f(crashed, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(after_l1.data()), static_cast<std::streamsize>(after_l1.size()));
+  }
+  auto cc = qemu_check(crashed);
+  EXPECT_TRUE(cc.exit_code == 0 || cc.exit_code == 3) << cc.output;
+  ASSERT_TRUE((*im)->close().is_ok());
+  im->reset();
+  EXPECT_EQ(qemu_check(img).exit_code, 0);
+  auto r = run("qemu-io -r -c 'read -P 0xbb 0 512' -c 'read -P 0xbb 256k 512' -c 'read -P 0 960k 64k' " + q(img));
+  EXPECT_EQ(r.output.find("Pattern verification failed"), std::string::npos) << r.output;
 }
 
 TEST(EngineCore, OverwritesAndReadsFlowWhileAFlushSyncs) {
