@@ -11,7 +11,7 @@ set -euo pipefail
 KEEL=${1:?usage: kill_sigkill.sh /path/to/keel}
 KILLS=${KEEL_KILLS:-200}
 SEED=${KEEL_SEED:-$(( (RANDOM << 15) | RANDOM ))}
-echo "kill_sigkill: $KILLS kills, seed $SEED (replay: ${KEEL_KILL_LUKS:+KEEL_KILL_LUKS=1 }KEEL_SEED=$SEED bash $0 $KEEL)"
+echo "kill_sigkill: $KILLS kills, seed $SEED (replay: ${KEEL_KILL_LUKS:+KEEL_KILL_LUKS=1 }KEEL_KILLS=$KILLS KEEL_SEED=$SEED bash $0 $KEEL)"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/keel-kill-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 LUKS=${KEEL_KILL_LUKS:-}
