@@ -229,15 +229,25 @@ TEST(EngineCore, ConcurrentAllocatingWritersAgreeWithQemu) {
   EXPECT_EQ(c.exit_code, 0) << c.output;
 }
 
-// A file whose sync() waits until the test lets it go: the flush is held inside its sync.
-struct GatedSyncFile : BlockFile {
+// A file that passes everything to `f`; the two below change only its sync.
+struct ForwardingFile : BlockFile {
   std::unique_ptr<BlockFile> f;
+  Status read_at(uint64_t o, std::span<uint8_t> b) override { return f->read_at(o, b); }
+  Status write_at(uint64_t o, std::span<const uint8_t> b) override { return f->write_at(o, b); }
+  Status truncate(uint64_t s) override { return f->truncate(s); }
+  Status allocate(uint64_t o, uint64_t l) override { return f->allocate(o, l); }
+  Status punch(uint64_t o, uint64_t l) override { return f->punch(o, l); }
+  Result<uint64_t> size() override { return f->size(); }
+  uint32_t alignment() const override { return f->alignment(); }
+  std::string name() const override { return f->name(); }
+};
+
+// A file whose sync() waits until the test lets it go: the flush is held inside its sync.
+struct GatedSyncFile : ForwardingFile {
   std::mutex mu;
   std::condition_variable cv;
   bool hold = false, in_sync = false;
   int pass = 0;  // syncs that go through before the held one
-  Status read_at(uint64_t o, std::span<uint8_t> b) override { return f->read_at(o, b); }
-  Status write_at(uint64_t o, std::span<const uint8_t> b) override { return f->write_at(o, b); }
   Status sync() override {
     std::unique_lock<std::mutex> g(mu);
     if (hold && pass > 0) {
@@ -251,12 +261,6 @@ struct GatedSyncFile : BlockFile {
     in_sync = false;
     return f->sync();
   }
-  Status truncate(uint64_t s) override { return f->truncate(s); }
-  Status allocate(uint64_t o, uint64_t l) override { return f->allocate(o, l); }
-  Status punch(uint64_t o, uint64_t l) override { return f->punch(o, l); }
-  Result<uint64_t> size() override { return f->size(); }
-  uint32_t alignment() const override { return f->alignment(); }
-  std::string name() const override { return f->name(); }
 };
 
 // Opens img with its file wrapped in a GatedSyncFile (*gated points at it).
@@ -274,23 +278,14 @@ Result<std::unique_ptr<Image>> open_gated(const std::string& img, GatedSyncFile*
 }
 
 // Calls `on_sync(n)` after the n-th sync of the file (n from 1) has returned.
-struct SyncHookFile : BlockFile {
-  std::unique_ptr<BlockFile> f;
+struct SyncHookFile : ForwardingFile {
   std::function<void(int)> on_sync;
   int syncs = 0;
-  Status read_at(uint64_t o, std::span<uint8_t> b) override { return f->read_at(o, b); }
-  Status write_at(uint64_t o, std::span<const uint8_t> b) override { return f->write_at(o, b); }
   Status sync() override {
     Status s = f->sync();
     if (on_sync) on_sync(++syncs);
     return s;
   }
-  Status truncate(uint64_t s) override { return f->truncate(s); }
-  Status allocate(uint64_t o, uint64_t l) override { return f->allocate(o, l); }
-  Status punch(uint64_t o, uint64_t l) override { return f->punch(o, l); }
-  Result<uint64_t> size() override { return f->size(); }
-  uint32_t alignment() const override { return f->alignment(); }
-  std::string name() const override { return f->name(); }
 };
 
 // Growing an image writes a new L1 table from the one in memory. An allocating writer that runs
