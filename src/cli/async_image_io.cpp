@@ -220,6 +220,10 @@ struct AsyncImageIo::State {
           take_done();
         } else {
           on_disk(static_cast<size_t>(tag), res);
+          // The request its callback started goes to the kernel now, as qemu-img bench does:
+          // held until the whole batch is reported, it lowered the depth the device saw (keel
+          // bench, 4k reads d32 cache=none: 1.02 s batched, 0.87 s at once; -i threads 0.91).
+          if (io_uring_sq_ready(&ring) > 0) io_uring_submit(&ring);
         }
       }
       report_ready();
