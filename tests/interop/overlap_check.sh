@@ -34,6 +34,9 @@ no_guest_data() {
   pass
 }
 
+# result_lines OUT: qemu-io's output without the timing lines (they differ run to run).
+result_lines() { grep -v '^[0-9.]* [KMG]i\?B, ' "$1" || true; }
+
 # compare BASE DAMAGE-ARGS IO-CMD [QEMU-OPTS [MATCH-LINES]]: damage two copies, run qemu-io and
 # keel io, compare. QEMU-OPTS: extra --image-opts options for both (e.g. overlap-check=all).
 # MATCH-LINES: 'all' (default) compares stdout and stderr whole; 'marking' only the marking line;
@@ -62,7 +65,7 @@ compare() {
   fi
   if [ "$match" = all ]; then
     same_text "stderr" "$(cat q.err)" "$(cat k.err)"
-    same_text "result line" "$(grep -v '^[0-9.]* [KMG]i\?B, ' q.out)" "$(grep -v '^[0-9.]* [KMG]i\?B, ' k.out)"
+    same_text "result line" "$(result_lines q.out)" "$(result_lines k.out)"
   fi
   local qi ki
   qi=$(qemu-img info --output=json q.qcow2 | grep -E '"format"|"corrupt"' | tr -d ' \n')
@@ -109,7 +112,7 @@ q=0 k=0
 qemu-io -r -c 'read -P 0x22 0 64k' q.qcow2 >q.out 2>&1 || q=$?
 "$KEEL" io -r -c 'read -P 0x22 0 64k' q.qcow2 >k.out 2>&1 || k=$?
 [ "$q.$k" = 0.0 ] || fail "read-only read of the corrupt image: qemu-io $q, keel $k: $(cat k.out)"
-same_text "read-only read" "$(grep -v '^[0-9.]* [KMG]i\?B, ' q.out)" "$(grep -v '^[0-9.]* [KMG]i\?B, ' k.out)"
+same_text "read-only read" "$(result_lines q.out)" "$(result_lines k.out)"
 q=0 k=0
 qemu-io -c 'read 0 4k' q.qcow2 >q.out 2>&1 || q=$?
 "$KEEL" io -c 'read 0 4k' q.qcow2 >k.out 2>&1 || k=$?
