@@ -8,7 +8,7 @@ KEEL=$(realpath "${1:-build/keel}")
 SECS=${2:-20}
 ROUNDS=${BENCH_ROUNDS:-2}
 DIR=$(mktemp -d /tmp/keel-rss.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
+trap 'kill ${pid:-} $(jobs -p) 2>/dev/null || true; rm -rf "$DIR"' EXIT
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-10s %6s %10s %8s\n' server round peak_MiB iops
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -16,18 +16,18 @@ for ((r = 1; r <= ROUNDS; r++)); do
     img=$DIR/t.qcow2 sock=$DIR/s.sock
     rm -f "$img" "$sock"
     qemu-img create -q -f qcow2 "$img" 1T
-    if [ $server = keel ]; then
-      "$KEEL" serve -f qcow2 --cache=none --aio=io_uring -t -k "$sock" "$img" 2>"$DIR/server.log" &
-    else
-      qemu-nbd -f qcow2 --cache=none --aio=io_uring -t -k "$sock" "$img" 2>"$DIR/server.log" &
-    fi
-    pid=$!
-    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+    srv=("$KEEL" serve)
+    [ $server = keel ] || srv=(qemu-nbd)
+    # --fork returns once the server accepts (the socket file exists from bind(), before listen()).
+    rm -f "$sock.pid"
+    "${srv[@]}" -f qcow2 --cache=none --aio=io_uring -t -k "$sock" --fork --pid-file "$sock.pid" "$img" \
+      2>"$DIR/server.log"
+    pid=$(cat "$sock.pid")
     iops=$(fio --name=rss --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw=randwrite --bs=4k --iodepth=32 \
       --time_based --runtime="$SECS" --size=1T --output-format=json 2>/dev/null | sed -n '/^{/,$p' |
       python3 -c 'import json,sys; print(int(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))')
     peak=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$pid/status)
-    kill $pid; wait $pid 2>/dev/null || true
+    kill $pid; for _ in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
     printf '%-10s %6s %10s %8s\n' $server $r "$peak" "$iops"
   done
 done

@@ -14,6 +14,19 @@ nbd_cleanup() {
   rm -rf "$T"
 }
 
+# serve_fork PIDFILE SERVER ARGS...: starts keel serve or qemu-nbd (SERVER is "$KEEL serve" or
+# qemu-nbd, as words) with --fork, which returns once the server accepts connections, writes its
+# pid to PIDFILE (kept after the server exits, which removes its own --pid-file) and adds it to
+# $PIDS. (Waiting for the socket file is a race: it exists from bind(), and a connect before
+# listen() is refused.)
+serve_fork() {
+  local pidfile=$1; shift
+  rm -f "$pidfile" "$pidfile.srv"
+  timeout 60 "$@" --fork --pid-file "$pidfile.srv" 2>>"$T/serve.log" || fail "$* did not start"
+  cp "$pidfile.srv" "$pidfile"
+  PIDS+=("$(cat "$pidfile")")
+}
+
 # fail MESSAGE: prints it and $T/serve.log, exits 1. Scripts that report more define their own.
 fail() {
   echo "FAIL: $*" >&2

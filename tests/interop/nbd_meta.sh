@@ -18,14 +18,10 @@ start() {
   local which=$1 sock=$2; shift 2
   rm -f "$sock"
   if [ "$which" = keel ]; then
-    "$KEEL" serve -k "$sock" "$@" 2>>"$T/serve.log" &
+    serve_fork "$sock.pid" "$KEEL" serve -k "$sock" "$@"
   else
-    qemu-nbd -k "$sock" "$@" 2>>"$T/serve.log" &
+    serve_fork "$sock.pid" qemu-nbd -k "$sock" "$@"
   fi
-  PIDS+=("$!")
-  echo "$!" >"$sock.pid"
-  for _ in $(seq 300); do [ -S "$sock" ] && return 0; sleep 0.05; done
-  fail "$which server on $sock did not start"
 }
 stop() {  # stop SOCKET: SIGTERM, wait for the exit
   local pid

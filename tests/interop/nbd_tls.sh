@@ -15,11 +15,7 @@ command -v certtool >/dev/null || fail "certtool missing (gnutls-bin)"
 start() {  # start SOCKET ARGS...
   local sock=$1; shift
   rm -f "$sock"
-  "$KEEL" serve -t -k "$sock" "$@" 2>>"$T/serve.log" &
-  PIDS+=("$!")
-  echo "$!" >"$sock.pid"
-  for _ in $(seq 300); do [ -S "$sock" ] && return 0; sleep 0.05; done
-  fail "keel serve $* did not start"
+  serve_fork "$sock.pid" "$KEEL" serve -t -k "$sock" "$@"
 }
 stop() {
   local pid
@@ -174,19 +170,12 @@ DN="O=Keel,,CN=client"  # ",," is a literal comma in an --object value
 authz_ok() {  # authz_ok SERVER(keel|qemu) IDENTITY URI: 0 if the client gets in
   local which=$1 id=$2 uri=$3 pid rc=0
   rm -f "$T/z.sock"
-  if [ "$which" = keel ]; then
-    "$KEEL" serve -k "$T/z.sock" --object "$XOBJ" --object "authz-simple,id=z0,identity=$id" \
-      --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG" 2>>"$T/serve.log" &
-  else
-    qemu-nbd -k "$T/z.sock" --object "$XOBJ" --object "authz-simple,id=z0,identity=$id" \
-      --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG" 2>>"$T/serve.log" &
-  fi
-  pid=$!
-  PIDS+=("$pid")
-  for _ in $(seq 300); do [ -S "$T/z.sock" ] && break; sleep 0.05; done
+  local server=("$KEEL" serve)
+  [ "$which" = keel ] || server=(qemu-nbd)
+  serve_fork "$T/z.pid" "${server[@]}" -k "$T/z.sock" --object "$XOBJ" \
+    --object "authz-simple,id=z0,identity=$id" --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG"
   timeout 30 nbdinfo "$uri" >/dev/null 2>&1 || rc=$?
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  stop "$T/z"
   return $rc
 }
 ZU="nbds+unix:///?socket=$T/z.sock&tls-certificates=$X"
@@ -196,24 +185,17 @@ for s in qemu keel; do
 done
 grep -q "TLS x509 authz check for O=Keel,CN=client is denied" "$T/serve.log" || fail "no authz log line"
 PSKOBJ="tls-creds-psk,id=tls0,dir=$P,endpoint=server"
-"$KEEL" serve -k "$T/z.sock" --object "$PSKOBJ" --object "authz-simple,id=z0,identity=bob" \
-  --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG" 2>>"$T/serve.log" &
-PIDS+=("$!")
-for _ in $(seq 300); do [ -S "$T/z.sock" ] && break; sleep 0.05; done
+serve_fork "$T/z.pid" "$KEEL" serve -k "$T/z.sock" --object "$PSKOBJ" \
+  --object "authz-simple,id=z0,identity=bob" --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG"
 if timeout 30 nbdinfo "nbds+unix://alice@/?socket=$T/z.sock&tls-psk-file=$P/keys.psk" >/dev/null 2>&1; then
   fail "PSK user alice got in with --tls-authz naming bob"
 fi
-kill "$!" 2>/dev/null || true
-wait "$!" 2>/dev/null || true
-rm -f "$T/z.sock"
-"$KEEL" serve -k "$T/z.sock" --object "$PSKOBJ" --object "authz-simple,id=z0,identity=alice" \
-  --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG" 2>>"$T/serve.log" &
-PIDS+=("$!")
-for _ in $(seq 300); do [ -S "$T/z.sock" ] && break; sleep 0.05; done
+stop "$T/z"
+serve_fork "$T/z.pid" "$KEEL" serve -k "$T/z.sock" --object "$PSKOBJ" \
+  --object "authz-simple,id=z0,identity=alice" --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG"
 timeout 30 nbdinfo "nbds+unix://alice@/?socket=$T/z.sock&tls-psk-file=$P/keys.psk" >/dev/null 2>&1 ||
   fail "PSK user alice refused with --tls-authz naming alice"
-kill "$!" 2>/dev/null || true
-wait "$!" 2>/dev/null || true
+stop "$T/z"
 "$KEEL" serve -k "$T/e.sock" --object "authz-simple,id=z0,identity=x" --tls-authz z0 "$IMG" 2>"$T/err" &&
   fail "--tls-authz without --tls-creds started"
 grep -q "not permitted without --tls-creds" "$T/err" || fail "authz without creds: $(cat "$T/err")"

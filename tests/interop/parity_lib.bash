@@ -213,13 +213,13 @@ io_twin() {
 # dirty_map DIR IMAGE BITMAP: the bitmap as qemu-nbd exports it (nbdinfo --map).
 dirty_map() {
   local sock="$T/nbd.$$.sock" pid out rc=0
-  rm -f "$sock"
-  (cd "$T/$1" && exec qemu-nbd -r -f qcow2 -B "$3" -k "$sock" "$2") 2>"$T/nbd.err" &
-  pid=$!
-  for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+  rm -f "$sock" "$sock.pid"
+  # --fork returns once the server accepts (the socket file exists from bind(), before listen()).
+  (cd "$T/$1" && timeout 60 qemu-nbd -r -f qcow2 -B "$3" -k "$sock" --fork --pid-file "$sock.pid" "$2") \
+    2>"$T/nbd.err" || { cat "$T/nbd.err" >&2; return 1; }
+  pid=$(cat "$sock.pid")
   out=$(nbdinfo --map="qemu:dirty-bitmap:$3" "nbd+unix:///?socket=$sock" 2>&1) || rc=$?
   kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
   [ $rc -eq 0 ] || { cat "$T/nbd.err" >&2; echo "$out" >&2; return 1; }
   echo "$out"
 }
