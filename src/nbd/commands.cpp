@@ -281,15 +281,29 @@ Reply error_reply(const CommandContext& ctx, const RequestHeader& h, uint32_t er
   return r;
 }
 
+namespace {
+
+// A write, trim or write-zeroes: counted for the flushes once it is done, before its reply.
+Reply counted(const CommandContext& ctx, Reply r) {
+  if (ctx.policy.flushes) ctx.policy.flushes->write_completed();
+  return r;
+}
+
+Status flush(Image& image, const CommandContext& ctx) {
+  return ctx.policy.flushes ? ctx.policy.flushes->flush(image) : image.flush();
+}
+
+}  // namespace
+
 Reply execute(Image& image, const CommandContext& ctx, const RequestHeader& h,
               std::vector<uint8_t> payload) {
   switch (h.type) {
     case kCmdRead: return do_read(image, ctx, h);
-    case kCmdWrite: return do_write(image, ctx, h, std::move(payload));
-    case kCmdFlush: return status_reply(ctx, h, image.flush());
-    case kCmdTrim: return do_trim(image, ctx, h);
+    case kCmdWrite: return counted(ctx, do_write(image, ctx, h, std::move(payload)));
+    case kCmdFlush: return status_reply(ctx, h, flush(image, ctx));
+    case kCmdTrim: return counted(ctx, do_trim(image, ctx, h));
     case kCmdCache: return ok_reply(h.cookie);
-    case kCmdWriteZeroes: return do_write_zeroes(image, ctx, h);
+    case kCmdWriteZeroes: return counted(ctx, do_write_zeroes(image, ctx, h));
     case kCmdBlockStatus: return do_block_status(image, ctx, h);
     default: return error_reply(ctx, h, kErrInval, "unknown command");
   }

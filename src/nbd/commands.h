@@ -15,6 +15,7 @@
 #include "keel/image.h"
 #include "keel/status.h"
 #include "nbd/export_bitmaps.h"
+#include "nbd/flush_generation.h"
 #include "nbd/negotiation.h"
 #include "nbd/reply.h"
 #include "nbd/wire.h"
@@ -31,6 +32,9 @@ struct ExportPolicy {
   // -B: the bitmaps behind the qemu:dirty-bitmap contexts (ExportConfig::meta.bitmaps names
   // them in the same order); null when none are served.
   std::shared_ptr<const ExportBitmaps> bitmaps;
+  // Shared by every connection of the export: flushes a finished flush covered are answered
+  // at once (flush_generation.h). Null: every flush reaches the image.
+  std::shared_ptr<FlushGeneration> flushes;
 };
 
 // Everything a command needs besides the image: fixed once the handshake is over.

@@ -19,6 +19,7 @@ namespace keel::nbd {
 
 Server::Server(Image& image, ServerConfig cfg)
     : image_(image), cfg_(std::move(cfg)), pool_(cfg_.worker_threads) {
+  if (!cfg_.connection.policy.flushes) cfg_.connection.policy.flushes = std::make_shared<FlushGeneration>();
   if (::pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) < 0) wake_pipe_[0] = wake_pipe_[1] = -1;
 }
 

@@ -433,6 +433,7 @@ struct UringLoop::State {
     g_direct_total.fetch_add(1, std::memory_order_relaxed);
     const uint64_t cookie = s.h.cookie;
     if (s.write) {
+      if (ctx.policy.flushes) ctx.policy.flushes->write_completed();  // before the reply
       put_be32(s.hdr, kSimpleReplyMagic);
       put_be32(s.hdr + 4, 0);
       put_be64(s.hdr + 8, cookie);

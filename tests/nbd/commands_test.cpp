@@ -275,6 +275,48 @@ TEST(nbd_execute, FlushTrimAndCache) {
   EXPECT_EQ(simple_error(execute(img, c, req(kCmdCache, 0, 4096), {})), 0u);
 }
 
+// A flush that a finished flush already covered is answered without an image flush, as QEMU's
+// block layer does; any write, trim or write-zeroes completed since, on any connection, makes
+// the next flush reach the image, and after a failed flush every flush does.
+TEST(nbd_execute, FlushCoveredByAFinishedFlushSkipsTheImage) {
+  MemImage img(1 << 20);
+  auto c = ctx(1 << 20, false);  // simple replies carry the error
+  c.policy.discard = DiscardMode::kUnmap;
+  c.policy.flushes = std::make_shared<FlushGeneration>();
+  auto other = c;  // a second connection of the same export
+  auto flush = [&](const CommandContext& on) { return simple_error(execute(img, on, req(kCmdFlush, 0, 0), {})); };
+  EXPECT_EQ(flush(c), 0u);
+  EXPECT_EQ(img.flushes(), 1u);  // the first flush always reaches the image
+  EXPECT_EQ(flush(c), 0u);
+  EXPECT_EQ(flush(other), 0u);
+  EXPECT_EQ(img.flushes(), 1u);
+  EXPECT_EQ(c.policy.flushes->skipped(), 2u);
+  Bytes data(4096, 7);
+  EXPECT_EQ(simple_error(execute(img, c, req(kCmdWrite, 0, 4096), data)), 0u);
+  EXPECT_EQ(flush(other), 0u);  // a write on one connection, the flush on another
+  EXPECT_EQ(img.flushes(), 2u);
+  EXPECT_EQ(simple_error(execute(img, other, req(kCmdTrim, 0, 4096), {})), 0u);
+  EXPECT_EQ(flush(c), 0u);
+  EXPECT_EQ(img.flushes(), 3u);
+  EXPECT_EQ(simple_error(execute(img, c, req(kCmdWriteZeroes, 8192, 4096), {})), 0u);
+  EXPECT_EQ(flush(c), 0u);
+  EXPECT_EQ(img.flushes(), 4u);
+  EXPECT_EQ(flush(c), 0u);
+  EXPECT_EQ(img.flushes(), 4u);
+  // A failed flush: the ones after it reach the image, even with no write in between.
+  EXPECT_EQ(simple_error(execute(img, c, req(kCmdWrite, 0, 4096), data)), 0u);
+  img.fail_flushes(1);
+  EXPECT_EQ(flush(c), kErrIo);
+  EXPECT_EQ(flush(c), 0u);
+  EXPECT_EQ(flush(c), 0u);
+  EXPECT_EQ(img.flushes(), 7u);
+  // Without a FlushGeneration every flush reaches the image.
+  auto plain = ctx(1 << 20, false);
+  EXPECT_EQ(flush(plain), 0u);
+  EXPECT_EQ(flush(plain), 0u);
+  EXPECT_EQ(img.flushes(), 9u);
+}
+
 TEST(nbd_execute, WriteZeroesFlags) {
   MemImage img(1 << 20);
   auto c = ctx(1 << 20);

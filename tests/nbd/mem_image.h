@@ -43,6 +43,8 @@ class MemImage : public Image {
   void fail_reads_at(std::optional<uint64_t> offset);
   // write_zeroes with fast_only fails with kUnsupported.
   void set_fast_zero_supported(bool on) { fast_zero_ = on; }
+  // The next n flushes fail with EIO (each is still counted by flushes()).
+  void fail_flushes(int n) { fail_flushes_ = n; }
 
   std::vector<uint8_t> contents(uint64_t offset, size_t length);
   bool allocated(uint64_t offset);
@@ -69,6 +71,7 @@ class MemImage : public Image {
   int64_t delay_read_ms_ = 0;
   std::atomic<int64_t> write_delay_ms_{0};
   std::atomic<bool> fast_zero_{true};
+  std::atomic<int> fail_flushes_{0};
   std::atomic<uint64_t> flushes_{0}, fua_writes_{0}, zero_calls_{0}, discards_{0};
   std::optional<ZeroFlags> last_zero_flags_;
   std::atomic<bool> closed_{false};

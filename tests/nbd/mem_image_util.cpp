@@ -89,6 +89,10 @@ Status MemImage::discard(uint64_t offset, uint64_t length) {
 
 Status MemImage::flush() {
   ++flushes_;
+  if (fail_flushes_.load() > 0) {
+    --fail_flushes_;
+    return io_error(EIO, "injected flush failure");
+  }
   return Status::ok();
 }
 

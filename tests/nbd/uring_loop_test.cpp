@@ -55,6 +55,7 @@ class uring_loop : public ::testing::TestWithParam<CacheMode> {
     cfg.worker_threads = 4;
     cfg.connection.export_cfg.size = kSize;
     cfg.connection.io_uring = true;
+    cfg.connection.policy.flushes = flushes_;
     server_ = std::make_unique<Server>(*image_, cfg);
     auto fd = listen_unix(sock_);
     ASSERT_TRUE(fd);
@@ -83,7 +84,25 @@ class uring_loop : public ::testing::TestWithParam<CacheMode> {
   std::unique_ptr<Image> image_;
   std::unique_ptr<Server> server_;
   std::future<void> done_;
+  std::shared_ptr<FlushGeneration> flushes_ = std::make_shared<FlushGeneration>();
 };
+
+// An overwrite served by direct I/O counts for the flushes like one on the worker path: the
+// flush after it reaches the image instead of being answered as covered by the flush before.
+TEST_P(uring_loop, FlushAfterADirectOverwriteReachesTheImage) {
+  auto c = client();
+  ASSERT_EQ(c->roundtrip(kCmdWrite, 0, 0, kBlock, block_of(1))->error, 0u);  // allocates: worker
+  ASSERT_EQ(c->roundtrip(kCmdFlush, 0, 0, 0)->error, 0u);
+  ASSERT_EQ(c->roundtrip(kCmdFlush, 0, 0, 0)->error, 0u);
+  EXPECT_EQ(flushes_->skipped(), 1u);  // nothing written between the two
+  const uint64_t direct_before = UringLoop::total_direct_requests();
+  ASSERT_EQ(c->roundtrip(kCmdWrite, 0, 0, kBlock, block_of(2))->error, 0u);  // overwrite: direct
+  ASSERT_EQ(UringLoop::total_direct_requests(), direct_before + 1) << "the overwrite was not direct";
+  ASSERT_EQ(c->roundtrip(kCmdFlush, 0, 0, 0)->error, 0u);
+  EXPECT_EQ(flushes_->skipped(), 1u) << "the flush after a direct overwrite was skipped";
+  ASSERT_EQ(c->roundtrip(kCmdFlush, 0, 0, 0)->error, 0u);
+  EXPECT_EQ(flushes_->skipped(), 2u);
+}
 
 TEST_P(uring_loop, DirectAndWorkerPathsAgreeWithTheModel) {
   // Allocate the first 4 MiB (worker path: allocating writes), then pipelined overwrites and
