@@ -64,13 +64,21 @@ int IoSession::execute(const std::string& line) {
     return -EINVAL;
   }
   // Reports of earlier aio requests come first, as qemu-io's event loop runs them while the next
-  // command waits for its own I/O.
-  if (cmd->fn != &IoSession::cmd_aio_read && cmd->fn != &IoSession::cmd_aio_write) aio_drain();
+  // command waits for its own I/O. The node dies (node_dead_) once the command that saw the
+  // corruption event is over: the failed write's own, or the next polling command for an aio
+  // request (in qemu that command passed its check for a live node before it polled).
+  const bool polls = cmd->fn != &IoSession::cmd_aio_read && cmd->fn != &IoSession::cmd_aio_write;
+  if (polls) aio_drain();
+  if (image_ && node_dead_) {
+    if (auto rc = dead_node_reply(*cmd)) return *rc;
+  }
   if (cmd->needs_write && read_only_) {
     print_error("Block node is read-only");
     return -EPERM;
   }
-  return (this->*(cmd->fn))(argv);
+  int rc = (this->*(cmd->fn))(argv);
+  if (polls && image_ && dead_) node_dead_ = true;
+  return rc;
 }
 
 
@@ -137,13 +145,7 @@ int run_io(const IoArgs& args) {
       print_error(opts.error().message());
     return 1;
   }
-  // After a corruption event the image is latched and its close reports that; qemu-io's node is
-  // dead then (bs->drv = NULL) and closes silently: so does keel io.
-  bool corrupted = false;
-  opts->on_corruption = [&corrupted, report = opts->on_corruption](const std::string& why) {
-    corrupted = true;
-    if (report) report(why);
-  };
+  // (After a corruption event the session's image is dead, as qemu-io's node: io_session.h.)
   IoSession session;
   if (!a.filename.empty()) {
     IoOpenRequest req;
@@ -170,7 +172,7 @@ int run_io(const IoArgs& args) {
     while (!session.quit_requested() && std::getline(std::cin, line)) run_line(line);
   }
   Status st = session.close();
-  if (!st.is_ok() && !corrupted) {
+  if (!st.is_ok()) {
     print_error(fmt::format("closing the image failed: {}", st.message()));
     return 1;
   }

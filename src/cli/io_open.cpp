@@ -138,7 +138,7 @@ int IoSession::open_file(const IoOpenRequest& req) {
     path = overlay_;
     o.format = "qcow2";
   }
-  auto img = Image::open(path, o);
+  auto img = Image::open(path, watched(o));
   if (!img) {
     if (!overlay_.empty()) ::unlink(overlay_.c_str());
     overlay_.clear();
@@ -161,12 +161,67 @@ int IoSession::open_file(const IoOpenRequest& req) {
 
 Status IoSession::close() {
   if (!image_) return Status::ok();
+  print_dead_aio_reports();
   aio_close();  // waits for (and reports) the aio requests still running
   Status st = image_->close();
   image_.reset();
   if (!overlay_.empty()) ::unlink(overlay_.c_str());
   overlay_.clear();
+  node_dead_ = false;
+  if (dead_.exchange(false)) return Status::ok();  // a dead node closes silently
   return st;
+}
+
+OpenOptions IoSession::watched(OpenOptions o) {
+  o.on_corruption = [this, report = std::move(o.on_corruption)](const std::string& why) {
+    dead_ = true;
+    if (report) report(why);
+  };
+  return o;
+}
+
+void IoSession::print_dead_aio_reports() {
+  // Newest first: QEMU puts a new bottom half at the head of its list.
+  for (auto r = dead_aio_reports_.rbegin(); r != dead_aio_reports_.rend(); ++r) std::printf("%s\n", r->c_str());
+  dead_aio_reports_.clear();
+}
+
+std::optional<int> IoSession::dead_node_reply(const Command& cmd) {
+  // What qemu-io 7.2 prints for each command once qcow2_signal_corruption has set bs->drv =
+  // NULL: the I/O commands fail with ENOMEDIUM under their own names, map and truncate report
+  // on stderr, info, flush and aio_flush print nothing.
+  static const std::map<std::string, const char*> kFailedAs = {
+      {"read", "read failed"},   {"readv", "readv failed"},   {"write", "write failed"},
+      {"writev", "writev failed"}, {"alloc", "is_allocated failed"}, {"discard", "discard failed"},
+      {"length", "getlength"}};
+  const std::string name = cmd.name;
+  if (name == "aio_read" || name == "aio_write") {
+    dead_aio_reports_.push_back(fmt::format("{} failed: {}", name == "aio_read" ? "readv" : "aio_write",
+                                            std::strerror(ENOMEDIUM)));
+    return 0;
+  }
+  if (name == "aio_flush") {
+    print_dead_aio_reports();
+    return 0;
+  }
+  if (name == "sleep") {
+    print_dead_aio_reports();
+    return std::nullopt;
+  }
+  if (auto it = kFailedAs.find(name); it != kFailedAs.end()) {
+    std::printf("%s: %s\n", it->second, std::strerror(ENOMEDIUM));
+    return -ENOMEDIUM;
+  }
+  if (name == "map") {
+    print_error(fmt::format("Failed to query image length: {}", std::strerror(ENOMEDIUM)));
+    return -ENOMEDIUM;
+  }
+  if (name == "truncate") {
+    print_error("No medium inserted");
+    return -ENOMEDIUM;
+  }
+  if (name == "info" || name == "flush") return 0;
+  return std::nullopt;
 }
 
 int IoSession::cmd_open(const Args& argv) {
@@ -333,7 +388,7 @@ int IoSession::cmd_reopen(const Args& argv) {
     print_error(fmt::format("reopen failed: {}", st.message()));
     return -EIO;
   }
-  auto img = Image::open(path, o);
+  auto img = Image::open(path, watched(o));
   if (!img) {
     // An option the engine refuses (a cache size, overlap-check) is QEMU's message alone.
     std::string msg = img.error().message();
@@ -344,7 +399,7 @@ int IoSession::cmd_reopen(const Args& argv) {
     } else {
       print_error(open_error_message(opened_.path, img.error()));
     }
-    auto back = Image::open(path, old);  // keep the image open as it was, as QEMU does
+    auto back = Image::open(path, watched(old));  // keep the image open as it was, as QEMU does
     if (back) image_ = std::move(*back);
     return -EINVAL;
   }

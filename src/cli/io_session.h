@@ -11,6 +11,7 @@
 // errno; the process exit status is 1 if any command failed, as with qemu-io.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -50,7 +51,9 @@ class IoSession {
   int execute(const std::string& line);
   // True after `quit`.
   bool quit_requested() const { return quit_; }
-  // Flushes and closes the image (if one is open); removes the -s overlay.
+  // Flushes and closes the image (if one is open); removes the -s overlay. After a corruption
+  // event the image's node is dead and closes silently, as in qemu-io: the latched error is not
+  // reported.
   Status close();
 
   // qemu-io's argument helpers (public for the command table in io_commands.cpp).
@@ -108,6 +111,16 @@ class IoSession {
   // Drains and ends the request engine (before the image is closed or reopened).
   void aio_close();
 
+  // The options of an image this session opens: its corruption event kills the node.
+  OpenOptions watched(OpenOptions o);
+  // After the event: what qemu-io does for the command (its node has no driver), or nullopt
+  // for the commands that do not touch the node (open, close, help, quit, sleep, ...).
+  std::optional<int> dead_node_reply(const Command& cmd);
+  // qemu-io reports an aio request on a dead node from a bottom half, which runs only when the
+  // event loop next polls (aio_flush, sleep, close, exit): the reports wait here until then,
+  // and come out newest first, as the bottom halves run.
+  void print_dead_aio_reports();
+
   // Helpers (io_commands.cpp).
   int check_range(uint64_t offset, uint64_t count) const;
   int write_compressed(uint64_t offset, const uint8_t* buf, uint64_t count);
@@ -115,6 +128,13 @@ class IoSession {
   // Allocation in the top image only (qemu's bdrv_is_allocated): allocated?, run length.
   Result<std::pair<bool, uint64_t>> is_allocated(uint64_t offset, uint64_t bytes);
 
+  // A corruption event happened on the open image (set by the engine's callback, which may run
+  // on an aio thread): as qemu's qcow2_signal_corruption sets bs->drv = NULL, every later
+  // command on the image fails with ENOMEDIUM until it is closed.
+  std::atomic<bool> dead_{false};
+  bool node_dead_ = false;  // what the commands see (execute() in io.cpp)
+  std::vector<std::string> dead_aio_reports_;
+  // (Declared before image_: the image's callback may run until image_ is gone.)
   std::unique_ptr<Image> image_;
   IoOpenRequest opened_;  // how image_ was opened (for reopen)
   std::string overlay_;   // the temporary overlay of -s, removed at close

@@ -100,6 +100,34 @@ compare snap.qcow2 reftable0 'write -P 0xa5 2M 64k' '' refused
 compare snap.qcow2 reftable-unaligned 'read -P 0x22 0 64k'
 compare snap.qcow2 reftable-unaligned 'write -P 0x33 0 4k'
 compare snap.qcow2 reftable-unaligned 'write -P 0xa5 2M 64k'
+# After the corruption event the node is dead in both (qemu's bs->drv = NULL): every later
+# command on the image fails with "No medium found" under its own name (aio requests reported
+# when the event loop next polls, newest first), map and truncate on stderr, info and flush
+# silent; close is silent and the file can be opened again. An aio write that meets the event
+# kills the node only after the command that polled it.
+dead_session() {  # dead_session DESC CMD...: both tools on fresh damaged copies, same output
+  local desc=$1 q=0 k=0 args=() c; shift
+  for c in "$@"; do args+=(-c "$c"); done
+  cp snap.qcow2 q.qcow2
+  $DAMAGE q.qcow2 reftable-unaligned >/dev/null
+  cp q.qcow2 k.qcow2
+  say "reftable-unaligned, the node after the event: $desc"
+  qemu-io "${args[@]}" q.qcow2 >q.out 2>q.err || q=$?
+  "$KEEL" io "${args[@]}" k.qcow2 >k.out 2>k.err || k=$?
+  [ "$q" = "$k" ] || fail "exit status: qemu-io $q, keel $k"
+  same_text "stdout" "$(result_lines q.out)" "$(result_lines k.out)"
+  same_text "stderr" "$(sed 's/^qemu-io: /keel: /' q.err)" "$(cat k.err)"
+  cmp -s q.qcow2 k.qcow2 || fail "$desc: the images differ afterwards"
+  pass
+}
+dead_session "synchronous commands" 'write -P 0xa5 2M 64k' 'read -P 0x22 0 4k' 'readv 0 4k' \
+  'write -P 1 0 4k' 'writev 0 4k' 'write -z 0 4k' 'write -c 0 64k' 'write -b 0 4k' 'read -b 0 4k' \
+  'discard 0 4k' 'alloc 0 4k' 'length' 'map' 'info' 'flush' 'truncate 8M' 'help length' 'open snap.qcow2'
+dead_session "aio requests, reported at aio_flush" 'write -P 0xa5 2M 64k' 'aio_read 0 4k' \
+  'aio_write -P 1 0 4k' 'length' 'aio_write -z 0 4k' 'aio_flush' 'read 0 4k'
+dead_session "aio reported at sleep, at close; open again" 'write -P 0xa5 2M 64k' 'aio_read 0 4k' \
+  'sleep 1' 'aio_read 0 8k' 'close' 'open -r snap.qcow2' 'read -P 0x22 0 4k' 'length'
+dead_session "aio write meets the event" 'aio_write -P 0xa5 2M 64k' 'read -P 0x22 0 4k' 'read 0 4k'
 say "reftable-unaligned: info before, and a read-only read after the corruption event, as QEMU's"
 cp snap.qcow2 q.qcow2
 $DAMAGE q.qcow2 reftable-unaligned >/dev/null
