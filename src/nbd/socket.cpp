@@ -102,7 +102,7 @@ bool writev_all(int fd, std::vector<iovec> iov) {
   return true;
 }
 
-Result<int> listen_unix(const std::string& path) {
+Result<int> listen_unix(const std::string& path, const std::function<void()>& before_listen) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof addr.sun_path)
@@ -114,11 +114,25 @@ Result<int> listen_unix(const std::string& path) {
       return error(invalid(fmt::format("'{}' exists and is not a socket", path)));
     ::unlink(path.c_str());
   }
+  // The socket file appears at `path` only once it accepts connections: bound and listening under
+  // a temporary name beside it, then renamed into place (atomic). A client that waits for the
+  // file and then connects is never refused, as it can be by a server that binds at `path`
+  // (the file exists from bind(), a connect before listen() gets ECONNREFUSED). Where the
+  // temporary name would not fit in sun_path, the socket is bound at `path` directly.
+  const std::string tmp = fmt::format("{}.{}.tmp", path, ::getpid());
+  const bool via_tmp = tmp.size() < sizeof addr.sun_path;
+  if (via_tmp) {
+    std::memcpy(addr.sun_path, tmp.c_str(), tmp.size() + 1);
+    ::unlink(tmp.c_str());
+  }
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return error(io_error(errno, "socket"));
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || ::listen(fd, 128) < 0) {
+  const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (bound && before_listen) before_listen();
+  if (!bound || ::listen(fd, 128) < 0 || (via_tmp && ::rename(tmp.c_str(), path.c_str()) < 0)) {
     int err = errno;
     ::close(fd);
+    if (via_tmp) ::unlink(tmp.c_str());
     return error(io_error(err, fmt::format("cannot listen on '{}'", path)));
   }
   return fd;

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,8 +33,10 @@ ReadResult skip_bytes(int fd, uint64_t n, Deadline deadline = std::nullopt);
 bool write_all(int fd, const void* buf, size_t n);
 bool writev_all(int fd, std::vector<iovec> iov);
 
-// Creates a listening unix socket at path (replacing a stale socket file there).
-Result<int> listen_unix(const std::string& path);
+// Creates a listening unix socket at path (replacing a stale socket file there). The file at
+// path appears only once the socket listens, so a client that waits for it is never refused.
+// `before_listen` (tests) runs after bind(), before listen().
+Result<int> listen_unix(const std::string& path, const std::function<void()>& before_listen = nullptr);
 // Creates listening TCP sockets for addr:port (every address it resolves to).
 Result<std::vector<int>> listen_tcp(const std::string& addr, uint16_t port);
 // The port a listening TCP socket is bound to (for -p 0).

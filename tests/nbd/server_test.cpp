@@ -7,10 +7,13 @@
 // Every test runs twice: on the reader/writer threads and on the io_uring event loop.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <future>
 #include <random>
 #include <thread>
@@ -97,6 +100,33 @@ class nbd_server : public ::testing::TestWithParam<bool> {
   std::unique_ptr<Server> server_;
   std::future<void> done_;
 };
+
+// The socket file appears only once the socket listens: between bind() and listen() nothing is
+// at the path (a client polling for the file would otherwise connect and be refused), and a
+// stale socket file there is replaced.
+TEST(nbd_socket, UnixSocketFileAppearsOnlyWhenListening) {
+  char tmpl[] = "/tmp/keel-sock-test.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl, path = dir + "/s.sock";
+  for (int round = 0; round < 2; ++round) {  // the second round finds the first one's file
+    bool checked = false;
+    auto fd = listen_unix(path, [&] {
+      struct stat st;
+      EXPECT_NE(::lstat(path.c_str(), &st), 0) << "round " << round << ": the socket file exists before listen()";
+      checked = true;
+    });
+    ASSERT_TRUE(fd) << fd.error().message();
+    EXPECT_TRUE(checked);
+    int c = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    EXPECT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    ::close(c);
+    ::close(*fd);
+  }
+  EXPECT_EQ(std::system(("rm -rf " + dir).c_str()), 0);
+}
 
 TEST_P(nbd_server, HandshakeWriteRead) {
   ServerConfig cfg;
