@@ -8,7 +8,9 @@
 //                  │    the image fd) ─> reply queued                          (no thread hop)
 //                  ├─ anything else (allocating write, flush, trim, zeroes, block status, an
 //                  │    L2 cache miss, a failed or short direct I/O) ─> WorkerPool job ─>
-//                  │    eventfd ─> reply queued
+//                  │    eventfd ─> reply queued; or, when it is the connection's only request
+//                  │    and the client sent nothing more (depth 1), the engine call on the
+//                  │    loop's own thread ─> reply queued                     (no thread hop)
 //                  └─ invalid ─> error reply queued
 //   reply queued ─> gathered with other ready replies into one sendmsg ─> slot free
 //
@@ -19,8 +21,10 @@
 // stops reading the socket until a reply has gone out. Request buffers come from a BufferPool,
 // so the steady state allocates nothing per direct request.
 //
-// The loop never blocks except in io_uring_enter: map_direct only tries locks, and completions
-// of worker jobs arrive through an eventfd read that is always armed.
+// The loop blocks only in io_uring_enter and in the engine call of a lone request (when it has
+// nothing else to do; it then holds no direct-I/O ticket, so no engine wait can depend on it):
+// map_direct only tries locks, and completions of worker jobs arrive through an eventfd read
+// that is always armed.
 #pragma once
 
 #include <cstdint>
@@ -54,11 +58,15 @@ class UringLoop {
   // request read has finished (and its reply was sent, if the client is still there).
   void run();
 
-  // Counters for tests: requests served by direct I/O and by the worker pool.
+  // Counters for tests: requests served by direct I/O, by the worker pool, and by the engine on
+  // the loop's thread (lone requests).
   uint64_t direct_requests() const;
   uint64_t worker_requests() const;
+  uint64_t inline_requests() const;
   // Requests served by direct I/O by every loop of this process so far (for tests).
   static uint64_t total_direct_requests();
+  // Lone requests served on the loops' threads so far (for tests).
+  static uint64_t total_inline_requests();
 
  private:
   struct State;

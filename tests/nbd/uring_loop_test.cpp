@@ -87,6 +87,34 @@ class uring_loop : public ::testing::TestWithParam<CacheMode> {
   std::shared_ptr<FlushGeneration> flushes_ = std::make_shared<FlushGeneration>();
 };
 
+// A client at depth 1: once 16 requests in a row found nothing else in flight, its allocating
+// writes, flushes, trims and zeroes (the worker path's requests) run on the loop's own thread,
+// and read back right; the image passes qemu-img check.
+TEST_P(uring_loop, LoneRequestsRunOnTheLoopThread) {
+  auto c = client();
+  uint64_t inline_before = UringLoop::total_inline_requests();
+  for (int i = 0; i < 15; ++i) ASSERT_EQ(c->roundtrip(kCmdFlush, 0, 0, 0)->error, 0u);
+  EXPECT_EQ(UringLoop::total_inline_requests(), inline_before) << "inline before 16 lone requests";
+  inline_before = UringLoop::total_inline_requests();
+  for (uint64_t b = 0; b < 16; ++b)  // fresh clusters, 64 KiB apart: each allocates
+    ASSERT_EQ(c->roundtrip(kCmdWrite, 0, b * 65536, kBlock, block_of(b + 7))->error, 0u);
+  ASSERT_EQ(c->roundtrip(kCmdFlush, 0, 0, 0)->error, 0u);
+  ASSERT_EQ(c->roundtrip(kCmdWriteZeroes, 0, 65536, kBlock)->error, 0u);
+  EXPECT_EQ(UringLoop::total_inline_requests(), inline_before + 18);
+  for (uint64_t b = 0; b < 16; ++b) {
+    auto r = c->roundtrip(kCmdRead, 0, b * 65536, kBlock);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->data, b == 1 ? Bytes(kBlock, 0) : block_of(b + 7)) << "block " << b;
+  }
+  c.reset();
+  server_->stop();
+  done_.wait();
+  server_.reset();
+  ASSERT_TRUE(image_->close().is_ok());
+  image_.reset();
+  EXPECT_EQ(std::system(("qemu-img check -q " + img_).c_str()), 0);
+}
+
 // An overwrite served by direct I/O counts for the flushes like one on the worker path: the
 // flush after it reaches the image instead of being answered as covered by the flush before.
 TEST_P(uring_loop, FlushAfterADirectOverwriteReachesTheImage) {
