@@ -63,7 +63,9 @@ struct RealFsConfig {
   RecorderFactory recorder;
   bool qemu_io = false;  // the QEMU column: qemu-io writes the workload instead of the engine
   // Multi-connection NBD: `keel serve -e nbd_connections` (this binary, /proc/self/exe) serves the
-  // image; writes go round-robin over the connections, flushes to the first one.
+  // image; writes go round-robin over the connections, flushes to the first one. Runs with
+  // cache=none serve with --aio=io_uring (the event loop and its direct I/O path), the others
+  // with --aio=threads, so both transmission paths meet the power-loss oracles.
   bool nbd = false;
   uint32_t nbd_connections = 4;
   // The cost of a state (docs/integrity.md): one loop device reused for every state (its page

@@ -220,8 +220,11 @@ Status run_on_mount_nbd(Run& r, const std::string& mnt, const std::string& scrat
   r.setup_end = device.op_count();
   const uint32_t n = std::max<uint32_t>(2, config.nbd_connections);
   const std::string sock = scratch + "/nbd.sock";
+  // cache=none: the io_uring loop (its direct I/O path too); otherwise the reader/writer threads.
+  const char* aio = s.cache == CacheMode::kNone ? "io_uring" : "threads";
   std::vector<std::string> args = {"keel", "serve", "-f", "qcow2", "-k", sock, "-e", std::to_string(n),
-                                   "--cache", cache_name(s.cache), "--discard", "unmap", image_path};
+                                   "--cache", cache_name(s.cache), "--aio", aio, "--discard", "unmap",
+                                   image_path};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
