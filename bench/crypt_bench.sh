@@ -37,7 +37,7 @@ opts() { echo "driver=qcow2,file.filename=$1,encrypt.key-secret=sec0${2:+,cache.
 # The bench mode needs both tools to open an encrypted image: keel bench with --image-opts, and a
 # qemu-img bench that takes --object (QEMU 7.2's does not: "unrecognized option '--object'").
 KEEL_BENCH_OPTS=0
-"$KEEL" bench --help 2>&1 | grep -q -- --image-opts && KEEL_BENCH_OPTS=1
+grep -q -- --image-opts <<<"$("$KEEL" bench --help 2>&1)" && KEEL_BENCH_OPTS=1  # (read whole: under pipefail grep -q could SIGPIPE the writer)
 probe=$(qemu-img bench --object secret,id=probe,data=x 2>&1 || true)
 grep -q "unrecognized option" <<<"$probe" && KEEL_BENCH_OPTS=0
 
