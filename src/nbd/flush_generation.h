@@ -33,7 +33,7 @@ class FlushGeneration {
   // Flushes `image` unless a flush that arrived after every write counted now succeeded.
   Status flush(Image& image);
 
-  // Flushes answered without touching the image (for tests and the server's debug log).
+  // Flushes answered without touching the image (for tests).
   uint64_t skipped() const { return skipped_.load(std::memory_order_relaxed); }
 
  private:

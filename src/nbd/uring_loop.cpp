@@ -44,6 +44,7 @@ void UringLoop::run() {}
 uint64_t UringLoop::direct_requests() const { return 0; }
 uint64_t UringLoop::worker_requests() const { return 0; }
 uint64_t UringLoop::total_direct_requests() { return 0; }
+uint64_t UringLoop::total_inline_requests() { return 0; }
 
 #else
 
@@ -710,7 +711,6 @@ bool UringLoop::init(std::string* why) {
 void UringLoop::run() { s_->run(); }
 uint64_t UringLoop::direct_requests() const { return s_->direct_count; }
 uint64_t UringLoop::worker_requests() const { return s_->worker_count; }
-uint64_t UringLoop::inline_requests() const { return s_->inline_count; }
 uint64_t UringLoop::total_direct_requests() { return g_direct_total.load(); }
 uint64_t UringLoop::total_inline_requests() { return g_inline_total.load(); }
 

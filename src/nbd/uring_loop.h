@@ -58,11 +58,9 @@ class UringLoop {
   // request read has finished (and its reply was sent, if the client is still there).
   void run();
 
-  // Counters for tests: requests served by direct I/O, by the worker pool, and by the engine on
-  // the loop's thread (lone requests).
+  // Counters for tests: requests served by direct I/O and by the worker pool.
   uint64_t direct_requests() const;
   uint64_t worker_requests() const;
-  uint64_t inline_requests() const;
   // Requests served by direct I/O by every loop of this process so far (for tests).
   static uint64_t total_direct_requests();
   // Lone requests served on the loops' threads so far (for tests).

@@ -168,7 +168,7 @@ qemu-img check -q "$IMG" || fail "qemu-img check after the TLS runs"
 echo "== --tls-authz: only the named client (x509 DN as qemu-nbd spells it, PSK user)"
 DN="O=Keel,,CN=client"  # ",," is a literal comma in an --object value
 authz_ok() {  # authz_ok SERVER(keel|qemu) IDENTITY URI: 0 if the client gets in
-  local which=$1 id=$2 uri=$3 pid rc=0
+  local which=$1 id=$2 uri=$3 rc=0
   rm -f "$T/z.sock"
   local server=("$KEEL" serve)
   [ "$which" = keel ] || server=(qemu-nbd)
