@@ -95,14 +95,18 @@ struct ServeArgs {
   std::string offset;      // -o/--offset: export a raw image from this byte on
 };
 
-// Files to remove at exit, whatever path we leave by.
+// Files to remove at exit, whatever path we leave by. The socket and pid files only while they
+// are still ours: a server started on the same path after us has replaced them, and our exit
+// must not take its socket away (a client would find no file and get ENOENT).
 struct Cleanup {
   std::string socket_path;
+  nbd::FileId socket_id;
   std::string pid_file;
+  nbd::FileId pid_id;
   std::string overlay;
   ~Cleanup() {
-    if (!socket_path.empty()) ::unlink(socket_path.c_str());
-    if (!pid_file.empty()) ::unlink(pid_file.c_str());
+    if (!socket_path.empty()) nbd::unlink_if_same(socket_path, socket_id);
+    if (!pid_file.empty()) nbd::unlink_if_same(pid_file, pid_id);
     if (!overlay.empty()) ::unlink(overlay.c_str());
   }
 };
@@ -213,6 +217,7 @@ Result<std::vector<int>> open_listeners(const ServeArgs& a, Cleanup& cleanup) {
   if (!a.socket_path.empty()) {
     KEEL_ASSIGN(int fd, nbd::listen_unix(a.socket_path));
     cleanup.socket_path = a.socket_path;
+    cleanup.socket_id = nbd::file_id(a.socket_path);
     return std::vector<int>{fd};
   }
   KEEL_ASSIGN(fds, nbd::listen_tcp(a.bind, static_cast<uint16_t>(a.port)));
@@ -568,6 +573,7 @@ int run_serve(ServeArgs a) {
       return 1;
     }
     cleanup.pid_file = a.pid_file;
+    cleanup.pid_id = nbd::file_id(a.pid_file);
   }
 
   std::shared_ptr<const nbd::ExportBitmaps> bitmaps;

@@ -102,6 +102,17 @@ bool writev_all(int fd, std::vector<iovec> iov) {
   return true;
 }
 
+FileId file_id(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return {};
+  return FileId{st.st_dev, st.st_ino, true};
+}
+
+void unlink_if_same(const std::string& path, const FileId& id) {
+  const FileId now = file_id(path);
+  if (id.valid && now.valid && now.dev == id.dev && now.ino == id.ino) ::unlink(path.c_str());
+}
+
 Result<int> listen_unix(const std::string& path, const std::function<void()>& before_listen) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;

@@ -3,6 +3,7 @@
 // socket activation).
 #pragma once
 
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include <chrono>
@@ -37,6 +38,17 @@ bool writev_all(int fd, std::vector<iovec> iov);
 // path appears only once the socket listens, so a client that waits for it is never refused.
 // `before_listen` (tests) runs after bind(), before listen().
 Result<int> listen_unix(const std::string& path, const std::function<void()>& before_listen = nullptr);
+// The identity (device, inode) of the file at a path, so that a server removes its socket or pid
+// file at exit only if it is still its own: a later server on the same path replaces the file
+// (listen_unix removes a stale socket), and the first one's exit must not remove the successor's.
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool valid = false;
+};
+FileId file_id(const std::string& path);
+// Removes path if it is still the file `id` names; does nothing otherwise.
+void unlink_if_same(const std::string& path, const FileId& id);
 // Creates listening TCP sockets for addr:port (every address it resolves to).
 Result<std::vector<int>> listen_tcp(const std::string& addr, uint16_t port);
 // The port a listening TCP socket is bound to (for -p 0).

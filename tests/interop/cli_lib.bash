@@ -11,7 +11,8 @@ if [ -z "${KEEL_CLI_TEST_BOUNDED:-}" ]; then
   exec timeout -k 5 "${KEEL_CLI_TEST_TIMEOUT:-170}" bash "$0" "$@"
 fi
 export LC_ALL=C TZ=UTC
-source "$(dirname "${BASH_SOURCE[0]}")/qemu_luks.bash"  # before the cd: the path may be relative
+source "$(dirname "${BASH_SOURCE[0]}")/qemu_luks.bash"
+source "$(dirname "${BASH_SOURCE[0]}")/proc_lib.bash"  # before the cd: the path may be relative
 T=$(mktemp -d "/tmp/keel-$(basename "$0" .sh).XXXXXX")
 trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1

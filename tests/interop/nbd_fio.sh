@@ -19,13 +19,6 @@ start_server() {  # start_server SOCKET ARGS...
     fail "keel serve $* did not start"
   PIDS+=("$(cat "$sock.pid")")
 }
-stop_server() {  # stop_server SOCKET
-  local pid
-  pid=$(cat "$1.pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  fail "server $pid did not exit after SIGTERM"
-}
 
 cd "$T"  # fio leaves verify state files in the working directory
 fio --enghelp=nbd >/dev/null 2>&1 || fail "this fio has no nbd engine"

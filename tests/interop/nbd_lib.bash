@@ -2,6 +2,7 @@
 # failure report with the server's log.
 #   source nbd_lib.bash; nbd_setup NAME      -> $T (removed at exit), $PIDS (killed at exit)
 source "$(dirname "${BASH_SOURCE[0]}")/qemu_luks.bash"
+source "$(dirname "${BASH_SOURCE[0]}")/proc_lib.bash"
 
 nbd_setup() {
   T=$(mktemp -d "/tmp/keel-nbd-$1.XXXXXX")
@@ -25,6 +26,13 @@ serve_fork() {
   timeout 60 "$@" --fork --pid-file "$pidfile.srv" 2>>"$T/serve.log" || fail "$* did not start"
   cp "$pidfile.srv" "$pidfile"
   PIDS+=("$(cat "$pidfile")")
+}
+
+# stop_server SOCKET: stops the server whose pid is in SOCKET.pid and waits for its exit.
+stop_server() {
+  local pid
+  pid=$(cat "$1.pid")
+  stop_pid "$pid" || fail "server $pid did not exit after SIGTERM"
 }
 
 # fail MESSAGE: prints it and $T/serve.log, exits 1. Scripts that report more define their own.

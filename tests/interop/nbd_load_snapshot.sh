@@ -41,8 +41,8 @@ for spec in s1 1 snapshot.name=s2 snapshot.id=2; do
   if qemu-io -f raw -c 'write -P 0x99 0 4k' "nbd+unix:///?socket=$T/k.sock" 2>&1 | grep -q "^wrote"; then
     fail "-l $spec: a write to the export succeeded"
   fi
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 0.3
+  # Gone before the next round serves on the same socket paths (an exiting server unlinks its path).
+  for p in "${PIDS[@]}"; do stop_pid "$p" || fail "server $p did not exit after SIGTERM"; done
   PIDS=()
   checks=$((checks + 1))
 done

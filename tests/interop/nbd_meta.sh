@@ -23,13 +23,6 @@ start() {
     serve_fork "$sock.pid" qemu-nbd -k "$sock" "$@"
   fi
 }
-stop() {  # stop SOCKET: SIGTERM, wait for the exit
-  local pid
-  pid=$(cat "$1.pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  fail "server $pid did not exit after SIGTERM"
-}
 qio() {  # qio SOCKET COMMANDS...
   local sock=$1; shift
   local args=()
@@ -60,7 +53,7 @@ for s in qemu keel; do
   cp "$T/p.qcow2" "$T/p-$s.qcow2"
   start "$s" "$T/p-$s.sock" -f qcow2 -B b0 -B b1 -A "$T/p-$s.qcow2"
   $PROBE "$T/p-$s.sock" "${STEPS[@]}" >"$T/probe.$s" || fail "probe of $s"
-  stop "$T/p-$s.sock"
+  stop_server "$T/p-$s.sock"
 done
 same probe
 grep -q "id=3 done=1" "$T/probe.keel" || fail "no bitmap extents in $(cat "$T/probe.keel")"
@@ -68,7 +61,7 @@ grep -q "id=3 done=1" "$T/probe.keel" || fail "no bitmap extents in $(cat "$T/pr
 for s in qemu keel; do
   start "$s" "$T/p-$s.sock" -f qcow2 -B b0 "$T/p-$s.qcow2"
   $PROBE "$T/p-$s.sock" sr set:qemu:allocation-depth go bs:0:4096 >"$T/none.$s" || fail "probe of $s"
-  stop "$T/p-$s.sock"
+  stop_server "$T/p-$s.sock"
 done
 same none
 
@@ -102,7 +95,7 @@ for e in json.load(open(sys.argv[1])):
         print("read:%d:%d:%s" % (e["offset"], e["length"], sys.argv[2]))' "$T/inc.$s" "$T/inc-$s.raw")
   [ "${#READS[@]}" -gt 0 ] || fail "no dirty extent on $s: $(cat "$T/inc.$s")"
   $PROBE "$S" sr go "${READS[@]}" >/dev/null || fail "reading the dirty extents from $s"
-  stop "$S"
+  stop_server "$S"
   qemu-img compare -q -f raw -F qcow2 "$T/inc-$s.raw" "$T/d-$s.qcow2" ||
     fail "full copy + dirty extents differs from the image served by $s"
   qemu-img check -q "$T/d-$s.qcow2" || fail "qemu-img check after serving with $s"
@@ -117,7 +110,7 @@ qemu-img info --output=json "$T/d-keel.qcow2" | grep -q '"in-use"' && fail "bitm
 start qemu "$T/r.sock" -r -f qcow2 -B inc "$T/d-keel.qcow2"
 timeout 60 nbdinfo --map=qemu:dirty-bitmap:inc --json "$(uri "$T/r.sock")" >"$T/inc.persisted" ||
   fail "nbdinfo on the persisted bitmap"
-stop "$T/r.sock"
+stop_server "$T/r.sock"
 diff -u "$T/inc.keel" "$T/inc.persisted" >"$T/diff" || fail "persisted bitmap differs: $(cat "$T/diff")"
 
 echo "== qemu:allocation-depth on a 3-layer chain, compared with qemu-nbd"
@@ -132,7 +125,7 @@ for s in qemu keel; do
   start "$s" "$T/c-$s.sock" -r -f qcow2 -A "$T/top.qcow2"
   timeout 60 nbdinfo --map=qemu:allocation-depth "$(uri "$T/c-$s.sock")" >"$T/depth.$s" ||
     fail "nbdinfo --map=qemu:allocation-depth on $s"
-  stop "$T/c-$s.sock"
+  stop_server "$T/c-$s.sock"
 done
 same depth
 grep -q "backing depth 3" "$T/depth.keel" || fail "no extent from the base: $(cat "$T/depth.keel")"

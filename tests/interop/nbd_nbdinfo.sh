@@ -14,13 +14,6 @@ start_server() {  # start_server SOCKET ARGS... (background, ready when this ret
     fail "keel serve $* did not start"
   PIDS+=("$(cat "$sock.pid")")
 }
-stop_server() {  # stop_server SOCKET: SIGTERM and wait for the exit
-  local pid
-  pid=$(cat "$1.pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  fail "server $pid did not exit after SIGTERM"
-}
 # json_check FILE PYTHON-EXPR: asserts the expression over `j` (the parsed JSON) is true.
 json_check() {
   "$PY" - "$1" "$2" <<'EOF' || fail "json check failed: $2 on $(cat "$1")"

@@ -17,13 +17,6 @@ start() {  # start SOCKET ARGS...
   rm -f "$sock"
   serve_fork "$sock.pid" "$KEEL" serve -t -k "$sock" "$@"
 }
-stop() {
-  local pid
-  pid=$(cat "$1.pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  fail "server $pid did not exit after SIGTERM"
-}
 # make_ca DIR CN: a CA key and self-signed certificate in DIR
 make_ca() {
   mkdir -p "$1"
@@ -149,7 +142,7 @@ echo "== wrong certificate, wrong PSK: handshake fails"
 if timeout 30 nbdinfo "nbds+unix:///?socket=$S&tls-certificates=$B" >"$T/badcert.out" 2>&1; then
   fail "client with an untrusted certificate got in"
 fi
-stop "$S"
+stop_server "$S"
 P=$T/psk
 mkdir -p "$P"
 echo "alice:$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$P/keys.psk"
@@ -162,7 +155,7 @@ cmp -n $((8 << 20)) "$T/src.raw" "$T/pback.raw" || fail "PSK read differs"
 if timeout 30 nbdinfo "nbds+unix://alice@/?socket=$S&tls-psk-file=$T/wrong.psk" >"$T/pbad" 2>&1; then
   fail "client with a wrong PSK got in"
 fi
-stop "$S"
+stop_server "$S"
 qemu-img check -q "$IMG" || fail "qemu-img check after the TLS runs"
 
 echo "== --tls-authz: only the named client (x509 DN as qemu-nbd spells it, PSK user)"
@@ -175,7 +168,7 @@ authz_ok() {  # authz_ok SERVER(keel|qemu) IDENTITY URI: 0 if the client gets in
   serve_fork "$T/z.pid" "${server[@]}" -k "$T/z.sock" --object "$XOBJ" \
     --object "authz-simple,id=z0,identity=$id" --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG"
   timeout 30 nbdinfo "$uri" >/dev/null 2>&1 || rc=$?
-  stop "$T/z"
+  stop_server "$T/z"
   return $rc
 }
 ZU="nbds+unix:///?socket=$T/z.sock&tls-certificates=$X"
@@ -190,12 +183,12 @@ serve_fork "$T/z.pid" "$KEEL" serve -k "$T/z.sock" --object "$PSKOBJ" \
 if timeout 30 nbdinfo "nbds+unix://alice@/?socket=$T/z.sock&tls-psk-file=$P/keys.psk" >/dev/null 2>&1; then
   fail "PSK user alice got in with --tls-authz naming bob"
 fi
-stop "$T/z"
+stop_server "$T/z"
 serve_fork "$T/z.pid" "$KEEL" serve -k "$T/z.sock" --object "$PSKOBJ" \
   --object "authz-simple,id=z0,identity=alice" --tls-creds tls0 --tls-authz z0 -f qcow2 "$IMG"
 timeout 30 nbdinfo "nbds+unix://alice@/?socket=$T/z.sock&tls-psk-file=$P/keys.psk" >/dev/null 2>&1 ||
   fail "PSK user alice refused with --tls-authz naming alice"
-stop "$T/z"
+stop_server "$T/z"
 "$KEEL" serve -k "$T/e.sock" --object "authz-simple,id=z0,identity=x" --tls-authz z0 "$IMG" 2>"$T/err" &&
   fail "--tls-authz without --tls-creds started"
 grep -q "not permitted without --tls-creds" "$T/err" || fail "authz without creds: $(cat "$T/err")"

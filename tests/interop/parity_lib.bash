@@ -211,15 +211,19 @@ io_twin() {
 }
 
 # dirty_map DIR IMAGE BITMAP: the bitmap as qemu-nbd exports it (nbdinfo --map).
+DIRTY_MAP_N=0
 dirty_map() {
-  local sock="$T/nbd.$$.sock" pid out rc=0
+  # A socket path of its own per call, and the server stopped and gone before the next one
+  # starts: qemu-nbd unlinks its socket path as it exits, whoever's file is there by then.
+  DIRTY_MAP_N=$((DIRTY_MAP_N + 1))
+  local sock="$T/nbd.$$.$DIRTY_MAP_N.sock" pid out rc=0
   rm -f "$sock" "$sock.pid"
   # --fork returns once the server accepts (the socket file exists from bind(), before listen()).
   (cd "$T/$1" && timeout 60 qemu-nbd -r -f qcow2 -B "$3" -k "$sock" --fork --pid-file "$sock.pid" "$2") \
     2>"$T/nbd.err" || { cat "$T/nbd.err" >&2; return 1; }
   pid=$(cat "$sock.pid")
   out=$(nbdinfo --map="qemu:dirty-bitmap:$3" "nbd+unix:///?socket=$sock" 2>&1) || rc=$?
-  kill "$pid" 2>/dev/null || true
+  stop_pid "$pid" || { echo "qemu-nbd $pid did not exit after SIGTERM" >&2; return 1; }
   [ $rc -eq 0 ] || { cat "$T/nbd.err" >&2; echo "$out" >&2; return 1; }
   echo "$out"
 }

@@ -68,8 +68,7 @@ serve wk qemu-nbd -t -f qcow2 -k "$T/wk.sock" "$T/k/w.qcow2"
 qemu-io -c 'write -P 0x55 4k 100k' -c 'write -z 2M 4k' -c flush "nbd+unix:///?socket=$T/wq.sock" >/dev/null ||
   fail "qemu-io write over NBD"
 run_ok "keel io writes over NBD" "$KEEL" io -c 'write -P 0x55 4k 100k' -c 'write -z 2M 4k' -c flush "nbd+unix:///?socket=$T/wk.sock"
-kill "${PIDS[-1]}" "${PIDS[-2]}"
-sleep 0.5
+stop_pid "${PIDS[-1]}" && stop_pid "${PIDS[-2]}" || fail "qemu-nbd did not exit after SIGTERM"
 same_content "writes over NBD" w.qcow2
 
 say "keel serve -L and qemu-nbd -L"

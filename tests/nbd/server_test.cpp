@@ -128,6 +128,32 @@ TEST(nbd_socket, UnixSocketFileAppearsOnlyWhenListening) {
   EXPECT_EQ(std::system(("rm -rf " + dir).c_str()), 0);
 }
 
+// A server removes its socket file at exit only while it is its own: a second server on the same
+// path has replaced the file, and the first one's exit must leave the second's socket in place
+// (before, it unlinked the path, and a client of the second server got ENOENT).
+TEST(nbd_socket, ExitRemovesOnlyItsOwnSocketFile) {
+  char tmpl[] = "/tmp/keel-sock-test.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl, path = dir + "/s.sock";
+  auto first = listen_unix(path);
+  ASSERT_TRUE(first) << first.error().message();
+  const FileId first_id = file_id(path);
+  ASSERT_TRUE(first_id.valid);
+  auto second = listen_unix(path);
+  ASSERT_TRUE(second) << second.error().message();
+  const FileId second_id = file_id(path);
+  ASSERT_TRUE(second_id.valid);
+  EXPECT_NE(first_id.ino, second_id.ino);
+  ::close(*first);
+  unlink_if_same(path, first_id);  // the first server exits
+  struct stat st;
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << "the first server's exit removed the second's socket file";
+  unlink_if_same(path, second_id);  // the second exits
+  EXPECT_NE(::lstat(path.c_str(), &st), 0) << "the second server's exit left its socket file";
+  ::close(*second);
+  EXPECT_EQ(std::system(("rm -rf " + dir).c_str()), 0);
+}
+
 TEST_P(nbd_server, HandshakeWriteRead) {
   ServerConfig cfg;
   cfg.persistent = true;
