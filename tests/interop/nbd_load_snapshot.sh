@@ -19,12 +19,8 @@ sum_before=$(md5sum <i.qcow2)
 
 serve() {  # serve TOOL SOCKET ARGS...
   local tool=$1 sock=$2; shift 2
-  if [ "$tool" = keel ]; then
-    timeout 30 "$KEEL" serve --fork --pid-file "$sock.pid" -k "$sock" "$@" 2>>serve.log || fail "keel serve $* did not start"
-  else
-    timeout 30 qemu-nbd --fork --pid-file "$sock.pid" -k "$sock" "$@" 2>>serve.log || fail "qemu-nbd $* did not start"
-  fi
-  PIDS+=("$(cat "$sock.pid")")
+  if [ "$tool" = keel ]; then serve_fork "$sock.pid" "$KEEL" serve -k "$sock" "$@"
+  else serve_fork "$sock.pid" qemu-nbd -k "$sock" "$@"; fi
 }
 checks=0
 for spec in s1 1 snapshot.name=s2 snapshot.id=2; do
