@@ -19,6 +19,7 @@
 #   NBD_CACHE          --cache of both servers                      [none]
 #   NBD_AIO            --aio of both servers                        [io_uring]
 #   BENCH_SIZE         image size                                   [256M]
+#   BENCH_NBD_SW_SIZE  image size of sw-1m (one pass over it)       [2G]
 #   BENCH_NBD_RUNTIME  seconds per fio run                          [3]
 #   BENCH_ROUNDS       repetitions                                  [3]
 #   BENCH_NBD_WORKLOADS  a subset (nbd-compare.sh names)            [the list above]
@@ -47,25 +48,43 @@ WL=${BENCH_NBD_WORKLOADS:-rw-alloc-qd1 rw-alloc-qd32 rw-full-qd1 rw-full-qd32 rr
 SIZE=${BENCH_SIZE:-256M}
 RUNTIME=${BENCH_NBD_RUNTIME:-3}
 RES=$OUT/nbd-compare
-rm -rf "$RES"
+rm -rf "$RES" "$RES-sw"
+
+# sw-1m is one pass over the image: on the BENCH_SIZE image that is 256 writes in ~0.2 s, and
+# its ratio swung 0.56-1.28 between repetitions. It runs on its own, larger image.
+SW_SIZE=${BENCH_NBD_SW_SIZE:-2G}
+WL_MAIN=() WL_SW=()
+for w in $WL; do if [ "$w" = sw-1m ]; then WL_SW+=("$w"); else WL_MAIN+=("$w"); fi; done
 
 machine_header
-echo "servers: --cache=$CACHE --aio=$AIO; size $SIZE; $RUNTIME s per fio run"
-# $SOCK and $IMG stay literal: nbd-compare.sh fills them in for every run.
-# shellcheck disable=SC2016
-SERVER_A="'$KEEL'"' serve -f qcow2 --cache='"$CACHE"' --aio='"$AIO"' -t -k $SOCK $IMG' \
-SERVER_B='qemu-nbd -f qcow2 --cache='"$CACHE"' --aio='"$AIO"' -t -k $SOCK $IMG' \
-LABEL_A=keel LABEL_B=qemu-nbd FMT_A=qcow2 FMT_B=qcow2 PHYS=${BENCH_NBD_PHYS:-1} \
-SIZE=$SIZE RUNTIME=$RUNTIME REPS=$ROUNDS WORKLOADS="$WL" \
-DROP_CACHES=${DROP_CACHES:-0} WORKDIR=$DIR RESULTS=$RES KEEP_RESULTS=1 \
-  bash "$COMPARE"
+echo "servers: --cache=$CACHE --aio=$AIO; size $SIZE (sw-1m: $SW_SIZE); $RUNTIME s per fio run"
+# compare RESULTS SIZE WORKLOADS...: one nbd-compare.sh run.
+compare() {
+  local res=$1 size=$2; shift 2
+  # $SOCK and $IMG stay literal: nbd-compare.sh fills them in for every run.
+  # shellcheck disable=SC2016
+  SERVER_A="'$KEEL'"' serve -f qcow2 --cache='"$CACHE"' --aio='"$AIO"' -t -k $SOCK $IMG' \
+  SERVER_B='qemu-nbd -f qcow2 --cache='"$CACHE"' --aio='"$AIO"' -t -k $SOCK $IMG' \
+  LABEL_A=keel LABEL_B=qemu-nbd FMT_A=qcow2 FMT_B=qcow2 PHYS=${BENCH_NBD_PHYS:-1} \
+  SIZE=$size RUNTIME=$RUNTIME REPS=$ROUNDS WORKLOADS="$*" \
+  DROP_CACHES=${DROP_CACHES:-0} WORKDIR=$DIR RESULTS=$res KEEP_RESULTS=1 \
+    bash "$COMPARE"
+}
+results=()
+if [ ${#WL_MAIN[@]} -gt 0 ]; then compare "$RES" "$SIZE" "${WL_MAIN[@]}"; results+=("$RES/results.csv"); fi
+if [ ${#WL_SW[@]} -gt 0 ]; then
+  echo "sw-1m on a $SW_SIZE image (load average before: $(cut -d' ' -f1-3 /proc/loadavg)):"
+  compare "$RES-sw" "$SW_SIZE" "${WL_SW[@]}"
+  results+=("$RES-sw/results.csv")
+fi
 
 # Per-run IOPS in the common CSV format (A = keel, B = qemu-nbd, P = the raw file).
-python3 - "$RES/results.csv" >>"$CSV" <<'EOF'
+python3 - "${results[@]}" >>"$CSV" <<'PY'
 import csv, sys
 names = {"A": "keel", "B": "qemu", "P": "raw"}
-for r in csv.DictReader(open(sys.argv[1])):
-    print(f'nbd_bench,nbd {r["workload"]},{r["rep"]},{names[r["side"]]},,{r["iops"]}')
-EOF
+for path in sys.argv[1:]:
+    for r in csv.DictReader(open(path)):
+        print(f'nbd_bench,nbd {r["workload"]},{r["rep"]},{names[r["side"]]},,{r["iops"]}')
+PY
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(raw data: $CSV and $RES)"
