@@ -147,8 +147,8 @@ grep -qx "Bitmap 'nope' is not found" "$T/missing.keel" || fail "missing: $(cat 
 cp "$T/p.qcow2" "$T/u.qcow2"
 start keel "$T/u.sock" -t -f qcow2 -B b0 "$T/u.qcow2"
 qio "$T/u.sock" 'write -P 0xcd 0 64k' 'flush'
-kill -9 "$(cat "$T/u.sock.pid")"
-wait "$(cat "$T/u.sock.pid")" 2>/dev/null || true
+kill9_wait "$(cat "$T/u.sock.pid")" || fail "server did not exit after SIGKILL"
+wait_unlocked "$T/u.qcow2" || fail "the image stayed locked after SIGKILL"
 qemu-img info -U --output=json "$T/u.qcow2" | grep -q '"in-use"' || fail "bitmap not in-use after SIGKILL"
 for s in qemu keel; do err_of "$s" -f qcow2 -B b0 "$T/u.qcow2" >"$T/inuse.$s"; done
 same inuse

@@ -75,8 +75,8 @@ start "$T/k.sock" --object "$XOBJ" --tls-creds tls0 -f qcow2 "$T/k.qcow2"
 timeout 60 qemu-io --object "$QOBJ" --image-opts \
   "driver=nbd,server.type=unix,server.path=$T/k.sock,tls-creds=c0,tls-hostname=localhost" \
   -c 'write -P 0x77 20M 2M' -c 'flush' >"$T/qio" 2>&1 || fail "qemu-io before SIGKILL: $(cat "$T/qio")"
-kill -9 "$(cat "$T/k.sock.pid")"
-wait "$(cat "$T/k.sock.pid")" 2>/dev/null || true
+kill9_wait "$(cat "$T/k.sock.pid")" || fail "server did not exit after SIGKILL"
+wait_unlocked "$T/k.qcow2" || fail "the image stayed locked after SIGKILL"
 qemu-img check -q "$T/k.qcow2" || fail "qemu-img check after SIGKILL over TLS"
 qemu-io -f qcow2 -c 'read -P 0x77 20M 2M' "$T/k.qcow2" | grep -qi fail && fail "flushed write lost after SIGKILL"
 
