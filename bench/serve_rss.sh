@@ -4,6 +4,7 @@
 #   bench/serve_rss.sh [KEEL_BINARY] [SECONDS]       (defaults: build/keel, 20)
 # Prints one line per server and round: peak RSS (VmHWM) in MiB and fio's IOPS.
 set -euo pipefail
+source "$(dirname "$0")/../tests/interop/proc_lib.bash"
 KEEL=$(realpath "${1:-build/keel}")
 SECS=${2:-20}
 ROUNDS=${BENCH_ROUNDS:-2}
@@ -27,7 +28,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
       --time_based --runtime="$SECS" --size=1T --output-format=json 2>/dev/null | sed -n '/^{/,$p' |
       python3 -c 'import json,sys; print(int(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))')
     peak=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$pid/status)
-    kill $pid; for _ in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+    stop_pid "$pid"  # gone before the next round serves on the same socket path
     printf '%-10s %6s %10s %8s\n' $server $r "$peak" "$iops"
   done
 done
