@@ -101,18 +101,21 @@ unchanged "after the refused opens"
 say "an image another process holds"
 twin_setup image
 holders=()
+# Each holder reads a sector and then sleeps: once its "read" line is out (stdout line-buffered),
+# its open, with the permissions and locks it keeps, is complete. (Polling for a failing
+# `qemu-img info` alone could catch a holder between the lock steps of its open.)
 for d in q k; do
-  (cd "$T/$d" && exec qemu-io -c "sleep 60000" a.qcow2) >/dev/null 2>&1 &
+  (cd "$T/$d" && exec stdbuf -oL qemu-io -c "read 0 512" -c "sleep 60000" a.qcow2) >"$T/$d.holder" 2>&1 &
   holders+=($!)
 done
-# Wait until both holders have the image open (qemu-img info's shared open then fails).
-for _ in $(seq 100); do
-  busy=0
-  for d in q k; do
-    (cd "$T/$d" && qemu-img info a.qcow2) >/dev/null 2>&1 || busy=$((busy + 1))
-  done
-  [ $busy = 2 ] && break
+for _ in $(seq 600); do
+  grep -q "^read 512/512" "$T/q.holder" && grep -q "^read 512/512" "$T/k.holder" && break
   sleep 0.1
+done
+busy=0
+for d in q k; do
+  grep -q "^read 512/512" "$T/$d.holder" || fail "holder in $d/ did not open the image: $(cat "$T/$d.holder")"
+  (cd "$T/$d" && qemu-img info a.qcow2) >/dev/null 2>&1 || busy=$((busy + 1))
 done
 [ $busy = 2 ] || fail "the holders did not take the image's lock"
 twin_run "info while held" info a.qcow2
