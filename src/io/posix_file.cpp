@@ -20,56 +20,72 @@ constexpr uint32_t kDirectAlign = 4096;
 constexpr std::array<const char*, 4> kPermNames = {"consistent read", "write", "write unchanged",
                                                    "resize"};
 
-// A 4 KiB-aligned buffer for one O_DIRECT transfer from or to unaligned memory (a guest
-// buffer or a cached table in a std::vector). Each thread keeps its last one, up to
-// kKeptScratchBytes, for its next transfer: one posix_memalign and free per request cost time,
-// and their alignment slack, freed between the heap's 64 KiB table buffers, fragmented it
-// (keel serve over a fresh 1 TiB image: 50 MiB of heap for 34 MiB in use).
-constexpr size_t kKeptScratchBytes = 128 * 1024;
-
-class AlignedBuffer {
+// 4 KiB-aligned buffers for O_DIRECT transfers from or to unaligned memory (a guest buffer, or a
+// cached table in a std::vector), kept by the file for its next transfers: a posix_memalign and
+// free per request cost time, and their alignment slack, freed between the heap's 64 KiB table
+// buffers, fragmented it (keel serve over a fresh 1 TiB image: 50 MiB of heap for 34 MiB in
+// use). At most kKeptBuffers of at most kKeptBufferBytes each; larger ones are freed after use.
+// (Per file, not per thread: libkeel keeps no thread_local or global state.)
+class BouncePool {
  public:
-  explicit AlignedBuffer(size_t n) {
-    Scratch& s = scratch();
-    if (!s.busy && n <= kKeptScratchBytes) {
-      if (s.size < n) {
-        std::free(s.ptr);
-        s.ptr = nullptr;
-        s.size = 0;
-        const size_t want = std::max<size_t>(n, 64 * 1024);
-        if (posix_memalign(&s.ptr, kDirectAlign, want) == 0) s.size = want;
-        else s.ptr = nullptr;
+  static constexpr size_t kKeptBuffers = 16;
+  static constexpr size_t kKeptBufferBytes = 128 * 1024;
+  struct Buf {
+    void* ptr = nullptr;
+    size_t size = 0;
+  };
+  BouncePool() = default;
+  BouncePool(const BouncePool&) = delete;
+  BouncePool& operator=(const BouncePool&) = delete;
+  ~BouncePool() {
+    for (Buf& b : free_) std::free(b.ptr);
+  }
+  // A buffer of at least n bytes (ptr null if memory ran out).
+  Buf get(size_t n) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (size_t i = free_.size(); i-- > 0;) {
+        if (free_[i].size >= n) {
+          Buf b = free_[i];
+          free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
+          return b;
+        }
       }
-      if (s.ptr) {
-        s.busy = true;
-        ptr = s.ptr;
+    }
+    Buf b;
+    b.size = n <= kKeptBufferBytes ? std::max<size_t>(n, 64 * 1024) : n;
+    if (posix_memalign(&b.ptr, kDirectAlign, b.size) != 0) b = Buf{};
+    return b;
+  }
+  void put(Buf b) {
+    if (!b.ptr) return;
+    if (b.size <= kKeptBufferBytes) {
+      std::lock_guard<std::mutex> g(mu_);
+      if (free_.size() < kKeptBuffers) {
+        free_.push_back(b);
         return;
       }
     }
-    owned_ = true;
-    if (posix_memalign(&ptr, kDirectAlign, n) != 0) ptr = nullptr;
+    std::free(b.ptr);
   }
-  ~AlignedBuffer() {
-    if (owned_) std::free(ptr);
-    else if (ptr) scratch().busy = false;
-  }
-  AlignedBuffer(const AlignedBuffer&) = delete;
-  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-  uint8_t* data() { return static_cast<uint8_t*>(ptr); }
-  void* ptr = nullptr;
 
  private:
-  struct Scratch {
-    void* ptr = nullptr;
-    size_t size = 0;
-    bool busy = false;  // a second buffer while one is alive comes from posix_memalign
-    ~Scratch() { std::free(ptr); }
-  };
-  static Scratch& scratch() {
-    thread_local Scratch s;
-    return s;
-  }
-  bool owned_ = false;
+  std::mutex mu_;
+  std::vector<Buf> free_;
+};
+
+// One transfer's buffer from the pool, given back at the end of the scope.
+class AlignedBuffer {
+ public:
+  AlignedBuffer(BouncePool& pool, size_t n) : pool_(pool), buf_(pool.get(n)) {}
+  ~AlignedBuffer() { pool_.put(buf_); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  uint8_t* data() { return static_cast<uint8_t*>(buf_.ptr); }  // null if memory ran out
+
+ private:
+  BouncePool& pool_;
+  BouncePool::Buf buf_;
 };
 
 class PosixFile final : public BlockFile {
@@ -215,8 +231,8 @@ class PosixFile final : public BlockFile {
   Status bounce_read(uint64_t offset, std::span<uint8_t> buf) {
     uint64_t start = offset / kDirectAlign * kDirectAlign;
     uint64_t end = (offset + buf.size() + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
-    AlignedBuffer b(end - start);
-    if (!b.ptr) return io_error(ENOMEM, "bounce buffer");
+    AlignedBuffer b(bounce_, end - start);
+    if (!b.data()) return io_error(ENOMEM, "bounce buffer");
     // A read of the file's unaligned tail fails under O_DIRECT on some file systems; pread
     // returns short instead, which raw_read turns into zeros.
     KEEL_TRY(raw_read(start, b.data(), end - start));
@@ -225,8 +241,8 @@ class PosixFile final : public BlockFile {
   }
 
   Status copy_write(uint64_t offset, std::span<const uint8_t> buf) {
-    AlignedBuffer b(buf.size());
-    if (!b.ptr) return io_error(ENOMEM, "bounce buffer");
+    AlignedBuffer b(bounce_, buf.size());
+    if (!b.data()) return io_error(ENOMEM, "bounce buffer");
     std::memcpy(b.data(), buf.data(), buf.size());
     return raw_write(offset, b.data(), buf.size());
   }
@@ -234,8 +250,8 @@ class PosixFile final : public BlockFile {
   Status bounce_write(uint64_t offset, std::span<const uint8_t> buf) {
     uint64_t start = offset / kDirectAlign * kDirectAlign;
     uint64_t end = (offset + buf.size() + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
-    AlignedBuffer b(end - start);
-    if (!b.ptr) return io_error(ENOMEM, "bounce buffer");
+    AlignedBuffer b(bounce_, end - start);
+    if (!b.data()) return io_error(ENOMEM, "bounce buffer");
     std::lock_guard<std::mutex> g(rmw_mu_);  // read-modify-write of shared edge blocks
     if (start != offset || end != offset + buf.size()) KEEL_TRY(raw_read(start, b.data(), end - start));
     std::memcpy(b.data() + (offset - start), buf.data(), buf.size());
@@ -275,6 +291,7 @@ class PosixFile final : public BlockFile {
   bool direct_;
   bool no_flush_;
   std::mutex rmw_mu_;
+  BouncePool bounce_;
 };
 
 }  // namespace
