@@ -1,7 +1,7 @@
 // Proves a PosixFile opened with O_DIRECT (cache=none) moves the right bytes for transfers the
 // device cannot take as they are: unaligned memory, offsets and lengths, from 1 byte to past the
-// size each thread keeps its bounce buffer for (so the kept buffer grows, and larger transfers
-// take one of their own), and from several threads at once on disjoint ranges.
+// size the file keeps its bounce buffers for (so a kept buffer too small is passed over, and
+// larger transfers take one of their own), and from several threads at once on disjoint ranges.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -59,8 +59,8 @@ void roundtrip(keel::BlockFile& f, uint64_t offset, size_t n, size_t skew, uint3
 
 TEST_F(PosixFileDirect, UnalignedTransfersOfEverySizeReadBack) {
   uint32_t seed = 1;
-  // Ascending sizes: the thread's kept buffer must grow, and past its limit (128 KiB) a
-  // transfer takes a buffer of its own; then small ones again reuse the kept one.
+  // Ascending sizes: the kept buffers are too small for the next size up, and past their limit
+  // (128 KiB) a transfer takes a buffer of its own; then small ones again reuse a kept one.
   for (size_t n : {1ul, 511ul, 4096ul, 4097ul, 65536ul, 65537ul, 131072ul, 131073ul, 262144ul + 17, 300ul}) {
     for (size_t skew : {0ul, 1ul, 8ul}) {
       for (uint64_t offset : {0ull, 7ull, 4096ull, 1ull << 20, (1ull << 20) + 4095}) {
