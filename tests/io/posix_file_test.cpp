@@ -86,6 +86,10 @@ TEST_F(PosixFileDirect, UnalignedTransfersOfEverySizeReadBack) {
 
 TEST_F(PosixFileDirect, ThreadsTransferAtOnce) {
   constexpr int kThreads = 6;
+  // Every transfer inside the file: a direct read at the file's unaligned end while another
+  // thread changes the size can fail with EINVAL (seen here on ext4; left for its own fix, see
+  // docs/integrity.md), which is not what this test is about.
+  ASSERT_TRUE(file_->truncate(static_cast<uint64_t>(kThreads + 1) << 24).is_ok());
   std::vector<std::thread> ts;
   std::vector<int> failures(kThreads, 0);
   for (int t = 0; t < kThreads; ++t) {
