@@ -42,10 +42,7 @@ timeout 120 qemu-img convert -n -f raw -O raw "$SRC" "$(uri "$S")" || fail "conv
 timeout 120 qemu-io -f raw -c "write -P 0x7e 1234567 4321" "$(uri "$S")" >/dev/null || fail "unaligned write"
 printf '\x7e%.0s' $(seq 4321) | dd of="$SRC" bs=1 seek=1234567 conv=notrunc status=none
 timeout 120 qemu-img compare -f raw -F raw "$SRC" "$(uri "$S")" >/dev/null || fail "compare over NBD"
-pid=$(cat "$S.pid")
-kill -TERM "$pid"
-for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$pid" 2>/dev/null && fail "server did not stop"
+stop_server "$S"
 
 echo "== qemu-img decrypts the image file"
 qemu-img convert "${SEC[@]}" --image-opts "$OPTS" -O raw "$T/out.raw" || fail "qemu-img convert"
@@ -77,10 +74,7 @@ timeout 120 qemu-img compare -f raw -F raw "$SRC" "$(uri "$S")" >/dev/null || fa
 timeout 120 qemu-io -f raw -c "write -P 0x6d 3100000 5000" "$(uri "$S")" >/dev/null || fail "partial-cluster write"
 printf '\x6d%.0s' $(seq 5000) | dd of="$SRC" bs=1 seek=3100000 conv=notrunc status=none
 timeout 120 qemu-img compare -f raw -F raw "$SRC" "$(uri "$S")" >/dev/null || fail "compare after the write"
-pid=$(cat "$S.pid")
-kill -TERM "$pid"
-for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$pid" 2>/dev/null && fail "server did not stop"
+stop_server "$S"
 qemu-img convert "${SEC2[@]}" --image-opts "$TOPTS" -O raw "$T/out2.raw" || fail "qemu-img convert of the chain"
 cmp -s "$SRC" "$T/out2.raw" || fail "qemu-img reads other bytes from the chain than were written over NBD"
 out=$(qemu-img check "${SEC2[@]}" --image-opts "$TOPTS" 2>&1) || fail "qemu-img check of the top: $out"

@@ -281,11 +281,6 @@ for msg in "unknown client flags" "bad option magic" "exceeds the limit" "Unsupp
   grep -q "$msg" "$T/serve.log" || fail "not logged: $msg"
 done
 
-for sock in "$S" "$R"; do
-  pid=$(cat "$sock.pid")
-  kill -TERM "$pid"
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && fail "server $pid did not exit after SIGTERM"
-done
+for sock in "$S" "$R"; do stop_server "$sock"; done
 qemu-img check -q "$IMG" || fail "qemu-img check"
 echo PASS
